@@ -1,0 +1,133 @@
+{{/*
+Pod template of the serving container, shared by the Deployment, the Rollout and the native tracks.
+Usage: include "housing.podTemplate" (dict "root" $ "track" "stable" "tag" $tag)
+*/}}
+{{- define "housing.podTemplate" -}}
+{{- $root := .root }}
+{{- $values := $root.Values }}
+{{- $modelVersion := default (include "housing.versionOfTag" .tag) .modelVersion -}}
+metadata:
+  labels:
+    {{- include "housing.serverSelectorLabels" $root | nindent 4 }}
+    {{- with .track }}
+    housing.io/track: {{ . }}
+    {{- end }}
+    housing.io/model-version: {{ $modelVersion | quote }}
+    {{- with $values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    checksum/config: {{ include "housing.configChecksum" $root }}
+    {{- with $values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "housing.serviceAccountName" $root }}
+  automountServiceAccountToken: {{ $values.serviceAccount.automountToken }}
+  {{- with $values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $values.podSecurityContext | nindent 4 }}
+  terminationGracePeriodSeconds: {{ $values.terminationGracePeriodSeconds }}
+  {{- with $values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  containers:
+    - name: server
+      image: {{ include "housing.image" (list $values.image .tag) | quote }}
+      imagePullPolicy: {{ $values.image.pullPolicy }}
+      ports:
+        - name: http
+          containerPort: 3000
+          protocol: TCP
+      envFrom:
+        - configMapRef:
+            name: {{ include "housing.fullname" $root }}
+      env:
+        - name: BENTOML_HOME
+          value: {{ $values.bentomlHome | quote }}
+      startupProbe:
+        httpGet:
+          path: /livez
+          port: http
+        periodSeconds: {{ $values.probes.startup.periodSeconds }}
+        failureThreshold: {{ $values.probes.startup.failureThreshold }}
+        timeoutSeconds: {{ $values.probes.startup.timeoutSeconds }}
+      readinessProbe:
+        httpGet:
+          path: /readyz
+          port: http
+        periodSeconds: {{ $values.probes.readiness.periodSeconds }}
+        failureThreshold: {{ $values.probes.readiness.failureThreshold }}
+        timeoutSeconds: {{ $values.probes.readiness.timeoutSeconds }}
+      livenessProbe:
+        httpGet:
+          path: /livez
+          port: http
+        periodSeconds: {{ $values.probes.liveness.periodSeconds }}
+        failureThreshold: {{ $values.probes.liveness.failureThreshold }}
+        timeoutSeconds: {{ $values.probes.liveness.timeoutSeconds }}
+      lifecycle:
+        preStop:
+          exec:
+            command: ["sleep", "{{ $values.preStopSleepSeconds }}"]
+      resources:
+        {{- toYaml $values.resources | nindent 8 }}
+      securityContext:
+        {{- toYaml $values.securityContext | nindent 8 }}
+      volumeMounts:
+        - name: tmp
+          mountPath: /tmp
+        - name: bentoml-home
+          mountPath: {{ $values.bentomlHome }}
+  volumes:
+    - name: tmp
+      emptyDir:
+        sizeLimit: 256Mi
+    - name: bentoml-home
+      emptyDir:
+        sizeLimit: 256Mi
+  {{- if $values.affinity }}
+  affinity:
+    {{- toYaml $values.affinity | nindent 4 }}
+  {{- else if eq $values.podAntiAffinity "soft" }}
+  affinity:
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 100
+          podAffinityTerm:
+            topologyKey: kubernetes.io/hostname
+            labelSelector:
+              matchLabels:
+                {{- include "housing.serverSelectorLabels" $root | nindent 16 }}
+  {{- else if eq $values.podAntiAffinity "hard" }}
+  affinity:
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        - topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "housing.serverSelectorLabels" $root | nindent 14 }}
+  {{- end }}
+  {{- if $values.topologySpread.enabled }}
+  topologySpreadConstraints:
+    - maxSkew: {{ $values.topologySpread.maxSkew }}
+      topologyKey: {{ $values.topologySpread.topologyKey }}
+      whenUnsatisfiable: {{ $values.topologySpread.whenUnsatisfiable }}
+      labelSelector:
+        matchLabels:
+          {{- include "housing.serverSelectorLabels" $root | nindent 10 }}
+      matchLabelKeys:
+        - pod-template-hash
+  {{- end }}
+  {{- with $values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}

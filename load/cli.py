@@ -1,0 +1,112 @@
+"""Load-test commands of the ``housing`` CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def loadtest(
+    url: Annotated[str | None, typer.Option(help="Base URL of the service (HOUSING_LOAD_URL).")] = None,
+    users: Annotated[
+        int | None, typer.Option(help="Concurrent simulated users (HOUSING_LOAD_USERS).")
+    ] = None,
+    spawn_rate: Annotated[
+        float | None, typer.Option(help="Users started per second (HOUSING_LOAD_SPAWN_RATE).")
+    ] = None,
+    run_time: Annotated[
+        str | None, typer.Option(help="Duration, e.g. 30s, 2m, 1m30s (HOUSING_LOAD_RUN_TIME).")
+    ] = None,
+    tags: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated scenario tags: single, batch; default all (HOUSING_LOAD_TAGS)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for CSV stats, HTML report, summary.json (HOUSING_LOAD_OUT).")
+    ] = None,
+    p95_ms: Annotated[
+        float | None, typer.Option(help="Gate: highest accepted p95 latency, ms (HOUSING_LOAD_P95_MS).")
+    ] = None,
+    p99_ms: Annotated[
+        float | None, typer.Option(help="Gate: highest accepted p99 latency, ms (HOUSING_LOAD_P99_MS).")
+    ] = None,
+    max_error_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Gate: highest accepted share of failed requests, 0..1 (HOUSING_LOAD_MAX_ERROR_RATE)."
+        ),
+    ] = None,
+    min_rps: Annotated[
+        float | None, typer.Option(help="Gate: lowest accepted requests per second (HOUSING_LOAD_MIN_RPS).")
+    ] = None,
+) -> None:
+    """Run the Locust load test headless against a URL and gate it on SLOs; exit 1 on any breach.
+
+    Options left out come from the HOUSING_LOAD_* environment, then load.config.LoadSettings' defaults.
+    Exit codes: 0 every gate passed, 1 a gate breached, 2 bad settings or Locust did not run.
+    """
+    from pydantic import ValidationError
+    from rich.console import Console
+    from rich.table import Table
+
+    from load.config import LoadSettings
+    from load.runner import LoadTestError, run_load_test
+
+    overrides: dict[str, Any] = {
+        name: value
+        for name, value in {
+            "url": url,
+            "users": users,
+            "spawn_rate": spawn_rate,
+            "run_time": run_time,
+            "tags": tags,
+            "out": out,
+            "p95_ms": p95_ms,
+            "p99_ms": p99_ms,
+            "max_error_rate": max_error_rate,
+            "min_rps": min_rps,
+        }.items()
+        if value is not None
+    }
+    try:
+        settings = LoadSettings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()
+        )
+        typer.echo(f"error: invalid load-test settings: {problems}", err=True)
+        raise typer.Exit(2) from None
+
+    console = Console()
+    console.print(
+        f"Load test: {settings.base_url} users={settings.users} spawn-rate={settings.spawn_rate} "
+        f"run-time={settings.run_time} tags={','.join(settings.tags) or 'all'}"
+    )
+    try:
+        summary = run_load_test(settings)
+    except LoadTestError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+    table = Table(title=f"SLO gates ({summary.stats.total.requests} requests)")
+    for column in ("gate", "threshold", "observed", "result"):
+        table.add_column(column)
+    for gate in summary.gates:
+        observed = "-" if gate.observed is None else f"{gate.observed:.4g}"
+        verdict = "[green]pass[/green]" if gate.passed else "[red]BREACH[/red]"
+        table.add_row(gate.gate, f"{gate.threshold:g}", observed, verdict)
+    console.print(table)
+    console.print(f"Reports in {settings.out}: " + ", ".join(summary.files.values()))
+
+    breaches = [gate for gate in summary.gates if not gate.passed]
+    for gate in breaches:
+        typer.echo(f"SLO gate {gate.gate} breached: {gate.message}", err=True)
+    if breaches:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the root CLI."""
+    app.command("loadtest")(loadtest)

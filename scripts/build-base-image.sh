@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Build the local Debian base images used when no container registry is reachable
+# (recipe: ../shared/ENVIRONMENT.md). Users with registry access do not need this:
+# the image builds default to the public python:3.11-slim.
+#
+#   localhost/debian-python:bookworm     debootstrap minbase + python3, venv, pip, CA certificates
+#   localhost/debian-python-uv:bookworm  the above + this machine's CA bundle trusted, uv, UV_NATIVE_TLS=1
+#
+# Idempotent: an image that already exists is kept (FORCE=1 rebuilds both).
+# Settings (environment): MIRROR (default: the archive apt already uses), SUITE, BASE_IMAGE, UV_IMAGE,
+# CA_BUNDLE (the CA bundle to trust inside builds), UV_VERSION, FORCE.
+set -euo pipefail
+
+SUITE="${SUITE:-bookworm}"
+BASE_IMAGE="${BASE_IMAGE:-localhost/debian-python:${SUITE}}"
+UV_IMAGE="${UV_IMAGE:-localhost/debian-python-uv:${SUITE}}"
+CA_BUNDLE="${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
+UV_VERSION="${UV_VERSION:-0.13.9}"
+FORCE="${FORCE:-0}"
+
+log() { printf 'build-base-image: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ "$(id -u)" == 0 ]] || die "run as root (debootstrap and rootful podman need it)"
+for tool in podman buildah debootstrap; do
+    command -v "$tool" >/dev/null || die "$tool is missing: apt-get install -y podman buildah runc debootstrap"
+done
+
+# crun refuses this VM's hybrid cgroups and raising RLIMIT_NOFILE/NPROC is not permitted,
+# so podman needs runc, cgroupfs and no default ulimits. Never overwrite an existing config.
+if [[ ! -e /etc/containers/containers.conf ]]; then
+    log "writing /etc/containers/containers.conf (runc, cgroupfs, no default ulimits)"
+    mkdir -p /etc/containers
+    cat > /etc/containers/containers.conf <<'CONF'
+[containers]
+default_ulimits = []
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+CONF
+fi
+
+image_exists() { [[ "$FORCE" != 1 ]] && podman image exists "$1"; }
+
+if image_exists "$BASE_IMAGE"; then
+    log "$BASE_IMAGE exists, keeping it"
+else
+    MIRROR="${MIRROR:-$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}"
+    MIRROR="${MIRROR:-http://deb.debian.org/debian}"
+    rootfs="$(mktemp -d /var/tmp/debian-rootfs.XXXXXX)"
+    trap 'rm -rf "$rootfs"' EXIT
+    log "debootstrap $SUITE from $MIRROR (1-2 minutes)"
+    debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+        "$SUITE" "$rootfs" "$MIRROR" >/dev/null
+    # Package caches and lists only add size to the image.
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | podman import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'CMD ["python3"]' \
+        - "$BASE_IMAGE" >/dev/null
+    rm -rf "$rootfs"
+    trap - EXIT
+    log "built $BASE_IMAGE"
+fi
+
+if image_exists "$UV_IMAGE"; then
+    log "$UV_IMAGE exists, keeping it"
+else
+    [[ -r "$CA_BUNDLE" ]] || die "CA bundle $CA_BUNDLE is not readable"
+    context="$(mktemp -d)"
+    trap 'rm -rf "$context"' EXIT
+    cp "$CA_BUNDLE" "$context/machine-ca.crt"
+    # Debian's pip refuses system-wide installs (PEP 668) unless told otherwise; uv is a static binary,
+    # so that install cannot break the system Python.
+    cat > "$context/Containerfile" <<EOF
+FROM $BASE_IMAGE
+COPY machine-ca.crt /usr/local/share/ca-certificates/machine-ca.crt
+RUN update-ca-certificates >/dev/null \\
+ && PIP_BREAK_SYSTEM_PACKAGES=1 PIP_NO_CACHE_DIR=1 PIP_CERT=/etc/ssl/certs/ca-certificates.crt \\
+    pip install --root-user-action=ignore "uv==$UV_VERSION"
+ENV UV_NATIVE_TLS=1 \\
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \\
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+EOF
+    log "building $UV_IMAGE"
+    buildah build --quiet --network host --layers=false -t "$UV_IMAGE" "$context" >/dev/null
+    rm -rf "$context"
+    trap - EXIT
+    log "built $UV_IMAGE"
+fi
+
+podman image inspect --format '{{.RepoTags}} {{.Size}}' "$BASE_IMAGE" "$UV_IMAGE"

@@ -1,0 +1,88 @@
+"""Adaptive micro-batching: rows that arrive while a prediction runs are predicted together next.
+
+No latency budget and no waiting: an idle service predicts a lone row at once, a busy one
+predicts everything that queued up during the previous call in one vectorised call
+(scikit-learn's per-call overhead dominates single rows). Nothing is ever refused here;
+admission control is the caller's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+import numpy as np
+import numpy.typing as npt
+
+Rows = npt.NDArray[np.float64]
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        predict: Callable[[Rows], Rows],
+        executor: Executor,
+        max_rows: int,
+        on_batch: Callable[[Rows], None] | None = None,
+    ) -> None:
+        self._predict = predict
+        self._executor = executor
+        self._max_rows = max_rows
+        self._on_batch = on_batch
+        self._pending: deque[tuple[Rows, asyncio.Future[Rows]]] = deque()
+        self._draining = False
+        self.batches = 0
+
+    async def predict(self, rows: Rows) -> Rows:
+        """Predictions for ``rows`` (2-D, model column order), possibly computed with other requests' rows."""
+        future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
+        self._pending.append((rows, future))
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch = self._take()
+                if not batch:
+                    continue
+                stacked = batch[0][0] if len(batch) == 1 else np.concatenate([rows for rows, _ in batch])
+                try:
+                    values = await loop.run_in_executor(self._executor, self._predict, stacked)
+                except Exception as error:  # noqa: BLE001 - handed to every waiting request
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                self.batches += 1
+                start = 0
+                for rows, future in batch:
+                    end = start + rows.shape[0]
+                    if not future.done():
+                        future.set_result(values[start:end])
+                    start = end
+                if self._on_batch is not None:
+                    self._on_batch(stacked)
+        finally:
+            self._draining = False
+
+    def _take(self) -> list[tuple[Rows, asyncio.Future[Rows]]]:
+        """Queued requests up to ``max_rows`` rows (at least one), skipping those already timed out."""
+        batch: list[tuple[Rows, asyncio.Future[Rows]]] = []
+        total = 0
+        while self._pending:
+            rows, future = self._pending[0]
+            if future.done():
+                self._pending.popleft()
+                continue
+            if batch and total + rows.shape[0] > self._max_rows:
+                break
+            self._pending.popleft()
+            batch.append((rows, future))
+            total += rows.shape[0]
+        return batch

@@ -1,0 +1,93 @@
+"""Client errors of the prediction API and their one mapping to HTTP responses."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.schemas import ErrorBody, ErrorDetail, ErrorInfo, details_from
+
+
+class ServiceError(Exception):
+    """An error answered with ``status_code`` and the structured body of docs/architecture.md."""
+
+    status_code = 400
+    error_type = "bad_request"
+
+    def __init__(self, message: str, details: list[ErrorDetail] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class InvalidJson(ServiceError):
+    status_code = 400
+    error_type = "invalid_json"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    error_type = "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    error_type = "unsupported_media_type"
+
+
+class InvalidInput(ServiceError):
+    status_code = 422
+    error_type = "validation_error"
+
+
+class Overloaded(ServiceError):
+    status_code = 503
+    error_type = "overloaded"
+
+
+def from_validation_error(error: ValidationError) -> ServiceError:
+    """Malformed JSON is a 400; well-formed JSON that breaks the schema is a 422."""
+    details = details_from(error)
+    if any(detail.constraint == "json_invalid" for detail in details):
+        return InvalidJson("request body is not valid JSON", details)
+    return InvalidInput(f"{len(details)} invalid field(s)", details)
+
+
+def error_response(error: ServiceError) -> Response:
+    body = ErrorBody(error=ErrorInfo(type=error.error_type, message=error.message, details=error.details))
+    headers = {"Retry-After": "1"} if error.status_code == 503 else None
+    return Response(
+        body.model_dump_json(), status_code=error.status_code, media_type="application/json", headers=headers
+    )
+
+
+async def read_json_body(request: Request, max_bytes: int) -> bytes:
+    """The raw body of a JSON request, refused early when too large or not declared as JSON."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(
+            "send the body as application/json",
+            [ErrorDetail(field=None, constraint="content_type", value=media_type or None, message="expected application/json")],
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(int(declared), max_bytes)
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise _too_large(len(body), max_bytes)
+    if not body:
+        raise InvalidJson(
+            "request body is empty",
+            [ErrorDetail(field=None, constraint="json_invalid", value=None, message="empty body")],
+        )
+    return bytes(body)
+
+
+def _too_large(size: int, max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request body over {max_bytes} bytes",
+        [ErrorDetail(field=None, constraint="max_bytes", value=size, message=f"at most {max_bytes} bytes")],
+    )

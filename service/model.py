@@ -1,0 +1,130 @@
+"""The served model: loaded once from the BentoML model store with the artifacts that travel with it."""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from training.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics, GoldenSet
+
+MODEL_FILE = "model.skops"
+
+
+class Regressor(Protocol):
+    def predict(self, X: Any) -> Any: ...  # noqa: N803 - scikit-learn's argument name
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Registry facts about the model, recorded in the BentoML model's metadata by ``housing build``."""
+
+    name: str
+    version: str
+    run_id: str
+    alias: str | None
+    metrics: dict[str, float]
+    data_digest: str | None
+    bento_model_tag: str
+    trusted_types: list[str]
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any], bento_model_tag: str) -> ModelInfo:
+        return cls(
+            name=str(metadata["registered_name"]),
+            version=str(metadata["registered_version"]),
+            run_id=str(metadata["run_id"]),
+            alias=metadata.get("alias"),
+            metrics={k: float(v) for k, v in dict(metadata.get("metrics", {})).items()},
+            data_digest=metadata.get("data_digest"),
+            bento_model_tag=bento_model_tag,
+            trusted_types=list(metadata.get("skops_trusted_types", [])),
+        )
+
+
+@dataclass
+class LoadedModel:
+    """Estimator plus feature statistics and golden set; predicts float64 rows in ``feature_names`` order."""
+
+    info: ModelInfo
+    estimator: Regressor
+    stats: FeatureStatistics
+    golden: GoldenSet
+    feature_names: list[str]
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def predict(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.asarray(self.estimator.predict(rows), dtype=np.float64).reshape(-1)
+
+    def golden_error(self) -> float:
+        """Largest absolute difference between the golden predictions and this process's."""
+        order = [self.golden.feature_names.index(name) for name in self.feature_names]
+        rows = np.asarray(self.golden.rows, dtype=np.float64)[:, order]
+        return float(np.max(np.abs(self.predict(rows) - np.asarray(self.golden.predictions))))
+
+    def feature_importances(self) -> dict[str, float] | None:
+        final = _final_step(self.estimator)
+        importances = getattr(final, "feature_importances_", None)
+        if importances is None:
+            coefficients = getattr(final, "coef_", None)
+            if coefficients is None:
+                return None
+            importances = np.abs(np.asarray(coefficients, dtype=np.float64).reshape(-1))
+        values = np.asarray(importances, dtype=np.float64).reshape(-1)
+        if values.shape[0] != len(self.feature_names):
+            return None
+        return {name: float(v) for name, v in zip(self.feature_names, values, strict=True)}
+
+
+def load_model_dir(path: Path, info: ModelInfo) -> LoadedModel:
+    """Load a model directory as written by ``service.packaging`` (skops file + artifacts)."""
+    import skops.io
+
+    estimator: Regressor = skops.io.load(path / MODEL_FILE, trusted=info.trusted_types)
+    stats = FeatureStatistics.read(path / FEATURE_STATS_FILE)
+    golden = GoldenSet.read(path / GOLDEN_SET_FILE)
+    names = getattr(estimator, "feature_names_in_", None)
+    feature_names = [str(n) for n in names] if names is not None else stats.feature_names
+    _single_job(estimator)
+    return LoadedModel(info=info, estimator=estimator, stats=stats, golden=golden, feature_names=feature_names)
+
+
+def prediction_executor(threads: int) -> ThreadPoolExecutor:
+    """The one thread that runs predictions, set up for many small calls."""
+    return ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="predict", initializer=_tune_predict_thread, initargs=(threads,)
+    )
+
+
+def _tune_predict_thread(threads: int) -> None:
+    import sklearn
+    from threadpoolctl import threadpool_limits
+
+    # Small predictions take microseconds: OpenMP/BLAS thread teams only add start-up cost.
+    # OpenMP limits are per calling thread, hence set here rather than at load.
+    threadpool_limits(limits=threads)
+    # Inputs are already validated as finite by the request schemas; skip sklearn's re-checks.
+    sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
+
+
+def _single_job(estimator: Regressor) -> None:
+    """joblib workers cost far more than one small prediction (RandomForest: ~10 ms per row)."""
+    set_params = getattr(estimator, "set_params", None)
+    get_params = getattr(estimator, "get_params", None)
+    if set_params is not None and get_params is not None:
+        n_jobs = {key: 1 for key in get_params(deep=True) if key == "n_jobs" or key.endswith("__n_jobs")}
+        if n_jobs:
+            set_params(**n_jobs)
+    # Rows arrive as arrays in the fitted column order; the feature-name check would only warn.
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+
+
+def _final_step(estimator: Regressor) -> Any:
+    steps = getattr(estimator, "steps", None)
+    return steps[-1][1] if steps else estimator

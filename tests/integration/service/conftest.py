@@ -1,0 +1,284 @@
+"""A tiny registered MLflow model, a Bento built from it, and a real `bentoml serve` of that Bento.
+
+Everything is session-scoped: the Bento is built once and served once per test session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import BaseModel
+
+from training.artifacts import (
+    FEATURE_STATS_FILE,
+    GOLDEN_SET_FILE,
+    QUANTILES,
+    FeatureStatistics,
+    FeatureSummary,
+    GoldenSet,
+    Histogram,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+DATA_PATH = PROJECT_ROOT.parent / "shared" / "data" / "cal_housing.csv.gz"
+FEATURES = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude"]
+MODEL_NAME = "housing-price-test"
+HGB_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+# Runs the service CLI commands on a local Typer app, as the root `housing` CLI does.
+CLI = "import typer; from service.cli import register; app = typer.Typer(); register(app); app()"
+
+
+def housing_features(rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
+    raw = pd.read_csv(DATA_PATH).sample(n=rows, random_state=seed)
+    features = pd.DataFrame(
+        {
+            "MedInc": raw["median_income"],
+            "HouseAge": raw["housing_median_age"],
+            "AveRooms": raw["total_rooms"] / raw["households"],
+            "AveBedrms": raw["total_bedrooms"] / raw["households"],
+            "Population": raw["population"],
+            "AveOccup": raw["population"] / raw["households"],
+            "Latitude": raw["latitude"],
+            "Longitude": raw["longitude"],
+        }
+    ).astype("float64")
+    return features.reset_index(drop=True), (raw["median_house_value"] / 1e5).reset_index(drop=True)
+
+
+def feature_statistics(frame: pd.DataFrame, bins: int = 10) -> FeatureStatistics:
+    summaries = []
+    for name in FEATURES:
+        values = frame[name].to_numpy()
+        inner = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+        counts = np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1)
+        summaries.append(
+            FeatureSummary(
+                name=name,
+                min=float(values.min()),
+                max=float(values.max()),
+                mean=float(values.mean()),
+                std=float(values.std()),
+                quantiles={str(q): float(np.quantile(values, q)) for q in QUANTILES},
+                histogram=Histogram(
+                    bin_edges=[-np.inf, *inner.tolist(), np.inf], proportions=(counts / counts.sum()).tolist()
+                ),
+            )
+        )
+    return FeatureStatistics(n_rows=len(frame), features=summaries, target="MedHouseVal")
+
+
+def write_artifact(artifact: BaseModel, path: Path) -> Path:
+    # json.dumps keeps the -inf/+inf histogram edges (as -Infinity/Infinity, which the readers accept).
+    path.write_text(json.dumps(artifact.model_dump()), encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    tracking_uri: str
+    name: str
+    version: str
+    run_id: str
+    test_rows: pd.DataFrame
+
+
+@pytest.fixture(scope="session")
+def registered_model(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModel:
+    """A small HistGradientBoosting pipeline registered in a sqlite MLflow store, alias production."""
+    import mlflow
+    from mlflow import MlflowClient
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    root = tmp_path_factory.mktemp("mlflow")
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    features, target = housing_features(1200, seed=7)
+    train, test = features.iloc[:1000], features.iloc[1000:]
+    pipeline = make_pipeline(StandardScaler(), HistGradientBoostingRegressor(max_iter=40, random_state=0))
+    pipeline.fit(train, target.iloc[:1000])
+    golden_rows = test.iloc[:10]
+    golden = GoldenSet(
+        feature_names=FEATURES,
+        rows=golden_rows.to_numpy().tolist(),
+        predictions=pipeline.predict(golden_rows).tolist(),
+        tolerance=1e-9,
+    )
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.create_experiment("housing-test", artifact_location=(root / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_metrics({"test_rmse": 0.61, "test_r2": 0.7})
+        mlflow.set_tag("data_digest", "sha256:test")
+        mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=HGB_TRUSTED,
+            registered_model_name=MODEL_NAME,
+            # Explicit requirements spare MLflow inferring them (it would run `uv export`).
+            pip_requirements=["scikit-learn", "skops"],
+        )
+        scratch = root / "scratch"
+        scratch.mkdir()
+        mlflow.log_artifact(str(write_artifact(feature_statistics(train), scratch / FEATURE_STATS_FILE)))
+        mlflow.log_artifact(str(write_artifact(golden, scratch / GOLDEN_SET_FILE)))
+    version = client.search_model_versions(f"name='{MODEL_NAME}'")[0].version
+    client.set_registered_model_alias(MODEL_NAME, "production", version)
+    mlflow.set_tracking_uri(None)
+    return RegisteredModel(tracking_uri, MODEL_NAME, str(version), run.info.run_id, test)
+
+
+@pytest.fixture(scope="session")
+def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bentoml-home")
+
+
+def service_env(bentoml_home: Path, **settings: str) -> dict[str, str]:
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "true"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update({f"HOUSING_SERVICE_{key.upper()}": value for key, value in settings.items()})
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - fixed interpreter and arguments
+        [sys.executable, "-c", CLI, *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def bento_tag(registered_model: RegisteredModel, bentoml_home: Path) -> str:
+    """`housing build` of the production alias into a BentoML home under tmp."""
+    env = {**service_env(bentoml_home), "MLFLOW_TRACKING_URI": registered_model.tracking_uri}
+    result = run_cli(["build", "--model-name", registered_model.name], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def start_server(target: list[str], env: dict[str, str], log_path: Path) -> Server:
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - fixed interpreter and arguments
+            [sys.executable, "-m", "bentoml", "serve", *target, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"bentoml serve exited with {process.returncode}:\n{server.log()[-4000:]}")
+        try:
+            if httpx.get(f"{server.base_url}/livez", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    stop_server(server)
+    raise AssertionError(f"bentoml serve did not come up:\n{server.log()[-4000:]}")
+
+
+def stop_server(server: Server) -> None:
+    if server.process.poll() is None:
+        os.killpg(server.process.pid, signal.SIGTERM)
+        try:
+            server.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def prediction_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("predlog") / "predictions.db"
+
+
+@pytest.fixture(scope="session")
+def served(bento_tag: str, bentoml_home: Path, prediction_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The built Bento under `bentoml serve` on a free loopback port, ready."""
+    env = service_env(
+        bentoml_home,
+        drift_update_seconds="0",
+        input_log_sample_rate="1.0",
+        prediction_log_db_url=f"sqlite:///{prediction_db}",
+        prediction_log_flush_seconds="0.2",
+    )
+    server = start_server([bento_tag], env, tmp_path_factory.mktemp("logs") / "served.log")
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        stop_server(server)
+
+
+def wait_ready(server: Server, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"service never became ready:\n{server.log()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def broken_golden_model_tag(bento_tag: str, bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A copy of the built model in the store whose golden predictions are off by 1.0."""
+    script = f"""
+import shutil, bentoml
+from pathlib import Path
+from training.artifacts import GoldenSet
+source = bentoml.models.get("{MODEL_NAME}:latest")
+with bentoml.models.create("{MODEL_NAME}:broken-golden", metadata=dict(source.info.metadata)) as target:
+    for item in Path(source.path).iterdir():
+        if item.is_file() and item.name != "model.yaml":
+            shutil.copy2(item, Path(target.path) / item.name)
+    golden = GoldenSet.read(Path(source.path) / "golden_set.json")
+    shifted = golden.model_copy(update={{"predictions": [p + 1.0 for p in golden.predictions]}})
+    shifted.write(Path(target.path) / "golden_set.json")
+print(target.tag)
+"""
+    result = subprocess.run(  # noqa: S603 - fixed interpreter and script
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, env=service_env(bentoml_home),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]

@@ -1,0 +1,284 @@
+"""The ``housing`` command line: one entry point, a subcommand per job.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad parameters, 3 bad data, 4 registry/MLflow
+failure, 5 promotion rejected where the caller required it, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from training.config import TrainingSettings
+from training.errors import TrainingError
+
+app = typer.Typer(
+    name="housing",
+    help="Train, register, package, serve and release the house-price model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+# Tables stay readable when piped (rich assumes 80 columns without a terminal).
+console = Console(width=None if sys.stdout.isatty() else 120)
+error_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="CSV/CSV.gz to train on [env: HOUSING_DATA_PATH]; default: download."),
+]
+ModelNameOption = Annotated[
+    str | None, typer.Option("--model-name", help="Registered model [env: HOUSING_MODEL_NAME].")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print one readable line to stderr and return the exit to raise."""
+    error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn domain errors into one line and an exit code instead of a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except TrainingError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+
+    return wrapper
+
+
+def settings_from(**overrides: Any) -> TrainingSettings:
+    """Settings from the environment, with the options the user gave on the command line on top."""
+    from pydantic import ValidationError
+
+    from training import logs
+
+    try:
+        settings = TrainingSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2) from None
+    settings = settings.model_copy(
+        update={key: value for key, value in overrides.items() if value is not None}
+    )
+    logs.configure(settings.log_format)
+    return settings
+
+
+@app.command()
+@handle_errors
+def data(
+    data_path: DataOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the validated frame (features + target) to this CSV/CSV.gz.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Load and validate the data; show its size, digest, split and feature ranges."""
+    from training.data import load_dataset, split_dataset
+    from training.params import load_params
+
+    settings = settings_from(data_path=data_path)
+    dataset = load_dataset(settings.data_path, settings.features, settings.target)
+    split = split_dataset(dataset, **load_params(settings.params_file).split.model_dump())
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        dataset.frame.to_csv(out, index=False, float_format="%.10g")
+    summary: dict[str, Any] = {
+        "source": dataset.source,
+        "rows": len(dataset.features),
+        "digest": dataset.digest,
+        "split": {"train": len(split.x_train), "validation": len(split.x_val), "test": len(split.x_test)},
+        "describe": dataset.frame.describe().loc[["mean", "min", "max"]].to_dict(),
+    }
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    table = Table(title=f"{summary['rows']} rows from {dataset.source} (digest {dataset.digest})")
+    for column in ("column", "mean", "min", "max"):
+        table.add_column(column, justify="left" if column == "column" else "right")
+    for column, stats in summary["describe"].items():
+        table.add_row(column, f"{stats['mean']:.6f}", f"{stats['min']:.5g}", f"{stats['max']:.5g}")
+    console.print(table)
+    console.print(f"split: {summary['split']}" + (f"; written to {out}" if out else ""))
+
+
+def candidates_table(report: Any) -> Table:
+    table = Table(title=f"Candidates (data digest {report.data_digest})")
+    for column in ("candidate", "val RMSE", "test RMSE", "test MAE", "test R2", "fit s", "ms/row", "size KB"):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for result in sorted(report.candidates, key=lambda result: result.validation.rmse):
+        marker = " *" if result is report.best else ""
+        table.add_row(
+            result.name + marker,
+            f"{result.validation.rmse:.4f}",
+            f"{result.test.rmse:.4f}",
+            f"{result.test.mae:.4f}",
+            f"{result.test.r2:.4f}",
+            f"{result.fit_seconds:.2f}",
+            f"{result.latency_seconds * 1000:.3f}",
+            f"{result.size_bytes / 1024:.0f}",
+        )
+    return table
+
+
+def print_decision(decision: Any, model_name: str) -> None:
+    verb = {"first": "promoted", "promoted": "promoted", "forced": "promoted (forced)"}.get(decision.outcome)
+    if verb:
+        console.print(f"[green]{model_name} v{decision.version} {verb} to production[/]: {decision.reason}")
+    elif decision.outcome == "unchanged":
+        console.print(f"{model_name} v{decision.version} is already production")
+    else:
+        console.print(f"[yellow]{model_name} v{decision.version} not promoted[/]: {decision.reason}")
+
+
+@app.command()
+@handle_errors
+def train(
+    data_path: DataOption = None,
+    model_name: ModelNameOption = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment [env: HOUSING_EXPERIMENT].")
+    ] = None,
+    params_file: Annotated[
+        Path | None, typer.Option("--params", help="Params YAML [env: HOUSING_PARAMS_FILE].")
+    ] = None,
+    candidate: Annotated[
+        list[str] | None, typer.Option("--candidate", "-c", help="Train only this candidate (repeatable).")
+    ] = None,
+    metrics_dir: Annotated[
+        Path | None, typer.Option(help="Also write metrics.json here [env: HOUSING_METRICS_DIR].")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train every candidate, log each as an MLflow run, register the best, and run the promotion gate."""
+    from training.pipeline import train as run_training
+
+    settings = settings_from(
+        data_path=data_path,
+        model_name=model_name,
+        experiment=experiment,
+        params_file=params_file,
+        candidates=candidate or None,
+        metrics_dir=metrics_dir,
+    )
+
+    def progress(result: Any) -> None:
+        if not as_json:
+            console.print(
+                f"  {result.name:<24} val RMSE {result.validation.rmse:.4f}  "
+                f"test RMSE {result.test.rmse:.4f}  fit {result.fit_seconds:.1f}s  run {result.run_id[:8]}"
+            )
+
+    if not as_json:
+        console.print(f"training on {settings.data_path or 'the downloaded data'} -> {settings.tracking_uri}")
+    report = run_training(settings, on_candidate=progress)
+    summary = report.summary()
+    if settings.metrics_dir is not None:
+        settings.metrics_dir.mkdir(parents=True, exist_ok=True)
+        (settings.metrics_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    console.print(candidates_table(report))
+    registered = "registered as" if report.newly_registered else "identical to existing"
+    console.print(
+        f"best: {report.best.name}, {registered} {settings.model_name} v{report.version} (challenger)"
+    )
+    print_decision(report.decision, settings.model_name)
+
+
+@app.command()
+@handle_errors
+def promote(
+    version: Annotated[str | None, typer.Option("--version", "-v", help="Version to promote.")] = None,
+    force: Annotated[bool, typer.Option(help="Skip the gate: promote even if not provably better.")] = False,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Move production back to the champion it replaced.")
+    ] = False,
+    data_path: DataOption = None,
+    model_name: ModelNameOption = None,
+) -> None:
+    """Move the production alias: through the gate, by force, or back to the previous champion."""
+    from training import pipeline, registry
+
+    if rollback == (version is not None):
+        raise fail("give exactly one of --version N or --rollback", 2)
+    if force and rollback:
+        raise fail("--force goes with --version, not --rollback", 2)
+    settings = settings_from(data_path=data_path, model_name=model_name)
+    if rollback:
+        client = registry.connect(settings)
+        previous, current = registry.rollback(client, settings.model_name)
+        console.print(f"{settings.model_name}: production rolled back from v{previous} to v{current}")
+        return
+    assert version is not None  # noqa: S101 - guaranteed by the check above; narrows the type
+    decision = pipeline.promote_version(settings, version, force=force)
+    print_decision(decision, settings.model_name)
+    if decision.outcome == "rejected":
+        raise typer.Exit(5)
+
+
+@app.command()
+@handle_errors
+def models(model_name: ModelNameOption = None, as_json: JsonOption = False) -> None:
+    """List registered versions with their aliases, test metrics and promotion decisions."""
+    from training import registry
+
+    settings = settings_from(model_name=model_name)
+    rows = registry.list_versions(registry.connect(settings), settings.model_name)
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
+        return
+    table = Table(title=f"{settings.model_name} ({settings.tracking_uri})")
+    for column in ("version", "aliases", "candidate", "test RMSE", "test MAE", "test R2", "decision", "run"):
+        table.add_column(column)
+
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:.4f}"
+
+    for row in rows:
+        table.add_row(
+            row.version,
+            ", ".join(row.aliases),
+            row.candidate,
+            number(row.test_rmse),
+            number(row.test_mae),
+            number(row.test_r2),
+            row.decision,
+            row.run_id[:8],
+        )
+    console.print(table)
+
+
+def _register_plugins() -> None:
+    """Commands of the other packages; each module keeps its heavy imports inside its commands."""
+    from load import cli as load_cli
+    from service import cli as service_cli
+    from service import images
+
+    for module in (service_cli, images, load_cli):
+        module.register(app)
+
+
+_register_plugins()

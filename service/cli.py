@@ -45,7 +45,9 @@ def build(
     from service.packaging import PackagingError, build_bento
 
     try:
-        tag = build_bento(model_name, chosen[0] if chosen else DEFAULT_ALIAS, os.environ.get("MLFLOW_TRACKING_URI"))
+        tag = build_bento(
+            model_name, chosen[0] if chosen else DEFAULT_ALIAS, os.environ.get("MLFLOW_TRACKING_URI")
+        )
     except PackagingError as error:
         raise _fail(str(error), EXIT_PACKAGING) from None
     typer.echo(tag)
@@ -57,7 +59,9 @@ def serve(
     ] = None,
     model_tag: Annotated[
         str | None,
-        typer.Option("--model-tag", help="Serve the working tree's service with this BentoML model tag instead."),
+        typer.Option(
+            "--model-tag", help="Serve the working tree's service with this BentoML model tag instead."
+        ),
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 3000,
@@ -67,7 +71,13 @@ def serve(
         raise _fail("give either --bento or --model-tag", EXIT_USAGE)
     command = [sys.executable, "-m", "bentoml", "serve"]
     if model_tag is not None:
-        command += ["service.service:HousingService", "--working-dir", str(PROJECT_ROOT), "--arg", f"model_tag={model_tag}"]
+        command += [
+            "service.service:HousingService",
+            "--working-dir",
+            str(PROJECT_ROOT),
+            "--arg",
+            f"model_tag={model_tag}",
+        ]
     else:
         command.append(bento or "housing:latest")
     command += ["--host", host, "--port", str(port)]

@@ -15,7 +15,7 @@ class ServiceSettings(BaseSettings):
 
     model_tag: str = Field(
         default="housing-price:latest",
-        description="Tag of the model in the BentoML model store (name:version); a Bento carries its own store.",
+        description="BentoML model to serve (name:version) unless the Bento pins one (build arg model_tag).",
     )
     max_batch_rows: int = Field(default=1000, gt=0, description="Most rows accepted by POST /predict/batch.")
     allow_extra_fields: bool = Field(
@@ -31,7 +31,8 @@ class ServiceSettings(BaseSettings):
         default=5.0, ge=0.0, description="Least time between two recomputations of the drift gauges."
     )
     prediction_log_db_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the optional prediction-log database (unset: JSON lines only)."
+        default=None,
+        description="SQLAlchemy URL of the optional prediction-log database (unset: JSON lines only).",
     )
     prediction_log_queue_size: int = Field(
         default=10_000, gt=0, description="Records buffered for the database; beyond this they are dropped."
@@ -48,7 +49,9 @@ class ServiceSettings(BaseSettings):
         description="Prediction requests in flight per worker; more are shed at once with 503.",
     )
     request_timeout_seconds: float = Field(
-        default=2.0, gt=0.0, description="Longest a prediction may wait and run before it is answered with 503."
+        default=2.0,
+        gt=0.0,
+        description="Longest a prediction may wait and run before it is answered with 503.",
     )
     max_request_bytes: int = Field(
         default=1_000_000, gt=0, description="Largest request body accepted; larger ones get 413."
@@ -56,7 +59,7 @@ class ServiceSettings(BaseSettings):
     golden_tolerance: float | None = Field(
         default=None,
         gt=0.0,
-        description="Largest golden-set error accepted for readiness (unset: the golden set's own tolerance).",
+        description="Largest golden-set error accepted for readiness (unset: the golden set's tolerance).",
     )
     predict_threads: int = Field(
         default=1, gt=0, description="OpenMP/BLAS threads per prediction; one suits single rows best."
@@ -64,7 +67,7 @@ class ServiceSettings(BaseSettings):
     log_predictions: bool = Field(default=True, description="Write one JSON log line per prediction request.")
     docker_base_image: str | None = Field(
         default=None,
-        description="Base image written into the Bento by `housing build` (unset: BentoML's python:3.11-slim).",
+        description="Base image written into the Bento by `housing build` (unset: python:3.11-slim).",
     )
     log_format: Literal["json", "console"] = Field(
         default="json", description="Service log lines as JSON objects or human-readable text."

@@ -11,9 +11,7 @@ from training.artifacts import FeatureStatistics
 PROPORTION_FLOOR = 1e-4
 
 
-def population_stability_index(
-    expected: npt.NDArray[np.float64], actual: npt.NDArray[np.float64]
-) -> float:
+def population_stability_index(expected: npt.NDArray[np.float64], actual: npt.NDArray[np.float64]) -> float:
     """PSI = sum((a - e) * ln(a / e)) over bins, with proportions floored at ``PROPORTION_FLOOR``."""
     e = np.clip(expected, PROPORTION_FLOOR, None)
     a = np.clip(actual, PROPORTION_FLOOR, None)

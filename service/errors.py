@@ -21,27 +21,27 @@ class ServiceError(Exception):
         self.details = details or []
 
 
-class InvalidJson(ServiceError):
+class InvalidJsonError(ServiceError):
     status_code = 400
     error_type = "invalid_json"
 
 
-class PayloadTooLarge(ServiceError):
+class PayloadTooLargeError(ServiceError):
     status_code = 413
     error_type = "payload_too_large"
 
 
-class UnsupportedMediaType(ServiceError):
+class UnsupportedMediaTypeError(ServiceError):
     status_code = 415
     error_type = "unsupported_media_type"
 
 
-class InvalidInput(ServiceError):
+class InvalidInputError(ServiceError):
     status_code = 422
     error_type = "validation_error"
 
 
-class Overloaded(ServiceError):
+class OverloadedError(ServiceError):
     status_code = 503
     error_type = "overloaded"
 
@@ -50,8 +50,8 @@ def from_validation_error(error: ValidationError) -> ServiceError:
     """Malformed JSON is a 400; well-formed JSON that breaks the schema is a 422."""
     details = details_from(error)
     if any(detail.constraint == "json_invalid" for detail in details):
-        return InvalidJson("request body is not valid JSON", details)
-    return InvalidInput(f"{len(details)} invalid field(s)", details)
+        return InvalidJsonError("request body is not valid JSON", details)
+    return InvalidInputError(f"{len(details)} invalid field(s)", details)
 
 
 def error_response(error: ServiceError) -> Response:
@@ -66,9 +66,16 @@ async def read_json_body(request: Request, max_bytes: int) -> bytes:
     """The raw body of a JSON request, refused early when too large or not declared as JSON."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
-        raise UnsupportedMediaType(
+        raise UnsupportedMediaTypeError(
             "send the body as application/json",
-            [ErrorDetail(field=None, constraint="content_type", value=media_type or None, message="expected application/json")],
+            [
+                ErrorDetail(
+                    field=None,
+                    constraint="content_type",
+                    value=media_type or None,
+                    message="expected application/json",
+                )
+            ],
         )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -79,15 +86,15 @@ async def read_json_body(request: Request, max_bytes: int) -> bytes:
         if len(body) > max_bytes:
             raise _too_large(len(body), max_bytes)
     if not body:
-        raise InvalidJson(
+        raise InvalidJsonError(
             "request body is empty",
             [ErrorDetail(field=None, constraint="json_invalid", value=None, message="empty body")],
         )
     return bytes(body)
 
 
-def _too_large(size: int, max_bytes: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
+def _too_large(size: int, max_bytes: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
         f"request body over {max_bytes} bytes",
         [ErrorDetail(field=None, constraint="max_bytes", value=size, message=f"at most {max_bytes} bytes")],
     )

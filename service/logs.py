@@ -53,7 +53,9 @@ def configure_logger(model_name: str, model_version: str, log_format: str, level
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(model_name)s:%(model_version)s] %(message)s")
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s [%(model_name)s:%(model_version)s] %(message)s"
+            )
         )
     logger.addHandler(handler)
     logger.addFilter(_ModelFields(model_name, model_version))

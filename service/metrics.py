@@ -29,7 +29,9 @@ class ServiceMetrics:
 
         model = ["model_name", "model_version"]
         # Under BentoML each worker writes its own files; gauges keep the newest live value.
-        gauge_mode = {"multiprocess_mode": "livemostrecent"} if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else {}
+        gauge_mode = (
+            {"multiprocess_mode": "livemostrecent"} if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else {}
+        )
         self.model_labels = {"model_name": model_name, "model_version": model_version}
         self.http_requests: Counter = Counter(
             "housing_http_requests_total",

@@ -92,7 +92,9 @@ def load_model_dir(path: Path, info: ModelInfo) -> LoadedModel:
     names = getattr(estimator, "feature_names_in_", None)
     feature_names = [str(n) for n in names] if names is not None else stats.feature_names
     _single_job(estimator)
-    return LoadedModel(info=info, estimator=estimator, stats=stats, golden=golden, feature_names=feature_names)
+    return LoadedModel(
+        info=info, estimator=estimator, stats=stats, golden=golden, feature_names=feature_names
+    )
 
 
 def prediction_executor(threads: int) -> ThreadPoolExecutor:
@@ -104,7 +106,7 @@ def prediction_executor(threads: int) -> ThreadPoolExecutor:
 
 def _tune_predict_thread(threads: int) -> None:
     import sklearn
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no stubs published
 
     # Small predictions take microseconds: OpenMP/BLAS thread teams only add start-up cost.
     # OpenMP limits are per calling thread, hence set here rather than at load.

@@ -45,17 +45,16 @@ def build_bento(model_name: str, ref: str, tracking_uri: str | None) -> str:
     """Package registered model ``model_name`` at ``ref`` (alias or version number); returns the Bento tag."""
     settings = ServiceSettings()
     _refuse_store_inside_project()
-    model_tag = import_model(model_name, ref, tracking_uri)
-    version = model_tag.split(":", 1)[1]
-    return _bentoml_build(model_tag, version, settings.docker_base_image)
+    resolved = resolve(model_name, ref, tracking_uri)
+    model_tag = import_model(resolved, tracking_uri)
+    return build_bento_from_store(model_tag, resolved.version, settings.docker_base_image)
 
 
-def import_model(model_name: str, ref: str, tracking_uri: str | None) -> str:
+def import_model(resolved: ResolvedModel, tracking_uri: str | None) -> str:
     """Copy the registered model and its artifacts into the BentoML model store; returns the model tag."""
     import bentoml
     from bentoml.exceptions import NotFound
 
-    resolved = resolve(model_name, ref, tracking_uri)
     tag_name = _bentoml_name(resolved.name)
     tag_version = f"v{resolved.version}-{resolved.run_id[:8]}"
     try:
@@ -76,7 +75,11 @@ def import_model(model_name: str, ref: str, tracking_uri: str | None) -> str:
             )
         with bentoml.models.create(
             f"{tag_name}:{tag_version}",
-            labels={"model_version": resolved.version, "alias": resolved.alias or "", "run_id": resolved.run_id},
+            labels={
+                "model_version": resolved.version,
+                "alias": resolved.alias or "",
+                "run_id": resolved.run_id,
+            },
             metadata=metadata,
         ) as bento_model:
             for name in (MODEL_FILE, FEATURE_STATS_FILE, GOLDEN_SET_FILE):
@@ -97,7 +100,7 @@ def resolve(model_name: str, ref: str, tracking_uri: str | None) -> ResolvedMode
         else:
             version = client.get_model_version_by_alias(model_name, ref)
             alias = ref
-        run = client.get_run(version.run_id)
+        run = client.get_run(str(version.run_id))
     except MlflowException as error:
         raise PackagingError(f"cannot resolve model {model_name}@{ref}: {error.message}") from error
     return ResolvedModel(
@@ -143,7 +146,7 @@ def _stage(resolved: ResolvedModel, tracking_uri: str | None, scratch: Path) -> 
             )
             schema.read(Path(downloaded))
             shutil.copy2(downloaded, bundle / name)
-        except Exception as error:  # noqa: BLE001 - missing or malformed artifact: one readable message
+        except Exception as error:
             raise PackagingError(f"run {resolved.run_id} has no valid {name}: {error}") from error
     return _Staged(path=bundle, trusted_types=list(flavor.get("skops_trusted_types") or []))
 
@@ -168,9 +171,8 @@ def _metadata(resolved: ResolvedModel, trusted_types: list[str]) -> dict[str, An
     }
 
 
-def _bentoml_build(model_tag: str, model_tag_version: str, base_image: str | None) -> str:
-    """Run ``bentoml build`` in a child process: it imports the service module with the model tag as argument."""
-    model_version = model_tag_version.split("-", 1)[0].removeprefix("v")
+def build_bento_from_store(model_tag: str, model_version: str, base_image: str | None) -> str:
+    """``bentoml build`` in a child process, which imports the service module with the model tag argument."""
     with tempfile.TemporaryDirectory(prefix="housing-bentofile-") as scratch:
         bentofile = _bentofile_with(Path(scratch), base_image)
         command = [

@@ -95,7 +95,7 @@ class DatabaseSink:
             table = self._ensure_table()
             with self._engine.begin() as connection:
                 connection.execute(table.insert(), [_row(record) for record in batch])
-        except Exception:  # noqa: BLE001 - any database failure: count, log, keep serving
+        except Exception:
             self._on_dropped(len(batch))
             self._logger.warning("prediction log write failed", extra={"dropped": len(batch)}, exc_info=True)
 

@@ -1,4 +1,4 @@
-"""BentoML service answering California Housing price predictions (``bentoml serve service.service:HousingService``).
+"""BentoML service predicting California house prices (``bentoml serve service.service:HousingService``).
 
 The prediction API is a FastAPI app mounted on the BentoML service, so that every client
 mistake gets the structured 4xx body of docs/architecture.md; BentoML provides /livez,
@@ -27,7 +27,7 @@ from service.batching import MicroBatcher, Rows
 from service.config import ServiceSettings
 from service.drift import DriftWindow
 from service.errors import (
-    Overloaded,
+    OverloadedError,
     ServiceError,
     error_response,
     from_validation_error,
@@ -79,7 +79,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "Body too large.",
         415: "Body not sent as application/json.",
         422: "Input breaks a hard limit; details name field, constraint and value.",
-        503: "Overloaded or timed out; retry later.",
+        503: "OverloadedError or timed out; retry later.",
     }.items()
 }
 
@@ -109,8 +109,12 @@ class HousingService:
         info = ModelInfo.from_metadata(dict(stored.info.metadata), str(stored.tag))
         self.model: LoadedModel = load_model_dir(Path(stored.path), info)
         if sorted(self.model.feature_names) != sorted(FEATURES):
-            raise ValueError(f"model expects features {self.model.feature_names}, the API serves {list(FEATURES)}")
-        self.logger = configure_logger(info.name, info.version, self.settings.log_format, self.settings.log_level)
+            raise ValueError(
+                f"model expects features {self.model.feature_names}, the API serves {list(FEATURES)}"
+            )
+        self.logger = configure_logger(
+            info.name, info.version, self.settings.log_format, self.settings.log_level
+        )
         self.metrics = ServiceMetrics(info.name, info.version, info.run_id, registry=None)
         self.ranges = RangeChecker(self.model.stats, self.model.feature_names)
         self.drift = DriftWindow(self.model.stats, self.model.feature_names, self.settings.drift_window_size)
@@ -135,7 +139,7 @@ class HousingService:
     def __is_ready__(self) -> bool:
         return self.ready
 
-    @bentoml.on_shutdown
+    @bentoml.on_shutdown  # type: ignore[untyped-decorator]  # bentoml's decorator is untyped
     def close(self) -> None:
         self.prediction_log.close()
         self.executor.shutdown(wait=False)
@@ -171,7 +175,7 @@ class HousingService:
         started = time.perf_counter()
         if self._in_flight >= self.settings.concurrency_limit:
             self.metrics.count_shed("concurrency")
-            response = error_response(Overloaded("too many requests in flight, retry shortly"))
+            response = error_response(OverloadedError("too many requests in flight, retry shortly"))
         else:
             self._in_flight += 1
             try:
@@ -183,7 +187,7 @@ class HousingService:
                 response = error_response(error)
             except TimeoutError:
                 self.metrics.count_shed("timeout")
-                response = error_response(Overloaded("request timed out, retry shortly"))
+                response = error_response(OverloadedError("request timed out, retry shortly"))
             finally:
                 self._in_flight -= 1
         self.metrics.observe_request(endpoint, response.status_code, time.perf_counter() - started)
@@ -267,7 +271,7 @@ class HousingService:
         tolerance = self.settings.golden_tolerance or self.model.golden.tolerance
         try:
             error = self.executor.submit(self.model.golden_error).result()
-        except Exception:  # noqa: BLE001 - a golden set the model cannot even predict means not ready
+        except Exception:
             self.logger.exception("golden set could not be predicted")
             return False
         ready = error <= tolerance

@@ -112,7 +112,7 @@ def data(
         "describe": dataset.frame.describe().loc[["mean", "min", "max"]].to_dict(),
     }
     if as_json:
-        console.print_json(json.dumps(summary))
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
     table = Table(title=f"{summary['rows']} rows from {dataset.source} (digest {dataset.digest})")
     for column in ("column", "mean", "min", "max"):
@@ -198,7 +198,7 @@ def train(
         settings.metrics_dir.mkdir(parents=True, exist_ok=True)
         (settings.metrics_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     if as_json:
-        console.print_json(json.dumps(summary))
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
     console.print(candidates_table(report))
     registered = "registered as" if report.newly_registered else "identical to existing"

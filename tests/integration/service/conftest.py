@@ -155,7 +155,7 @@ def service_env(bentoml_home: Path, **settings: str) -> dict[str, str]:
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - fixed interpreter and arguments
+    return subprocess.run(
         [sys.executable, "-c", CLI, *args],
         cwd=PROJECT_ROOT,
         env=env,
@@ -194,7 +194,7 @@ class Server:
 def start_server(target: list[str], env: dict[str, str], log_path: Path) -> Server:
     port = free_port()
     with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - fixed interpreter and arguments
+        process = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", *target, "--host", "127.0.0.1", "--port", str(port)],
             cwd=PROJECT_ROOT,
             env=env,
@@ -233,7 +233,9 @@ def prediction_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def served(bento_tag: str, bentoml_home: Path, prediction_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def served(
+    bento_tag: str, bentoml_home: Path, prediction_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """The built Bento under `bentoml serve` on a free loopback port, ready."""
     env = service_env(
         bentoml_home,
@@ -260,7 +262,9 @@ def wait_ready(server: Server, timeout: float = 60) -> None:
 
 
 @pytest.fixture(scope="session")
-def broken_golden_model_tag(bento_tag: str, bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def broken_golden_model_tag(
+    bento_tag: str, bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> str:
     """A copy of the built model in the store whose golden predictions are off by 1.0."""
     script = f"""
 import shutil, bentoml
@@ -276,7 +280,7 @@ with bentoml.models.create("{MODEL_NAME}:broken-golden", metadata=dict(source.in
     shifted.write(Path(target.path) / "golden_set.json")
 print(target.tag)
 """
-    result = subprocess.run(  # noqa: S603 - fixed interpreter and script
+    result = subprocess.run(
         [sys.executable, "-c", script], cwd=PROJECT_ROOT, env=service_env(bentoml_home),
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

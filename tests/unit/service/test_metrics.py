@@ -1,0 +1,41 @@
+"""Metric names and labels are the ones docs/architecture.md promises."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from service.metrics import ServiceMetrics
+
+pytestmark = pytest.mark.unit
+
+ARCHITECTURE = Path(__file__).resolve().parents[3] / "docs" / "architecture.md"
+
+
+def test_every_documented_metric_exists_with_model_labels() -> None:
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics("housing-price", "4", "run123", registry=registry)
+    metrics.observe_request("/predict", 200, 0.002)
+    metrics.observe_predictions("/predict", [1.5, 2.5])
+    metrics.count_out_of_range("MedInc")
+    metrics.set_drift({"MedInc": 0.3})
+    metrics.count_dropped("database", 2)
+    metrics.count_shed("concurrency")
+    text = generate_latest(registry).decode()
+    documented = set(re.findall(r"^\| `(housing_[a-z_]+)`", ARCHITECTURE.read_text(encoding="utf-8"), re.M))
+    assert documented, "metric table not found in docs/architecture.md"
+    for name in documented:
+        lines = [line for line in text.splitlines() if line.startswith(name)]
+        assert lines, f"{name} is never exported"
+        assert all('model_name="housing-price"' in line and 'model_version="4"' in line for line in lines), (
+            name
+        )
+    assert 'housing_model_info{model_name="housing-price",model_version="4",run_id="run123"} 1.0' in text
+    assert 'housing_prediction_value_count{model_name="housing-price",model_version="4"} 2.0' in text
+    assert (
+        'housing_requests_shed_total{model_name="housing-price",model_version="4",reason="concurrency"} 1.0'
+        in text
+    )

@@ -1,0 +1,111 @@
+"""Hard limits of the request schemas and the structured error details they produce."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from service.errors import InvalidInputError, InvalidJsonError, from_validation_error
+from service.schemas import MAX_ROWS_CONTEXT, BatchRequest, HouseFeatures, details_from, json_safe
+
+pytestmark = pytest.mark.unit
+
+ROW: dict[str, Any] = {
+    "MedInc": 3.5,
+    "HouseAge": 25,
+    "AveRooms": 5.2,
+    "AveBedrms": 1.05,
+    "Population": 1200,
+    "AveOccup": 2.9,
+    "Latitude": 34.05,
+    "Longitude": -118.25,
+}
+
+
+def errors_of(payload: str, **kwargs: Any) -> list[dict[str, Any]]:
+    with pytest.raises(ValidationError) as caught:
+        HouseFeatures.model_validate_json(payload, **kwargs)
+    return [detail.model_dump() for detail in details_from(caught.value)]
+
+
+def test_valid_row_keeps_values_and_accepts_integers() -> None:
+    features = HouseFeatures.model_validate_json(json.dumps(ROW))
+    assert features.as_row() == [3.5, 25.0, 5.2, 1.05, 1200.0, 2.9, 34.05, -118.25]
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "constraint"),
+    [
+        ("MedInc", -0.1, "greater_than_equal"),
+        ("Population", -1, "greater_than_equal"),
+        ("AveBedrms", -2.0, "greater_than_equal"),
+        ("Latitude", 31.9, "greater_than_equal"),
+        ("Latitude", 42.6, "less_than_equal"),
+        ("Longitude", -125.1, "greater_than_equal"),
+        ("Longitude", -113.9, "less_than_equal"),
+        ("HouseAge", "25", "float_type"),
+        ("AveRooms", True, "float_type"),
+        ("AveOccup", None, "float_type"),
+    ],
+)
+def test_hard_limit_names_field_constraint_and_value(field: str, bad: Any, constraint: str) -> None:
+    (detail,) = errors_of(json.dumps({**ROW, field: bad}))
+    assert (detail["field"], detail["constraint"], detail["value"]) == (field, constraint, bad)
+    assert detail["message"]
+
+
+@pytest.mark.parametrize(("token", "shown"), [("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf")])
+def test_non_finite_numbers_are_rejected_and_echoed_as_strings(token: str, shown: str) -> None:
+    payload = json.dumps(ROW).replace("3.5", token)
+    (detail,) = errors_of(payload)
+    assert (detail["field"], detail["constraint"], detail["value"]) == ("MedInc", "finite_number", shown)
+
+
+def test_missing_and_extra_fields() -> None:
+    row = {k: v for k, v in ROW.items() if k != "Latitude"} | {"Rooms": 3}
+    details = {(d["field"], d["constraint"], d["value"]) for d in errors_of(json.dumps(row))}
+    assert details == {("Latitude", "missing", None), ("Rooms", "extra_forbidden", 3)}
+
+
+def test_extra_fields_can_be_allowed_by_configuration() -> None:
+    features = HouseFeatures.model_validate_json(json.dumps({**ROW, "Rooms": 3}), extra="ignore")
+    assert features.MedInc == 3.5
+    batch = BatchRequest.model_validate_json(json.dumps({"rows": [{**ROW, "Rooms": 3}]}), extra="ignore")
+    assert len(batch.rows) == 1
+
+
+def test_invalid_json_is_400_with_no_echoed_body() -> None:
+    with pytest.raises(ValidationError) as caught:
+        HouseFeatures.model_validate_json(b'{"MedInc": \xff')
+    error = from_validation_error(caught.value)
+    assert isinstance(error, InvalidJsonError)
+    assert error.status_code == 400
+    assert error.details[0].value is None
+
+
+def test_batch_limits() -> None:
+    context = {MAX_ROWS_CONTEXT: 3}
+    assert len(BatchRequest.model_validate_json(json.dumps({"rows": [ROW] * 3}), context=context).rows) == 3
+    for rows, constraint in (([ROW] * 4, "value_error"), ([], "too_short")):
+        with pytest.raises(ValidationError) as caught:
+            BatchRequest.model_validate_json(json.dumps({"rows": rows}), context=context)
+        error = from_validation_error(caught.value)
+        assert isinstance(error, InvalidInputError)
+        assert (error.details[0].field, error.details[0].constraint) == ("rows", constraint)
+
+
+def test_bad_row_in_batch_is_located_by_index() -> None:
+    with pytest.raises(ValidationError) as caught:
+        BatchRequest.model_validate_json(json.dumps({"rows": [ROW, {**ROW, "Longitude": 0}]}))
+    assert [d.field for d in details_from(caught.value)] == ["rows.1.Longitude"]
+
+
+def test_json_safe_keeps_error_bodies_valid_and_small() -> None:
+    assert json_safe(float("nan")) == "nan"
+    assert json_safe(b"\xff") == "\ufffd"
+    assert json_safe([1, 2]) == "<list of 2 items>"
+    assert len(json_safe("x" * 1000)) == 203
+    assert json_safe(2.5) == 2.5

@@ -160,6 +160,8 @@ def run_locust(target: Target, users: int, seconds: int, rows_path: Path, scratc
         raise BenchError(f"locust against {target.name} wrote no stats: {result.stderr.strip()[-500:]}")
     with stats_path.open(encoding="utf-8") as stats_file:
         aggregated = next(row for row in csv.DictReader(stats_file) if row["Name"] == "Aggregated")
+    if int(aggregated["Request Count"]) == 0:
+        raise BenchError(f"locust sent no request to {target.name} at {users} users: {result.stderr.strip()[-800:]}")
     return RunResult(
         target=target.name,
         users=users,

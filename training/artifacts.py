@@ -38,7 +38,8 @@ class Histogram(BaseModel):
     The outer edges are -inf/+inf so every value lands in a bin; proportions sum to 1.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # JSON has no infinity: the open outer edges are written as "-Infinity"/"Infinity".
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="strings")
 
     bin_edges: list[float] = Field(description="Ascending bin edges, first -inf and last +inf.")
     proportions: list[float] = Field(description="Share of training rows in each bin.")

@@ -271,6 +271,38 @@ def models(model_name: ModelNameOption = None, as_json: JsonOption = False) -> N
     console.print(table)
 
 
+@app.command()
+@handle_errors
+def pipeline(
+    data_path: DataOption = None,
+    model_name: ModelNameOption = None,
+    port: Annotated[int, typer.Option(help="Port of the local service.")] = 3000,
+    load_seconds: Annotated[int, typer.Option(min=1, help="Duration of the closing load test.")] = 10,
+    users: Annotated[int, typer.Option(min=1, help="Locust users in the closing load test.")] = 8,
+    report_dir: Annotated[Path, typer.Option(help="Where logs and the Locust report go.")] = Path("reports"),
+    keep_serving: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-serving/--no-keep-serving",
+            help="Keep the service up at the end (default: yes at a terminal, no in scripts).",
+        ),
+    ] = None,
+) -> None:
+    """The whole local flow: data, train, register, promote, package, serve, predict, load test."""
+    from training.local_pipeline import PipelineOptions, default_keep_serving, run
+
+    settings = settings_from(data_path=data_path, model_name=model_name)
+    options = PipelineOptions(
+        host="127.0.0.1",
+        port=port,
+        load_seconds=load_seconds,
+        users=users,
+        report_dir=report_dir.resolve(),
+        keep_serving=default_keep_serving() if keep_serving is None else keep_serving,
+    )
+    run(settings, options, console)
+
+
 def _register_plugins() -> None:
     """Commands of the other packages; each module keeps its heavy imports inside its commands."""
     from load import cli as load_cli

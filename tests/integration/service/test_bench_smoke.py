@@ -19,7 +19,7 @@ def test_bench_smoke_run_reports_every_target(
 ) -> None:
     output = tmp_path / "bench.md"
     env = {**service_env(bentoml_home), "MLFLOW_TRACKING_URI": registered_model.tracking_uri}
-    result = subprocess.run(  # noqa: S603 - fixed interpreter and arguments
+    result = subprocess.run(
         [
             sys.executable, "-m", "load.bench", "--smoke", "--output", str(output),
             "--model-name", registered_model.name, "--service-url", served.base_url,

@@ -161,7 +161,8 @@ def run_locust(target: Target, users: int, seconds: int, rows_path: Path, scratc
     with stats_path.open(encoding="utf-8") as stats_file:
         aggregated = next(row for row in csv.DictReader(stats_file) if row["Name"] == "Aggregated")
     if int(aggregated["Request Count"]) == 0:
-        raise BenchError(f"locust sent no request to {target.name} at {users} users: {result.stderr.strip()[-800:]}")
+        detail = result.stderr.strip()[-800:]
+        raise BenchError(f"locust sent no request to {target.name} at {users} users: {detail}")
     return RunResult(
         target=target.name,
         users=users,

@@ -84,7 +84,11 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
 
 @contextmanager
 def server(
-    command: Sequence[str], health_url: str, log_path: Path, timeout: float = 60, env: dict[str, str] | None = None
+    command: Sequence[str],
+    health_url: str,
+    log_path: Path,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server in its own process group until the block ends; its output goes to ``log_path``."""
     environment = os.environ.copy() | (env or {})
@@ -97,7 +101,9 @@ def server(
             wait_http(health_url, timeout, process)
         except (RuntimeError, TimeoutError) as exc:
             stop(process)
-            raise RuntimeError(f"{exc}\n--- {log_path} ---\n{log_path.read_text(errors='replace')[-4000:]}") from exc
+            raise RuntimeError(
+                f"{exc}\n--- {log_path} ---\n{log_path.read_text(errors='replace')[-4000:]}"
+            ) from exc
         try:
             yield process
         finally:

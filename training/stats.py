@@ -16,7 +16,7 @@ def _histogram(values: np.ndarray) -> Histogram:
     """Deciles of the training data as bins, open at both ends so any input lands in one."""
     inner = np.unique(np.quantile(values, np.linspace(0, 1, HISTOGRAM_BINS + 1)[1:-1]))
     edges = np.concatenate(([-np.inf], inner, [np.inf]))
-    counts = np.histogram(values, bins=edges)[0] if inner.size else np.array([values.size])
+    counts = np.histogram(values, bins=edges)[0]
     return Histogram(
         bin_edges=[float(edge) for edge in edges],
         proportions=[float(count) / values.size for count in counts],

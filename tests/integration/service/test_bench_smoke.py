@@ -32,12 +32,14 @@ def test_bench_smoke_run_reports_every_target(
     assert set(runs) == {(target, users) for target in ("service", "mlflow", "constant") for users in (1, 4)}
     for run in runs.values():
         assert run["requests"] > 0, run
-        assert 0 < run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"], run
+        # Locust reports whole milliseconds: a sub-millisecond median reads 0.
+        assert 0 <= run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"], run
     assert all(runs[("service", users)]["failures"] == 0 for users in (1, 4))
     assert document["in_process"]["single_row_p50_ms"] > 0
     assert document["in_process"]["batch_us_per_row"] > 0
     assert {goal["goal"] for goal in document["goals"]} >= {"service: zero errors", "4 users: p99 <= 100 ms"}
     table = output.read_text()
+    print(table)  # the measured figures, visible with -s
     assert "| target | users | req/s |" in table
     assert table.count("| service |") == 2
     assert table.count("| mlflow |") == 2

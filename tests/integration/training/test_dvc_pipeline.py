@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
-    completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    completed = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert completed.returncode == 0, f"{command} failed:\n{completed.stdout}\n{completed.stderr}"
     return completed.stdout
 

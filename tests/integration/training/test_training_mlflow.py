@@ -58,7 +58,8 @@ def test_train_registers_and_promotes_then_gates_a_worse_model(
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(run.data.tags["candidate"] for run in runs) == sorted(FAST_CANDIDATES)
     for run in runs:
-        assert {"val_rmse", "test_rmse", "test_mae", "test_r2", "fit_seconds", "model_bytes"} <= set(run.data.metrics)
+        expected = {"val_rmse", "test_rmse", "test_mae", "test_r2", "fit_seconds", "model_bytes"}
+        assert expected <= set(run.data.metrics)
         assert run.data.tags["data_digest"]
         assert run.data.tags["git_sha"]
         assert run.inputs.dataset_inputs[0].dataset.digest == run.data.tags["data_digest"]

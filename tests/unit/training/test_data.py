@@ -88,7 +88,10 @@ GOOD_ROW = "3.5,20,5.1,1.0,1000,3.0,37.5,-122.1,2.1"
         ("", "empty"),
         (HEADER + "\n", "no rows"),
         ("a,b\n1,2\n", "lacks columns"),
-        (HEADER + "\n" + GOOD_ROW.replace("3.5", "lots", 1) + "\n", "'MedInc' is not numeric: row 1 holds 'lots'"),
+        (
+            HEADER + "\n" + GOOD_ROW.replace("3.5", "lots", 1) + "\n",
+            "'MedInc' is not numeric: row 1 holds 'lots'",
+        ),
         (HEADER + "\n" + GOOD_ROW + "\n" + GOOD_ROW.replace("20", "", 1) + "\n", "missing or infinite"),
         (HEADER + "\n" + GOOD_ROW.replace("1000", "inf") + "\n", "Population: 1"),
     ],
@@ -146,7 +149,9 @@ def test_split_is_deterministic_and_test_rows_ignore_the_training_seed(data_path
     assert first.x_test.index.equals(other_seed.x_test.index)
     assert not first.x_val.index.equals(other_seed.x_val.index)
     assert (len(first.x_train), len(first.x_val), len(first.x_test)) == (14448, 2064, 4128)
-    assert not set(first.x_test.index) & set(first.x_train.index) | set(first.x_val.index) & set(first.x_test.index)
+    assert not set(first.x_test.index) & set(first.x_train.index) | set(first.x_val.index) & set(
+        first.x_test.index
+    )
 
 
 def test_split_rejects_impossible_sizes(data_path: Path) -> None:

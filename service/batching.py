@@ -2,8 +2,9 @@
 
 No latency budget and no waiting: an idle service predicts a lone row at once, a busy one
 predicts everything that queued up during the previous call in one vectorised call
-(scikit-learn's per-call overhead dominates single rows). Nothing is ever refused here;
-admission control is the caller's job.
+(scikit-learn's per-call overhead dominates single rows). Batches up to ``inline_rows`` run on
+the event loop itself (a compiled predictor takes microseconds); larger ones on the prediction
+thread. Nothing is ever refused here; admission control is the caller's job.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ class MicroBatcher:
         predict: Callable[[Rows], Rows],
         executor: Executor,
         max_rows: int,
+        inline_rows: int = 0,
         on_batch: Callable[[Rows], None] | None = None,
     ) -> None:
         self._predict = predict
         self._executor = executor
         self._max_rows = max_rows
+        self._inline_rows = inline_rows
         self._on_batch = on_batch
         self._pending: deque[tuple[Rows, asyncio.Future[Rows]]] = deque()
         self._draining = False
@@ -53,7 +56,11 @@ class MicroBatcher:
                     continue
                 stacked = batch[0][0] if len(batch) == 1 else np.concatenate([rows for rows, _ in batch])
                 try:
-                    values = await loop.run_in_executor(self._executor, self._predict, stacked)
+                    if stacked.shape[0] <= self._inline_rows:
+                        # Cheaper than the hop to the prediction thread and back.
+                        values = self._predict(stacked)
+                    else:
+                        values = await loop.run_in_executor(self._executor, self._predict, stacked)
                 except Exception as error:  # noqa: BLE001 - handed to every waiting request
                     for _, future in batch:
                         if not future.done():

@@ -160,7 +160,8 @@ def _sklearn_flavor(model_dir: Path) -> dict[str, Any]:
 
 
 def _metadata(resolved: ResolvedModel, trusted_types: list[str]) -> dict[str, Any]:
-    return {
+    """BentoML model metadata; unknown facts are left out (BentoML refuses None values)."""
+    metadata = {
         "registered_name": resolved.name,
         "registered_version": resolved.version,
         "run_id": resolved.run_id,
@@ -169,6 +170,7 @@ def _metadata(resolved: ResolvedModel, trusted_types: list[str]) -> dict[str, An
         "data_digest": resolved.data_digest,
         "skops_trusted_types": trusted_types,
     }
+    return {key: value for key, value in metadata.items() if value is not None}
 
 
 def build_bento_from_store(model_tag: str, model_version: str, base_image: str | None) -> str:

@@ -120,6 +120,7 @@ class ModelCard(BaseModel):
     feature_stats: list[FeatureStatsSummary]
     training_rows: int
     bento_model_tag: str
+    predictor: str = Field(description="compiled-trees (exact fast path for small requests) or scikit-learn.")
     loaded_at: datetime
 
 

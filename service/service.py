@@ -121,7 +121,11 @@ class HousingService:
         self._drift_updated = 0.0
         self.executor = prediction_executor(self.settings.predict_threads)
         self.batcher = MicroBatcher(
-            self.model.predict, self.executor, self.settings.max_batch_rows, on_batch=self._track_drift
+            self.model.predict,
+            self.executor,
+            self.settings.max_batch_rows,
+            inline_rows=self.model.fast_rows,
+            on_batch=self._track_drift,
         )
         self.prediction_log = PredictionLog(
             self.logger,
@@ -280,6 +284,7 @@ class HousingService:
             extra={
                 "run_id": self.model.info.run_id,
                 "bento_model_tag": self.model.info.bento_model_tag,
+                "predictor": self.model.predictor,
                 "golden_max_error": error,
                 "golden_tolerance": tolerance,
                 "ready": ready,
@@ -323,5 +328,6 @@ class HousingService:
             ],
             training_rows=self.model.stats.n_rows,
             bento_model_tag=self.model.info.bento_model_tag,
+            predictor=self.model.predictor,
             loaded_at=self.model.loaded_at,
         )

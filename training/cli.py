@@ -21,6 +21,7 @@ from rich.table import Table
 
 from training.config import TrainingSettings
 from training.errors import TrainingError
+from training.render import candidates_table, print_decision
 
 app = typer.Typer(
     name="housing",
@@ -123,35 +124,6 @@ def data(
     console.print(f"split: {summary['split']}" + (f"; written to {out}" if out else ""))
 
 
-def candidates_table(report: Any) -> Table:
-    table = Table(title=f"Candidates (data digest {report.data_digest})")
-    for column in ("candidate", "val RMSE", "test RMSE", "test MAE", "test R2", "fit s", "ms/row", "size KB"):
-        table.add_column(column, justify="left" if column == "candidate" else "right")
-    for result in sorted(report.candidates, key=lambda result: result.validation.rmse):
-        marker = " *" if result is report.best else ""
-        table.add_row(
-            result.name + marker,
-            f"{result.validation.rmse:.4f}",
-            f"{result.test.rmse:.4f}",
-            f"{result.test.mae:.4f}",
-            f"{result.test.r2:.4f}",
-            f"{result.fit_seconds:.2f}",
-            f"{result.latency_seconds * 1000:.3f}",
-            f"{result.size_bytes / 1024:.0f}",
-        )
-    return table
-
-
-def print_decision(decision: Any, model_name: str) -> None:
-    verb = {"first": "promoted", "promoted": "promoted", "forced": "promoted (forced)"}.get(decision.outcome)
-    if verb:
-        console.print(f"[green]{model_name} v{decision.version} {verb} to production[/]: {decision.reason}")
-    elif decision.outcome == "unchanged":
-        console.print(f"{model_name} v{decision.version} is already production")
-    else:
-        console.print(f"[yellow]{model_name} v{decision.version} not promoted[/]: {decision.reason}")
-
-
 @app.command()
 @handle_errors
 def train(
@@ -170,6 +142,17 @@ def train(
         Path | None, typer.Option(help="Also write metrics.json here [env: HOUSING_METRICS_DIR].")
     ] = None,
     as_json: JsonOption = False,
+    if_changed: Annotated[
+        bool,
+        typer.Option(
+            "--if-changed",
+            help="Train only when the data digest differs from the champion's or drift is over threshold.",
+        ),
+    ] = False,
+    k8s: Annotated[
+        bool,
+        typer.Option("--k8s", help="Run as the chart's training Job on the cluster [env: HOUSING_RELEASE_*]"),
+    ] = False,
 ) -> None:
     """Train every candidate, log each as an MLflow run, register the best, and run the promotion gate."""
     from training.pipeline import train as run_training
@@ -182,6 +165,28 @@ def train(
         candidates=candidate or None,
         metrics_dir=metrics_dir,
     )
+    notes = error_console if as_json else console
+    if k8s:
+        from release.jobs import train_on_cluster
+
+        outcome = train_on_cluster(
+            settings,
+            if_changed=if_changed,
+            params_file=params_file,
+            candidates=candidate,
+            log=lambda line: notes.print(line, markup=False, highlight=False),
+        )
+        if as_json:
+            sys.stdout.write(json.dumps(outcome, indent=2) + "\n")
+        return
+    if if_changed:
+        from release.config import load_settings
+        from release.retrain import should_train
+
+        needed, why = should_train(settings, load_settings())
+        notes.print(f"{'training' if needed else 'not training'}: {why}", markup=False, highlight=False)
+        if not needed:
+            return
 
     def progress(result: Any) -> None:
         if not as_json:
@@ -205,7 +210,7 @@ def train(
     console.print(
         f"best: {report.best.name}, {registered} {settings.model_name} v{report.version} (challenger)"
     )
-    print_decision(report.decision, settings.model_name)
+    print_decision(console, report.decision, settings.model_name)
 
 
 @app.command()
@@ -234,7 +239,7 @@ def promote(
         return
     assert version is not None  # noqa: S101 - guaranteed by the check above; narrows the type
     decision = pipeline.promote_version(settings, version, force=force)
-    print_decision(decision, settings.model_name)
+    print_decision(console, decision, settings.model_name)
     if decision.outcome == "rejected":
         raise typer.Exit(5)
 
@@ -306,10 +311,11 @@ def pipeline(
 def _register_plugins() -> None:
     """Commands of the other packages; each module keeps its heavy imports inside its commands."""
     from load import cli as load_cli
+    from release import cli as release_cli
     from service import cli as service_cli
     from service import images
 
-    for module in (service_cli, images, load_cli):
+    for module in (service_cli, images, load_cli, release_cli):
         module.register(app)
 
 

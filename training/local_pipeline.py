@@ -23,6 +23,7 @@ from rich.table import Table
 
 from training.config import PROJECT_ROOT, TrainingSettings
 from training.errors import TrainingError
+from training.render import candidates_table, print_decision
 
 READY_TIMEOUT_SECONDS = 180.0
 
@@ -142,11 +143,9 @@ def run(settings: TrainingSettings, options: PipelineOptions, console: Console) 
     console.print(f"{len(dataset.features)} rows from {dataset.source} (digest {dataset.digest})")
 
     _step(console, 2, "train, register, promote")
-    report = train(settings, on_candidate=lambda result: console.print(f"  trained {result.name}"))
-    from training.cli import candidates_table, print_decision
-
+    report = train(settings, lambda result: console.print(f"  trained {result.name}"), dataset)
     console.print(candidates_table(report))
-    print_decision(report.decision, settings.model_name)
+    print_decision(console, report.decision, settings.model_name)
 
     _step(console, 3, "package the production model as a Bento")
     try:

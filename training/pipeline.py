@@ -250,18 +250,24 @@ def decide(
     return decision
 
 
-def load_split(settings: TrainingSettings, params: TrainingParams) -> tuple[Dataset, Split]:
-    dataset = load_dataset(settings.data_path, settings.features, settings.target)
+def load_split(
+    settings: TrainingSettings, params: TrainingParams, dataset: Dataset | None = None
+) -> tuple[Dataset, Split]:
+    """The configured data (unless already loaded) and its seeded split."""
+    if dataset is None:
+        dataset = load_dataset(settings.data_path, settings.features, settings.target)
     return dataset, split_dataset(dataset, **params.split.model_dump())
 
 
 def train(
-    settings: TrainingSettings, on_candidate: Callable[[CandidateResult], None] | None = None
+    settings: TrainingSettings,
+    on_candidate: Callable[[CandidateResult], None] | None = None,
+    dataset: Dataset | None = None,
 ) -> TrainingReport:
     """The whole training session; the registry changes only after every candidate is logged."""
     params = load_params(settings.params_file)
     selected = params.select(settings.candidates)
-    dataset, split = load_split(settings, params)
+    dataset, split = load_split(settings, params, dataset)
     client = registry.connect(settings)
     experiment_id = registry.ensure_experiment(client, settings)
     sha = git_sha()

@@ -1,0 +1,1 @@
+"""Cluster operations: training Jobs, Helm deploys, Argo/native rollouts, the release loop, retraining."""

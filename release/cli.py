@@ -1,0 +1,340 @@
+"""Cluster commands of ``housing``: ``deploy``, ``rollout status|promote|abort|undo``, ``release``.
+
+kubernetes, mlflow and bentoml are imported inside the commands: ``housing --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar
+
+import typer
+
+from training.errors import TrainingError
+
+if TYPE_CHECKING:
+    from release.loop import Cluster
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+rollout_app = typer.Typer(
+    help="Watch, promote, abort or undo the release's rollout (Argo or native).", no_args_is_help=True
+)
+
+NamespaceOption = Annotated[
+    str | None, typer.Option("--namespace", "-n", help="Namespace [env: HOUSING_RELEASE_NAMESPACE].")
+]
+HelmReleaseOption = Annotated[
+    str | None, typer.Option("--helm-release", help="Helm release name [env: HOUSING_RELEASE_RELEASE_NAME].")
+]
+ContextOption = Annotated[
+    str | None, typer.Option("--kube-context", help="kubeconfig context [env: HOUSING_RELEASE_KUBE_CONTEXT].")
+]
+ValuesOption = Annotated[
+    list[Path] | None,
+    typer.Option("--values", "-f", exists=True, dir_okay=False, help="Extra Helm values file (repeatable)."),
+]
+TimeoutOption = Annotated[
+    float | None, typer.Option("--timeout", help="Seconds to wait [env: HOUSING_RELEASE_TIMEOUT_SECONDS].")
+]
+StrategyName = Literal["rollingUpdate", "canary", "blueGreen"]
+ProviderName = Literal["argo", "native"]
+
+
+def say(message: str) -> None:
+    typer.echo(message)
+    sys.stdout.flush()
+
+
+def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Domain errors become one line on stderr and the error's exit code."""
+
+    @wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except TrainingError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def cluster_for(
+    namespace: str | None,
+    helm_release: str | None,
+    kube_context: str | None,
+    values: list[Path] | None,
+    timeout: float | None,
+    **more: Any,
+) -> Cluster:
+    from release.config import load_settings
+    from release.helm import Helm
+    from release.kube import connect
+
+    settings = load_settings(
+        namespace=namespace,
+        release_name=helm_release,
+        kube_context=kube_context,
+        timeout_seconds=timeout,
+        **more,
+    )
+    if values:
+        settings = settings.model_copy(update={"values_files": [*settings.values_files, *values]})
+    return Cluster(settings, Helm.from_settings(settings), connect(settings), say)
+
+
+@handle_errors
+def deploy(
+    version: Annotated[
+        str | None, typer.Option("--version", help="Model version to serve; default: production.")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Service image reference; default: from --version.")
+    ] = None,
+    strategy: Annotated[
+        StrategyName | None, typer.Option(help="Release strategy; default: the release's.")
+    ] = None,
+    provider: Annotated[
+        ProviderName | None, typer.Option(help="argo or native; default: the release's.")
+    ] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Image registry prefix [env: HOUSING_RELEASE_REGISTRY].")
+    ] = None,
+    git_sha: Annotated[str | None, typer.Option(help="Commit in the image tag; default: git HEAD.")] = None,
+    namespace: NamespaceOption = None,
+    helm_release: HelmReleaseOption = None,
+    kube_context: ContextOption = None,
+    values: ValuesOption = None,
+    timeout: TimeoutOption = None,
+) -> None:
+    """helm upgrade --install the service image of a model version, then wait until it serves.
+
+    Missing CRDs are reported before anything changes: Argo Rollouts (or use --provider native /
+    --strategy rollingUpdate) and the prometheus-operator's ServiceMonitor/PrometheusRule
+    (or -f a file with monitoring.enabled: false).
+    """
+    from release import chart
+    from release.loop import deploy as run_deploy
+
+    cluster = cluster_for(namespace, helm_release, kube_context, values, timeout, registry=registry)
+    image, version = resolve_image(cluster, image, version, git_sha)
+    current = cluster.values() or {}
+    chosen_strategy = strategy or str(chart.dig(current, "rollout.strategy", "rollingUpdate"))
+    chosen_provider = provider or str(chart.dig(current, "rollout.provider", "argo"))
+    say(f"deploying {image} (model v{version}) as {chosen_strategy}/{chosen_provider}")
+    run_deploy(cluster, image, version, chosen_strategy, chosen_provider)
+
+
+def resolve_image(
+    cluster: Cluster, image: str | None, version: str | None, git_sha: str | None
+) -> tuple[str, str]:
+    """The image and model version to deploy: given, derived from each other, or production's."""
+    from release import chart
+    from release.errors import ReleaseError
+    from service import images
+    from training import registry
+    from training.config import TrainingSettings
+
+    if image is not None:
+        try:
+            _, tag = chart.split_image(image)
+        except ValueError as exc:
+            raise ReleaseError(str(exc)) from None
+        return image, version or chart.version_of_tag(tag)
+    if version is None:
+        training = TrainingSettings()
+        found = registry.alias_version(registry.connect(training), training.model_name, registry.PRODUCTION)
+        if found is None:
+            raise ReleaseError(f"{training.model_name} has no production version: pass --version or --image")
+        version = str(found.version)
+    try:
+        tag = images.image_tag(version, git_sha or images.current_git_sha())
+    except images.ImageError as exc:
+        raise ReleaseError(str(exc)) from None
+    return images.image_ref(cluster.settings.registry, images.SERVICE_IMAGE, tag), version
+
+
+def _rollout_target(
+    namespace: str | None, helm_release: str | None, kube_context: str | None
+) -> tuple[Cluster, dict[str, Any]]:
+
+    cluster = cluster_for(namespace, helm_release, kube_context, None, None)
+    return cluster, cluster.installed_values()
+
+
+@rollout_app.command("status")
+@handle_errors
+def rollout_status(
+    namespace: NamespaceOption = None,
+    helm_release: HelmReleaseOption = None,
+    kube_context: ContextOption = None,
+) -> None:
+    """Phase, step, weight, pauses and analysis runs with their measurements (native: tracks and weights)."""
+    from release import chart, native
+    from release.rollouts import Rollouts, describe_rollout
+
+    cluster, values = _rollout_target(namespace, helm_release, kube_context)
+    workload = chart.workload(values, cluster.release)
+    if workload.argo:
+        rollouts = Rollouts(cluster.kube)
+        rollout = rollouts.get(workload.name)
+        lines = describe_rollout(rollout, rollouts.analysis_runs(rollout))
+    else:
+        lines = native.status_lines(cluster, values)
+    for line in lines:
+        say(line)
+
+
+@rollout_app.command("promote")
+@handle_errors
+def rollout_promote(
+    full: Annotated[
+        bool, typer.Option("--full", help="Argo: skip the remaining steps and analysis.")
+    ] = False,
+    namespace: NamespaceOption = None,
+    helm_release: HelmReleaseOption = None,
+    kube_context: ContextOption = None,
+) -> None:
+    """Argo: next step / promote the preview. Native: the candidate takes all traffic (helm upgrade)."""
+    from release import chart, native
+    from release.rollouts import Rollouts
+
+    cluster, values = _rollout_target(namespace, helm_release, kube_context)
+    workload = chart.workload(values, cluster.release)
+    if workload.argo:
+        say(Rollouts(cluster.kube).promote(workload.name, full=full))
+    elif workload.native:
+        say(native.promote(cluster, values))
+    else:
+        raise typer.BadParameter("a rollingUpdate release has nothing to promote")
+
+
+@rollout_app.command("abort")
+@handle_errors
+def rollout_abort(
+    namespace: NamespaceOption = None,
+    helm_release: HelmReleaseOption = None,
+    kube_context: ContextOption = None,
+) -> None:
+    """Argo: status.abort (back to the stable ReplicaSet). Native: drop the canary/preview (helm upgrade)."""
+    from release import chart, native
+    from release.rollouts import Rollouts
+
+    cluster, values = _rollout_target(namespace, helm_release, kube_context)
+    workload = chart.workload(values, cluster.release)
+    if workload.argo:
+        say(Rollouts(cluster.kube).abort(workload.name))
+    elif workload.native:
+        say(native.abort(cluster, values))
+    else:
+        raise typer.BadParameter(
+            "a rollingUpdate release has no rollout to abort: use `housing rollout undo`"
+        )
+
+
+@rollout_app.command("undo")
+@handle_errors
+def rollout_undo(
+    to_revision: Annotated[
+        int | None, typer.Option("--to-revision", help="Argo: Rollout revision; native: Helm revision.")
+    ] = None,
+    namespace: NamespaceOption = None,
+    helm_release: HelmReleaseOption = None,
+    kube_context: ContextOption = None,
+) -> None:
+    """Back to the previous version. Argo: the previous ReplicaSet's template; otherwise helm rollback."""
+    from release import chart
+    from release.rollouts import Rollouts
+
+    cluster, values = _rollout_target(namespace, helm_release, kube_context)
+    workload = chart.workload(values, cluster.release)
+    if workload.argo:
+        say(Rollouts(cluster.kube).undo(workload.name, to_revision))
+        return
+    cluster.helm.rollback(cluster.release, to_revision)
+    say(f"helm rollback {cluster.release} {to_revision or '(previous revision)'} done")
+
+
+@handle_errors
+def release(
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version to release; default: challenger.")
+    ] = None,
+    strategy: Annotated[
+        Literal["canary", "blueGreen"], typer.Option(help="How the new version goes out.")
+    ] = "canary",
+    provider: Annotated[
+        ProviderName, typer.Option(help="argo (controller + AnalysisRun) or native.")
+    ] = "argo",
+    image: Annotated[
+        str | None,
+        typer.Option("--image", help="Use this already-pushed service image instead of building one."),
+    ] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Registry prefix to push to [env: HOUSING_RELEASE_REGISTRY].")
+    ] = None,
+    backend: Annotated[
+        Literal["docker", "podman", "buildah"] | None,
+        typer.Option(help="Image build backend [env: HOUSING_RELEASE_IMAGE_BACKEND]."),
+    ] = None,
+    kind_cluster: Annotated[
+        str | None, typer.Option(help="Load the image into this kind cluster instead of pushing it.")
+    ] = None,
+    git_sha: Annotated[str | None, typer.Option(help="Commit in the image tag; default: git HEAD.")] = None,
+    prometheus_url: Annotated[
+        str | None,
+        typer.Option(help="Prometheus for native-mode analysis [env: HOUSING_RELEASE_PROMETHEUS_URL]."),
+    ] = None,
+    auto_promote: Annotated[
+        bool,
+        typer.Option(
+            "--auto-promote/--no-auto-promote", help="Promote manual pauses while no analysis failed."
+        ),
+    ] = True,
+    retry: Annotated[
+        bool, typer.Option("--retry", help="Release a version an earlier release rejected.")
+    ] = False,
+    namespace: NamespaceOption = None,
+    helm_release: HelmReleaseOption = None,
+    kube_context: ContextOption = None,
+    values: ValuesOption = None,
+    timeout: TimeoutOption = None,
+) -> None:
+    """Closed loop: ship the challenger, roll it out with analysis, then move `production` or roll back.
+
+    Exit codes: 0 released (or nothing to do), 5 analysis failed / aborted (rolled back, production kept),
+    6 cluster, Helm or image error, 7 timeout (the release stays in progress: re-run to resume).
+    """
+    from release.loop import ReleaseRequest
+    from release.loop import release as run_release
+    from training.config import TrainingSettings
+
+    cluster = cluster_for(
+        namespace,
+        helm_release,
+        kube_context,
+        values,
+        timeout,
+        registry=registry,
+        image_backend=backend,
+        kind_cluster=kind_cluster,
+        prometheus_url=prometheus_url,
+    )
+    request = ReleaseRequest(version, strategy, provider, image, git_sha, auto_promote, retry)
+    released = run_release(cluster, TrainingSettings(), request)
+    say(f"released v{released}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root CLI."""
+    app.command("deploy")(deploy)
+    app.command("release")(release)
+    app.add_typer(rollout_app, name="rollout")

@@ -1,0 +1,75 @@
+"""Settings of cluster commands: ``train --k8s``, ``--if-changed``, ``deploy``, ``rollout``, ``release``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from training.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+Strategy = Literal["rollingUpdate", "canary", "blueGreen"]
+Provider = Literal["argo", "native"]
+
+
+class ReleaseSettings(BaseSettings):
+    """Where the release lives, how long to wait, and how to build and ship images (``HOUSING_RELEASE_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="HOUSING_RELEASE_", extra="ignore")
+
+    namespace: str = Field(default="housing", description="Kubernetes namespace of the Helm release.")
+    release_name: str = Field(default="housing", description="Helm release name of the chart.")
+    chart: Path = Field(default=PROJECT_ROOT / "charts" / "housing", description="Chart folder or reference.")
+    values_files: list[Path] = Field(
+        default_factory=list, description="Extra Helm values files applied on top of the release's values."
+    )
+    kube_context: str | None = Field(
+        default=None, description="kubeconfig context to use; default: the current context (or in-cluster)."
+    )
+    helm_binary: str | None = Field(
+        default=None, description="Path of helm; default: helm on PATH, then the project's .tools/bin/helm."
+    )
+    timeout_seconds: float = Field(
+        default=1800, gt=0, description="Longest wait for a training Job, a deploy or a rollout."
+    )
+    poll_seconds: float = Field(default=5.0, gt=0, description="Seconds between two status polls.")
+    training_image: str | None = Field(
+        default=None,
+        description="Image (repository:tag) of `train --k8s`; default: the release's training.image.",
+    )
+    registry: str = Field(
+        default="ghcr.io/housing-mlops",
+        description="Registry prefix the release pushes the service image to.",
+    )
+    image_backend: Literal["docker", "podman", "buildah"] = Field(
+        default="docker", description="Program that builds and pushes the service image."
+    )
+    image_network: str | None = Field(default=None, description="Network mode of image builds, e.g. `host`.")
+    image_ca_bundle: Path | None = Field(default=None, description="Extra CA bundle trusted by image builds.")
+    kind_cluster: str | None = Field(
+        default=None, description="Load the image into this kind cluster instead of pushing it."
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        description="Prometheus base URL for drift checks (`train --if-changed`) and native-mode analysis.",
+    )
+    drift_psi_threshold: float = Field(
+        default=0.2,
+        gt=0,
+        description="`train --if-changed` retrains when any feature's drift PSI exceeds this.",
+    )
+
+
+def load_settings(**overrides: Any) -> ReleaseSettings:
+    """Settings from the environment with command-line values on top; invalid ones fail in one line."""
+    try:
+        settings = ReleaseSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(
+            f"invalid setting HOUSING_RELEASE_{'_'.join(map(str, first['loc'])).upper()}: {first['msg']}"
+        ) from None
+    return settings.model_copy(update={key: value for key, value in overrides.items() if value is not None})

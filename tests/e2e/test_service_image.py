@@ -1,0 +1,255 @@
+"""The service image for real: a Bento of a tiny registered model, containerized by `housing images
+--backend podman` on the local Debian base image, then run by `podman kube play` from the Deployment
+and ConfigMap that `helm template charts/housing` renders (user, read-only root, emptyDir, env, port).
+
+Only what podman 4.3 cannot take from a Kubernetes manifest is adjusted: the pod's port is published
+on loopback with a `hostPort`/`hostIP`, since `podman kube play` 4.3 has no `--publish`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.chart.helm import CHART_DIR, helm_binary
+from tests.e2e.test_images import (  # noqa: F401 - fixtures, used by name
+    UV_BASE_IMAGE,
+    base_images,
+    container_tools,
+)
+from tests.integration.service.conftest import (  # noqa: F401 - fixtures, used by name
+    RegisteredModel,
+    bentoml_home,
+    registered_model,
+    run_cli,
+    service_env,
+)
+from tests.support import VENV_BIN, free_port
+from training.artifacts import GOLDEN_SET_FILE, GoldenSet
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+RELEASE = "housing-e2e"
+GIT_SHA = "e2etest"
+# A ConfigMap value the image does not set itself (its Dockerfile sets 1000), to see the chart's env arrive.
+MAX_BATCH_ROWS = 7
+# BentoML's image user, which the chart's podSecurityContext names (docs/architecture.md).
+BENTO_UID = 1034
+# The host's CA bundle, mounted into the build so pip and uv trust this machine's TLS proxy.
+MACHINE_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+@dataclass(frozen=True)
+class ServiceImage:
+    ref: str
+    model_version: str
+    build_seconds: float
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class PlayedPod:
+    base_url: str
+    container: str
+    manifest: dict[str, Any]
+    seconds_to_ready: float
+
+
+def _podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def image_bento(base_images: str, registered_model: RegisteredModel, bentoml_home: Path) -> str:
+    """`housing build` of the production alias with the local base image written into the Bento."""
+    env = {
+        **service_env(bentoml_home, docker_base_image=base_images),
+        "MLFLOW_TRACKING_URI": registered_model.tracking_uri,
+    }
+    result = run_cli(["build", "--model-name", registered_model.name], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def service_image(
+    image_bento: str, registered_model: RegisteredModel, bentoml_home: Path
+) -> Iterator[ServiceImage]:
+    """`housing images --only service` with podman: `bentoml containerize` of the Bento."""
+    ref = f"localhost/housing-service:{registered_model.version}-{GIT_SHA}"
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(VENV_BIN / "housing"), "images", "--only", "service", "--backend", "podman",
+         "--bento", image_bento, "--registry", "localhost", "--git-sha", GIT_SHA,
+         "--network", "host", "--ca-bundle", str(MACHINE_CA_BUNDLE)],
+        env=service_env(bentoml_home), capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
+    build_seconds = time.monotonic() - started
+    try:
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        # The tag carries the model version read from the Bento's label.
+        assert result.stdout.strip().splitlines()[-1] == ref
+        inspected = _podman("image", "inspect", "--format", "{{.Size}}", ref)
+        assert inspected.returncode == 0, inspected.stderr
+        size = int(inspected.stdout.strip())
+        print(f"\nservice image {ref}: {size / 1e6:.0f} MB, built in {build_seconds:.0f} s")
+        yield ServiceImage(ref, registered_model.version, build_seconds, size)
+    finally:
+        _podman("rmi", "--force", ref)
+
+
+def render_pod_manifests(image: ServiceImage) -> list[dict[str, Any]]:
+    """The chart's Deployment and ConfigMap for this image, one replica."""
+    repository, tag = image.ref.rsplit(":", 1)
+    result = subprocess.run(
+        [helm_binary(), "template", RELEASE, str(CHART_DIR),
+         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+         "--set", "image.pullPolicy=Never", "--set", "replicaCount=1",
+         "--set", f"config.maxBatchRows={MAX_BATCH_ROWS}",
+         "--show-only", "templates/configmap.yaml", "--show-only", "templates/deployment.yaml"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifests = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert sorted(m["kind"] for m in manifests) == ["ConfigMap", "Deployment"]
+    return manifests
+
+
+def publish_on_loopback(deployment: dict[str, Any], host_port: int) -> None:
+    """podman 4.3 publishes a kube container port only through hostPort; bind it to 127.0.0.1."""
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    [port] = container["ports"]
+    port.update(hostPort=host_port, hostIP="127.0.0.1")
+
+
+def server_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+@pytest.fixture(scope="module")
+def played_pod(service_image: ServiceImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlayedPod]:
+    manifests = render_pod_manifests(service_image)
+    deployment = next(m for m in manifests if m["kind"] == "Deployment")
+    port = free_port()
+    publish_on_loopback(deployment, port)
+    kube_file = tmp_path_factory.mktemp("kube") / "service.yaml"
+    kube_file.write_text(yaml.safe_dump_all(manifests, sort_keys=False), encoding="utf-8")
+    # podman names the pod <deployment>-pod and its container <pod>-<container>.
+    container = f"{deployment['metadata']['name']}-pod-{server_container(deployment)['name']}"
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        played = _podman("kube", "play", str(kube_file), timeout=180)
+        assert played.returncode == 0, played.stdout + played.stderr
+        started_at = _container_started_at(container)
+        deadline = time.monotonic() + 180
+        while not _ready(f"{base_url}/readyz"):
+            state = _podman("inspect", "--format", "{{.State.Status}}", container).stdout.strip()
+            assert state == "running", f"container {state}:\n{_podman('logs', container).stderr[-4000:]}"
+            assert time.monotonic() < deadline, _podman("logs", container).stderr[-4000:]
+            time.sleep(0.2)
+        seconds_to_ready = time.time() - started_at
+        print(f"\nservice container started -> /readyz 200 in {seconds_to_ready:.1f} s")
+        yield PlayedPod(base_url, container, deployment, seconds_to_ready)
+    finally:
+        down = _podman("kube", "down", str(kube_file), timeout=180)
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+def _container_started_at(container: str) -> float:
+    """The container's start time (epoch seconds), as podman recorded it."""
+    result = _podman("inspect", "--format", "{{.State.StartedAt.Unix}}.{{.State.StartedAt.Nanosecond}}",
+                     container)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    seconds, nanos = result.stdout.strip().split(".")
+    return int(seconds) + int(nanos) / 1e9
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _exec(container: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return _podman("exec", container, *command)
+
+
+def test_service_image_is_built_on_the_chosen_base_and_runs_as_bentoml(service_image: ServiceImage) -> None:
+    inspected = _podman("image", "inspect", service_image.ref)
+    assert inspected.returncode == 0, inspected.stderr
+    [image] = json.loads(inspected.stdout)
+    assert image["Config"]["User"] == "bentoml"
+    assert "3000/tcp" in image["Config"]["ExposedPorts"]
+    # The bentofile's env reaches the image; the build never installs a compiler toolchain.
+    assert "OMP_NUM_THREADS=1" in image["Config"]["Env"]
+    base = _podman("image", "inspect", "--format", "{{.Id}}", UV_BASE_IMAGE).stdout.strip()
+    history = _podman("image", "history", "--format", "{{.ID}} {{.CreatedBy}}", "--no-trunc", service_image.ref)
+    assert base in history.stdout, "the image is not built on the local base image"
+    gcc = _podman("run", "--rm", "--entrypoint", "sh", service_image.ref, "-c", "command -v gcc || true")
+    assert gcc.stdout.strip() == "", "the service image ships a C compiler"
+
+
+def test_pod_from_the_chart_becomes_ready_and_predicts_the_golden_set(
+    played_pod: PlayedPod, registered_model: RegisteredModel, tmp_path: Path
+) -> None:
+    import mlflow
+
+    golden_path = mlflow.artifacts.download_artifacts(
+        run_id=registered_model.run_id,
+        artifact_path=GOLDEN_SET_FILE,
+        dst_path=str(tmp_path),
+        tracking_uri=registered_model.tracking_uri,
+    )
+    golden = GoldenSet.read(Path(golden_path))
+    row = dict(zip(golden.feature_names, golden.rows[0], strict=True))
+    response = httpx.post(f"{played_pod.base_url}/predict", json=row, timeout=10)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["prediction"] == pytest.approx(golden.predictions[0], abs=1e-9)
+    assert body["model_version"] == registered_model.version
+
+    metrics = httpx.get(f"{played_pod.base_url}/metrics", timeout=10)
+    assert metrics.status_code == 200
+    info = [line for line in metrics.text.splitlines() if line.startswith("housing_model_info{")]
+    assert info, metrics.text[-2000:]
+    assert f'model_version="{registered_model.version}"' in info[0]
+    assert f'run_id="{registered_model.run_id}"' in info[0]
+
+
+def test_pod_takes_its_settings_from_the_chart_configmap(played_pod: PlayedPod) -> None:
+    rows = [dict.fromkeys(("MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup"), 3.0)
+            | {"Latitude": 34.0, "Longitude": -118.0}] * (MAX_BATCH_ROWS + 1)  # fmt: skip
+    too_many = httpx.post(f"{played_pod.base_url}/predict/batch", json={"rows": rows}, timeout=10)
+    assert 400 <= too_many.status_code < 500, too_many.text
+    allowed = httpx.post(f"{played_pod.base_url}/predict/batch", json={"rows": rows[:-1]}, timeout=10)
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["count"] == MAX_BATCH_ROWS
+
+
+def test_pod_runs_as_the_chart_user_on_a_read_only_root(played_pod: PlayedPod) -> None:
+    pod_security = played_pod.manifest["spec"]["template"]["spec"]["securityContext"]
+    assert pod_security["runAsNonRoot"] is True
+    identity = _exec(played_pod.container, "id", "-u")
+    assert identity.returncode == 0, identity.stderr
+    assert int(identity.stdout) == pod_security["runAsUser"] == BENTO_UID
+
+    assert server_container(played_pod.manifest)["securityContext"]["readOnlyRootFilesystem"] is True
+    readonly = _podman("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", played_pod.container)
+    assert readonly.stdout.strip() == "true"
+    # The Bento's own folder belongs to the service user: only the read-only root can refuse the write.
+    refused = _exec(played_pod.container, "sh", "-c", 'touch "$BENTO_PATH/written"')
+    assert refused.returncode != 0
+    assert "Read-only file system" in refused.stderr
+    # The emptyDir mounts stay writable: scratch for /tmp and BENTOML_HOME.
+    home = _exec(played_pod.container, "sh", "-c", 'touch /tmp/written "$BENTOML_HOME/written" && echo ok')
+    assert home.stdout.strip() == "ok", home.stderr

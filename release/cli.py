@@ -78,6 +78,7 @@ def cluster_for(
     from release.config import load_settings
     from release.helm import Helm
     from release.kube import connect
+    from release.loop import Cluster
 
     settings = load_settings(
         namespace=namespace,

@@ -164,19 +164,6 @@ def follow_job(kube: Kube, name: str, deadline: Deadline, log: Callable[[str], N
             f"read Job {name}",
         )
         pods = kube.pods(f"{JOB_NAME_LABEL}={name}")
-        conditions = {
-            c["type"]: c for c in job.get("status", {}).get("conditions", []) if c.get("status") == "True"
-        }
-        if "Complete" in conditions:
-            log(f"Job {name} succeeded")
-            return
-        if "Failed" in conditions:
-            failed = conditions["Failed"]
-            reasons = [reason for pod in pods if (reason := termination(pod) or pod_problem(pod))]
-            detail = reasons[-1] if reasons else f"{failed.get('reason')}: {failed.get('message', '')}"
-            if failed.get("reason") == "DeadlineExceeded":
-                detail = f"ran past activeDeadlineSeconds (training.activeDeadlineSeconds); {detail}"
-            raise ReleaseError(f"training Job {name} failed: {detail}")
         for pod in pods:
             if problem := pod_problem(pod):
                 kube.call(
@@ -194,6 +181,19 @@ def follow_job(kube: Kube, name: str, deadline: Deadline, log: Callable[[str], N
             }:
                 streamed.add(pod_name)
                 stream_logs(kube, pod_name, deadline, log, hint)
+        conditions = {
+            c["type"]: c for c in job.get("status", {}).get("conditions", []) if c.get("status") == "True"
+        }
+        if "Complete" in conditions:
+            log(f"Job {name} succeeded")
+            return
+        if "Failed" in conditions:
+            failed = conditions["Failed"]
+            reasons = [reason for pod in pods if (reason := termination(pod) or pod_problem(pod))]
+            detail = reasons[-1] if reasons else f"{failed.get('reason')}: {failed.get('message', '')}"
+            if failed.get("reason") == "DeadlineExceeded":
+                detail = f"ran past activeDeadlineSeconds (training.activeDeadlineSeconds); {detail}"
+            raise ReleaseError(f"training Job {name} failed: {detail}")
         deadline.sleep(f"training Job {name}", hint)
 
 

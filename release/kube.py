@@ -314,7 +314,10 @@ def connect(settings: ReleaseSettings) -> Kube:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             api = client.ApiClient(configuration)
         else:
-            api = config.new_client_from_config(context=settings.kube_context)  # type: ignore[no-untyped-call]
+            # KUBECONFIG is read now: the client captures it once, at import.
+            api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ.get("KUBECONFIG") or None, context=settings.kube_context
+            )
     except (ConfigException, OSError) as exc:
         wanted = f"context {settings.kube_context!r}" if settings.kube_context else "a current context"
         raise ReleaseError(

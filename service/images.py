@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -34,6 +35,10 @@ MODEL_VERSION_LABEL = "model_version"
 CA_MOUNT_ID = "extra_ca"
 # Where Debian-based images keep the CA bundle that pip, uv and OpenSSL read.
 IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# `bentoml containerize` (1.4) re-renders the Bento's Dockerfile template from a copy in a temporary
+# folder and refuses template paths outside its working directory (bentoml/BentoML#5566): run it from
+# the temporary root.
+CONTAINERIZE_CWD = Path(tempfile.gettempdir())
 
 
 class ImageError(Exception):
@@ -133,7 +138,8 @@ def service_build_command(bento_tag: str, ref: str, options: BuildOptions) -> li
                 "(docker builds cannot mount it); or build the Bento on a base image that trusts the CA"
             )
         # BentoML's generated Dockerfile runs pip and uv; both read the system bundle.
-        command += ["--opt", f"volume={options.ca_bundle}:{IMAGE_CA_BUNDLE}:ro"]
+        # Absolute, since the command runs in another folder (see CONTAINERIZE_CWD).
+        command += ["--opt", f"volume={options.ca_bundle.resolve()}:{IMAGE_CA_BUNDLE}:ro"]
     return command
 
 
@@ -162,11 +168,11 @@ def push_command(ref: str, backend: Backend) -> list[str]:
     return [backend.value, "push", ref]
 
 
-def run(command: list[str]) -> None:
+def run(command: list[str], cwd: Path | None = None) -> None:
     """Run one build step, showing it first; a failure becomes one readable line."""
     typer.echo(f"$ {shlex.join(command)}", err=True)
     try:
-        result = subprocess.run(command, check=False)  # noqa: S603 - argument list built here, no shell
+        result = subprocess.run(command, cwd=cwd, check=False)  # noqa: S603 - argument list built here, no shell
     except FileNotFoundError as exc:
         raise ImageError(f"{command[0]} is not installed") from exc
     if result.returncode != 0:
@@ -301,7 +307,7 @@ def _build(
 
     built: list[str] = []
     if bento_tag is not None:
-        run(service_build_command(bento_tag, service_ref, options))
+        run(service_build_command(bento_tag, service_ref, options), cwd=CONTAINERIZE_CWD)
         built.append(service_ref)
     if only is not Which.service:
         run(training_build_command(training_ref, options))

@@ -8,7 +8,7 @@ storage mode at import time.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -33,6 +33,7 @@ class ServiceMetrics:
             {"multiprocess_mode": "livemostrecent"} if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else {}
         )
         self.model_labels = {"model_name": model_name, "model_version": model_version}
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.http_requests: Counter = Counter(
             "housing_http_requests_total",
             "HTTP requests to the prediction API.",
@@ -91,14 +92,22 @@ class ServiceMetrics:
         self.model_info.labels(**self.model_labels, run_id=run_id).set(1)
 
     def observe_predictions(self, endpoint: str, values: list[float]) -> None:
-        self.predictions.labels(**self.model_labels, endpoint=endpoint).inc(len(values))
-        histogram = self.prediction_value.labels(**self.model_labels)
+        self._child(self.predictions, endpoint=endpoint).inc(len(values))
+        histogram = self._child(self.prediction_value)
         for value in values:
             histogram.observe(value)
 
     def observe_request(self, endpoint: str, status_code: int, seconds: float) -> None:
-        self.http_requests.labels(**self.model_labels, endpoint=endpoint, status_code=str(status_code)).inc()
-        self.http_duration.labels(**self.model_labels, endpoint=endpoint).observe(seconds)
+        self._child(self.http_requests, endpoint=endpoint, status_code=str(status_code)).inc()
+        self._child(self.http_duration, endpoint=endpoint).observe(seconds)
+
+    def _child(self, metric: Any, **labels: str) -> Any:
+        """Labelled child of ``metric``, cached: ``labels()`` takes a lock and builds a tuple each call."""
+        key = (metric, *labels.items())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**self.model_labels, **labels)
+        return child
 
     def count_out_of_range(self, feature: str) -> None:
         self.out_of_range.labels(**self.model_labels, feature=feature).inc()

@@ -1,7 +1,8 @@
 """The ``housing`` command line: one entry point, a subcommand per job.
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad parameters, 3 bad data, 4 registry/MLflow
-failure, 5 promotion rejected where the caller required it, 130 interrupted.
+failure, 5 promotion or release rejected, 6 cluster/Helm/image/serving failure, 7 timeout,
+130 interrupted.
 """
 
 from __future__ import annotations

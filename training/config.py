@@ -29,7 +29,7 @@ def default_tracking_uri() -> str:
 class TrainingSettings(BaseSettings):
     """Configuration of ``housing data|train|promote|models`` (env prefix ``HOUSING_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="HOUSING_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="HOUSING_", extra="ignore", populate_by_name=True)
 
     data_path: Path | None = Field(
         default=None,

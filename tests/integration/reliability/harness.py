@@ -7,12 +7,14 @@ Shared by the monitoring and reliability suites. Model building reuses the servi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +29,11 @@ from tests.integration.service.conftest import (
     PROJECT_ROOT,
     Server,
     feature_statistics,
+    free_port,
     housing_features,
     service_env,
     start_server,
     stop_server,
-    write_artifact,
 )
 from training.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, GoldenSet
 
@@ -80,7 +82,9 @@ def register_versions(root: Path, shifts: dict[str, float]) -> ModelVersions:
     versions: dict[str, str] = {}
     try:
         for role, shift in shifts.items():
-            pipeline = make_pipeline(StandardScaler(), HistGradientBoostingRegressor(max_iter=40, random_state=0))
+            pipeline = make_pipeline(
+                StandardScaler(), HistGradientBoostingRegressor(max_iter=40, random_state=0)
+            )
             pipeline.fit(train, target.iloc[:1000] + shift)
             golden_rows = test.iloc[:10]
             golden = GoldenSet(
@@ -101,16 +105,16 @@ def register_versions(root: Path, shifts: dict[str, float]) -> ModelVersions:
                 )
                 scratch = root / "scratch" / role
                 scratch.mkdir(parents=True)
-                mlflow.log_artifact(str(write_artifact(feature_statistics(train), scratch / FEATURE_STATS_FILE)))
-                mlflow.log_artifact(str(write_artifact(golden, scratch / GOLDEN_SET_FILE)))
+                mlflow.log_artifact(str(feature_statistics(train).write(scratch / FEATURE_STATS_FILE)))
+                mlflow.log_artifact(str(golden.write(scratch / GOLDEN_SET_FILE)))
             versions[role] = str(info.registered_model_version)
     finally:
         mlflow.set_tracking_uri(None)
     bentoml_home = root / "bentoml"
+    env = {**service_env(bentoml_home), "MLFLOW_TRACKING_URI": tracking_uri}
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_SCRIPT, MODEL_NAME, tracking_uri, *versions.values()],
-        cwd=PROJECT_ROOT, env={**service_env(bentoml_home), "MLFLOW_TRACKING_URI": tracking_uri}, capture_output=True, text=True, timeout=300,
-        check=False,
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     tags = result.stdout.split()
@@ -119,8 +123,15 @@ def register_versions(root: Path, shifts: dict[str, float]) -> ModelVersions:
 
 
 def serve_model(model_tag: str, bentoml_home: Path, log_path: Path, **settings: str) -> Server:
-    """`bentoml serve` of the working tree's service on ``model_tag``; returns once it answers /livez."""
-    env = service_env(bentoml_home, **settings)
+    """`bentoml serve` of the working tree's service on ``model_tag``; returns once it answers /livez.
+
+    Each server gets a BentoML home of its own that links the shared model store: BentoML keeps its
+    Prometheus multiprocess files in the home, and servers sharing one would report each other's metrics.
+    """
+    home = log_path.with_suffix(".bentoml")
+    home.mkdir()
+    (home / "models").symlink_to(bentoml_home / "models", target_is_directory=True)
+    env = service_env(home, **settings)
     return start_server(["service.service:HousingService", "--arg", f"model_tag={model_tag}"], env, log_path)
 
 
@@ -133,6 +144,31 @@ def serving(model_tag: str, bentoml_home: Path, log_path: Path, **settings: str)
         yield server
     finally:
         stop_server(server)
+
+
+@contextmanager
+def serving_all(
+    tags: dict[str, str], bentoml_home: Path, log_dir: Path, settings: dict[str, dict[str, str]]
+) -> Iterator[dict[str, Server]]:
+    """Ready servers for every role (started side by side: each takes seconds to import), stopped after."""
+    with ThreadPoolExecutor(max_workers=len(tags)) as pool:
+        futures = {
+            role: pool.submit(
+                serve_model, tag, bentoml_home, log_dir / f"{role}.log", **settings.get(role, {})
+            )
+            for role, tag in tags.items()
+        }
+        started = {role: future.result() for role, future in futures.items() if future.exception() is None}
+    try:
+        failed = [future.exception() for future in futures.values() if future.exception() is not None]
+        if failed:
+            raise failed[0]  # type: ignore[misc]  # an exception instance
+        for running in started.values():
+            wait_ready(running)
+        yield started
+    finally:
+        for running in started.values():
+            stop_server(running)
 
 
 def wait_ready(server: Server, timeout: float = 60) -> None:
@@ -190,3 +226,127 @@ def record_figures(scenario: str, figures: dict[str, Any]) -> Path:
     (RESULTS_DIR / "results.json").write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     print(f"\n[{scenario}] {json.dumps(figures, sort_keys=True)}\n-> {path}")
     return path
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request of a load run: when it was sent (monotonic), its status or error, and its latency."""
+
+    sent_at: float
+    status: int | str
+    seconds: float
+
+
+async def _post(session: Any, url: str, body: bytes, outcomes: list[Outcome]) -> None:
+    import aiohttp
+
+    sent_at = time.monotonic()
+    status: int | str
+    try:
+        async with session.post(url, data=body, headers={"content-type": "application/json"}) as response:
+            await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError) as error:
+        status = type(error).__name__
+    outcomes.append(Outcome(sent_at, status, time.monotonic() - sent_at))
+
+
+async def closed_loop(url: str, bodies: list[bytes], connections: int, seconds: float) -> list[Outcome]:
+    """Each connection sends its next request when the previous one is answered."""
+    import aiohttp
+
+    outcomes: list[Outcome] = []
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+
+        async def user(offset: int) -> None:
+            index = offset
+            while time.monotonic() < deadline:
+                await _post(session, url, bodies[index % len(bodies)], outcomes)
+                index += connections
+
+        await asyncio.gather(*(user(i) for i in range(connections)))
+    return outcomes
+
+
+async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float) -> list[Outcome]:
+    """Requests at a fixed arrival rate whatever the answers: a slow server gets them all the same."""
+    import aiohttp
+
+    outcomes: list[Outcome] = []
+    tasks = []
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
+        start = time.monotonic()
+        for index in range(int(rate * seconds)):
+            delay = start + index / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = bodies[index % len(bodies)]
+            tasks.append(asyncio.create_task(_post(session, url, body, outcomes)))
+        await asyncio.gather(*tasks)
+    return outcomes
+
+
+def batch_bodies(rows_per_batch: int) -> list[bytes]:
+    """Request bodies of ``rows_per_batch`` held-out rows each, for /predict/batch."""
+    rows = payload_rows()
+    repeated = rows * (1 + rows_per_batch // len(rows))
+    return [
+        json.dumps({"rows": repeated[start : start + rows_per_batch]}).encode()
+        for start in range(0, len(rows), max(1, len(rows) // 5))
+    ]
+
+
+VARIANT_SCRIPT = """
+import shutil, sys
+from pathlib import Path
+import bentoml
+from training.artifacts import GoldenSet
+source_tag, target_tag, fault = sys.argv[1:]
+source = bentoml.models.get(source_tag)
+with bentoml.models.create(target_tag, metadata=dict(source.info.metadata)) as target:
+    for item in Path(source.path).iterdir():
+        if item.is_file() and item.name != "model.yaml":
+            shutil.copy2(item, Path(target.path) / item.name)
+    model_file = Path(target.path) / "model.skops"
+    if fault == "missing-model":
+        model_file.unlink()
+    elif fault == "corrupt-model":
+        model_file.write_bytes(b"not a skops archive" * 100)
+    elif fault == "golden-set-failing":
+        golden = GoldenSet.read(Path(target.path) / "golden_set.json")
+        moved = golden.model_copy(update={"predictions": [p + 1.0 for p in golden.predictions]})
+        moved.write(Path(target.path) / "golden_set.json")
+    else:
+        raise SystemExit(f"unknown fault {fault}")
+print(target.tag)
+"""
+
+
+def faulty_model(source_tag: str, bentoml_home: Path, fault: str) -> str:
+    """A copy of ``source_tag`` with one fault (missing-model, corrupt-model, golden-set-failing)."""
+    target = f"{source_tag.split(':')[0]}:{fault}"
+    result = subprocess.run(
+        [sys.executable, "-c", VARIANT_SCRIPT, source_tag, target, fault],
+        cwd=PROJECT_ROOT, env=service_env(bentoml_home), capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.split()[-1]
+
+
+def launch(model_tag: str, bentoml_home: Path, log_path: Path, **settings: str) -> Server:
+    """`bentoml serve` without waiting for it: for servers that may never come up."""
+    home = log_path.with_suffix(".bentoml")
+    home.mkdir()
+    (home / "models").symlink_to(bentoml_home / "models", target_is_directory=True)
+    port = free_port()
+    command = [sys.executable, "-m", "bentoml", "serve", "service.service:HousingService"]
+    command += ["--arg", f"model_tag={model_tag}", "--host", "127.0.0.1", "--port", str(port)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=service_env(home, **settings), stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return Server(f"http://127.0.0.1:{port}", process, log_path)

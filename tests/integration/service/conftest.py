@@ -5,7 +5,6 @@ Everything is session-scoped: the Bento is built once and served once per test s
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -20,7 +19,6 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import BaseModel
 
 from training.artifacts import (
     FEATURE_STATS_FILE,
@@ -80,12 +78,6 @@ def feature_statistics(frame: pd.DataFrame, bins: int = 10) -> FeatureStatistics
     return FeatureStatistics(n_rows=len(frame), features=summaries, target="MedHouseVal")
 
 
-def write_artifact(artifact: BaseModel, path: Path) -> Path:
-    # json.dumps keeps the -inf/+inf histogram edges (as -Infinity/Infinity, which the readers accept).
-    path.write_text(json.dumps(artifact.model_dump()), encoding="utf-8")
-    return path
-
-
 @dataclass(frozen=True)
 class RegisteredModel:
     tracking_uri: str
@@ -134,8 +126,8 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> RegisteredMode
         )
         scratch = root / "scratch"
         scratch.mkdir()
-        mlflow.log_artifact(str(write_artifact(feature_statistics(train), scratch / FEATURE_STATS_FILE)))
-        mlflow.log_artifact(str(write_artifact(golden, scratch / GOLDEN_SET_FILE)))
+        mlflow.log_artifact(str(feature_statistics(train).write(scratch / FEATURE_STATS_FILE)))
+        mlflow.log_artifact(str(golden.write(scratch / GOLDEN_SET_FILE)))
     version = client.search_model_versions(f"name='{MODEL_NAME}'")[0].version
     client.set_registered_model_alias(MODEL_NAME, "production", version)
     mlflow.set_tracking_uri(None)

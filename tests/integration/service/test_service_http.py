@@ -20,7 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.service.conftest import (
     FEATURES,
-    PROJECT_ROOT,
     RegisteredModel,
     Server,
     run_cli,
@@ -224,6 +223,7 @@ def test_model_card(client: httpx.Client, registered_model: RegisteredModel) -> 
     assert all(s["soft_low"] <= s["mean"] <= s["soft_high"] for s in card["feature_stats"])
     assert card["training_rows"] == 1000
     assert card["loaded_at"]
+    assert card["predictor"] == "compiled-trees"
     # HistGradientBoosting exposes no feature importances; the card says so rather than inventing them.
     assert card["feature_importances"] is None
 
@@ -283,13 +283,14 @@ def test_prediction_log_lines_and_database(client: httpx.Client, served: Server,
 
 
 def test_schemathesis_finds_no_server_errors(served: Server, tmp_path: Path) -> None:
+    # Run from tmp: schemathesis keeps a cache folder in its working directory.
     result = subprocess.run(
         [
             sys.executable, "-m", "schemathesis.cli", "run", f"{served.base_url}/openapi.json",
             "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1",
             "--phases", "examples,coverage,fuzzing", "--workers", "1", "--report-dir", str(tmp_path),
         ],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240, check=False,
+        cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:]
     assert re.search(r"Operations:\s+3 selected / 3 total", result.stdout), result.stdout[-3000:]

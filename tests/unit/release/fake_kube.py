@@ -7,7 +7,9 @@ assert on exactly what was sent. Objects live at their REST path; collections ar
 
 from __future__ import annotations
 
+import base64
 import copy
+import gzip
 import json
 import threading
 import uuid
@@ -118,6 +120,44 @@ class FakeKube:
             ],
         }
 
+    def install_helm_release(
+        self, name: str, revision: int, chart_values: dict[str, Any], user_values: dict[str, Any]
+    ) -> None:
+        """A Helm release record (a ``helm.sh/release.v1`` Secret) the REAL helm binary reads back."""
+        record = {
+            "name": name,
+            "namespace": "housing",
+            "version": revision,
+            "info": {"status": "deployed"},
+            "chart": {
+                "metadata": {"name": "housing", "version": "0.1.0", "apiVersion": "v2"},
+                "values": chart_values,
+            },
+            "config": user_values,
+            "manifest": "",
+        }
+        payload = base64.b64encode(gzip.compress(json.dumps(record).encode()))
+        secret = f"sh.helm.release.v1.{name}.v{revision}"
+        self.objects["/version"] = {
+            "major": "1",
+            "minor": "32",
+            "gitVersion": "v1.32.0",
+            "platform": "linux/amd64",
+        }
+        self.put(
+            f"/api/v1/namespaces/housing/secrets/{secret}",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "helm.sh/release.v1",
+                "metadata": {
+                    "name": secret,
+                    "labels": {"name": name, "owner": "helm", "status": "deployed", "version": str(revision)},
+                },
+                "data": {"release": base64.b64encode(payload).decode()},
+            },
+        )
+
     def made(self, method: str | None = None, path_part: str = "") -> list[Request]:
         return [
             request
@@ -171,7 +211,7 @@ class FakeKube:
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815 - http.server's names
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
 
     def stop(self) -> None:
         if self._server is not None:
@@ -236,7 +276,14 @@ class FakeKube:
         wanted = dict(pair.split("=", 1) for pair in selector.split(",") if pair)
         items = [obj for obj in items if wanted.items() <= obj.get("metadata", {}).get("labels", {}).items()]
         if items or path.rsplit("/", 1)[-1] in COLLECTIONS:
-            return 200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items}
+            # Typed clients (helm's client-go) want the list kind of the items, e.g. SecretList.
+            kind = f"{items[0]['kind']}List" if items and "kind" in items[0] else "List"
+            return 200, {
+                "kind": kind,
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": "1"},
+                "items": items,
+            }
         return 404, status_body(404, "NotFound", f"the server could not find the requested resource ({path})")
 
 
@@ -251,4 +298,5 @@ COLLECTIONS = {
     "serviceaccounts",
     "roles",
     "rolebindings",
+    "secrets",
 }

@@ -27,14 +27,19 @@ def canary_objects(helm: Helm) -> list[dict]:
         Path("charts/housing"),
         {},
         [],
-        {"image": {"tag": "2-abc"}, "rollout": {"strategy": "canary", "analysis": {"stableModelVersion": "1"}}},
+        {
+            "image": {"tag": "2-abc"},
+            "rollout": {"strategy": "canary", "analysis": {"stableModelVersion": "1"}},
+        },
     )
 
 
 def test_no_kubeconfig_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with pytest.raises(ReleaseError, match=r"^no Kubernetes context: a current context not found .*use-context"):
+    with pytest.raises(
+        ReleaseError, match=r"^no Kubernetes context: a current context not found .*use-context"
+    ):
         connect(ReleaseSettings())
 
 
@@ -43,7 +48,9 @@ def test_kubeconfig_without_the_named_context(kubeconfig: Path) -> None:
         connect(ReleaseSettings(kube_context="prod"))
 
 
-def test_kubeconfig_without_current_context(tmp_path: Path, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kubeconfig_without_current_context(
+    tmp_path: Path, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = yaml.safe_load(kubeconfig.read_text())
     del config["current-context"]
     path = tmp_path / "no-current"
@@ -59,18 +66,20 @@ def test_connects_to_the_current_context(fake: FakeKube, settings: ReleaseSettin
     assert kube.namespace == "housing"
 
 
-def test_missing_argo_rollouts_crds_name_the_kinds_and_the_fix(fake: FakeKube, settings: ReleaseSettings, helm: Helm) -> None:
+def test_missing_argo_rollouts_crds_name_the_kinds_and_the_fix(
+    fake: FakeKube, settings: ReleaseSettings, helm: Helm
+) -> None:
     fake.serve_group("monitoring.coreos.com/v1", MONITORING)
     with pytest.raises(ReleaseError) as caught:
         connect(settings).require_kinds(canary_objects(helm))
     message = str(caught.value)
-    assert message.startswith("AnalysisTemplate, Rollout (argoproj.io/v1alpha1) missing: Argo Rollouts is not installed")
+    assert message.startswith(
+        "AnalysisTemplate, Rollout (argoproj.io/v1alpha1) missing: Argo Rollouts is not installed"
+    )
     assert "argo-rollouts/releases/latest/download/install.yaml" in message
     assert "--provider native" in message
-    assert [request.path for request in fake.made("GET", "/apis/")] == [
-        "/apis/argoproj.io/v1alpha1",
-        "/apis/monitoring.coreos.com/v1",
-    ][:1]
+    # Groups are checked in order and the first missing one stops the check.
+    assert [request.path for request in fake.made("GET", "/apis/")] == ["/apis/argoproj.io/v1alpha1"]
 
 
 def test_missing_prometheus_operator_crds_say_how_to_switch_them_off(
@@ -85,7 +94,9 @@ def test_missing_prometheus_operator_crds_say_how_to_switch_them_off(
     assert "monitoring.enabled=false" in message
 
 
-def test_a_group_that_lacks_one_kind_is_reported(fake: FakeKube, settings: ReleaseSettings, helm: Helm) -> None:
+def test_a_group_that_lacks_one_kind_is_reported(
+    fake: FakeKube, settings: ReleaseSettings, helm: Helm
+) -> None:
     fake.serve_group("argoproj.io/v1alpha1", {"AnalysisRun": "analysisruns"})
     fake.serve_group("monitoring.coreos.com/v1", MONITORING)
     with pytest.raises(ReleaseError, match=r"^AnalysisTemplate, Rollout \(argoproj.io/v1alpha1\) missing"):
@@ -96,10 +107,15 @@ def test_every_crd_present_passes(fake: FakeKube, settings: ReleaseSettings, hel
     fake.serve_group("argoproj.io/v1alpha1", ARGO)
     fake.serve_group("monitoring.coreos.com/v1", MONITORING)
     connect(settings).require_kinds(canary_objects(helm))
-    assert [request.path for request in fake.made("GET")] == ["/apis/argoproj.io/v1alpha1", "/apis/monitoring.coreos.com/v1"]
+    assert [request.path for request in fake.made("GET")] == [
+        "/apis/argoproj.io/v1alpha1",
+        "/apis/monitoring.coreos.com/v1",
+    ]
 
 
-def test_rbac_forbidden_is_reported_with_the_servers_message(fake: FakeKube, settings: ReleaseSettings) -> None:
+def test_rbac_forbidden_is_reported_with_the_servers_message(
+    fake: FakeKube, settings: ReleaseSettings
+) -> None:
     fake.fail(
         "GET",
         "/apis/argoproj.io/v1alpha1/namespaces/housing/rollouts",
@@ -131,5 +147,7 @@ def test_unreachable_api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("KUBECONFIG", str(path))
     kube = connect(ReleaseSettings())
     kube.api.configuration.retries = 0
-    with pytest.raises(ReleaseError, match=r"^cannot reach the Kubernetes API at http://127\.0\.0\.1:\d+ to read Rollout"):
+    with pytest.raises(
+        ReleaseError, match=r"^cannot reach the Kubernetes API at http://127\.0\.0\.1:\d+ to read Rollout"
+    ):
         Rollouts(kube).get("housing")

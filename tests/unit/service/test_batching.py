@@ -102,3 +102,21 @@ def test_timed_out_requests_are_skipped() -> None:
 
     assert asyncio.run(scenario()).tolist() == [6.0]
     assert model.sizes == [1, 1]
+
+
+def test_small_batches_run_inline_and_large_ones_on_the_prediction_thread() -> None:
+    threads: list[str] = []
+
+    def record_thread(rows: Rows) -> Rows:
+        threads.append(threading.current_thread().name)
+        return np.zeros(rows.shape[0])
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict") as executor:
+            batcher = MicroBatcher(record_thread, executor, max_rows=100, inline_rows=4)
+            await batcher.predict(np.ones((4, 1)))
+            await batcher.predict(np.ones((5, 1)))
+
+    asyncio.run(scenario())
+    assert threads[0] == threading.main_thread().name
+    assert threads[1].startswith("predict")

@@ -1,0 +1,251 @@
+"""Request handling of the prediction API: admission, checks, prediction, metrics and logs.
+
+A plain class, built once per worker by :class:`service.service.HousingService` after the model
+is loaded; the FastAPI routes call it directly (no per-request dependency resolution).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.batching import MicroBatcher, Rows
+from service.config import ServiceSettings
+from service.drift import DriftWindow
+from service.errors import (
+    OverloadedError,
+    ServiceError,
+    error_response,
+    from_validation_error,
+    read_json_body,
+)
+from service.metrics import ServiceMetrics
+from service.model import LoadedModel, prediction_executor
+from service.prediction_log import DB_SINK, DatabaseSink, PredictionLog
+from service.ranges import OutOfRange, RangeChecker
+from service.schemas import (
+    MAX_ROWS_CONTEXT,
+    BatchRequest,
+    BatchResponse,
+    FeatureStatsSummary,
+    HouseFeatures,
+    ModelCard,
+    PredictionResponse,
+    RangeWarning,
+)
+
+# Target unit of the California Housing set: $100,000.
+USD_PER_UNIT = 100_000.0
+
+
+class PredictionAPI:
+    """Everything one worker needs to answer prediction requests for one loaded model."""
+
+    def __init__(self, model: LoadedModel, settings: ServiceSettings, logger: logging.Logger) -> None:
+        info = model.info
+        self.model = model
+        self.settings = settings
+        self.logger = logger
+        self.metrics = ServiceMetrics(info.name, info.version, info.run_id, registry=None)
+        self.ranges = RangeChecker(model.stats, model.feature_names)
+        self.drift = DriftWindow(model.stats, model.feature_names, settings.drift_window_size)
+        self._drift_updated = 0.0
+        self.executor = prediction_executor(settings.predict_threads)
+        self.batcher = MicroBatcher(
+            model.predict,
+            self.executor,
+            settings.max_batch_rows,
+            inline_rows=model.fast_rows,
+            on_batch=self._track_drift,
+        )
+        self.prediction_log = PredictionLog(
+            logger,
+            info.name,
+            info.version,
+            model.feature_names,
+            enabled=settings.log_predictions,
+            sample_rate=settings.input_log_sample_rate,
+            sink=self._database_sink(),
+        )
+        self._extra: Literal["ignore"] | None = "ignore" if settings.allow_extra_fields else None
+        self._in_flight = 0
+
+    async def predict(self, request: Request) -> Response:
+        return await self._serve(request, "/predict", self._predict_one)
+
+    async def predict_batch(self, request: Request) -> Response:
+        return await self._serve(request, "/predict/batch", self._predict_many)
+
+    def close(self) -> None:
+        self.prediction_log.close()
+        self.executor.shutdown(wait=False)
+
+    async def _serve(
+        self, request: Request, endpoint: str, handle: Callable[[bytes, float], Awaitable[BaseModel]]
+    ) -> Response:
+        """Admission control, body checks, timeout and request metrics around one prediction handler."""
+        started = time.perf_counter()
+        if self._in_flight >= self.settings.concurrency_limit:
+            self.metrics.count_shed("concurrency")
+            response = error_response(OverloadedError("too many requests in flight, retry shortly"))
+        else:
+            self._in_flight += 1
+            try:
+                async with asyncio.timeout(self.settings.request_timeout_seconds):
+                    body = await read_json_body(request, self.settings.max_request_bytes)
+                    result = await handle(body, started)
+                response = Response(result.model_dump_json(), media_type="application/json")
+            except ServiceError as error:
+                response = error_response(error)
+            except TimeoutError:
+                self.metrics.count_shed("timeout")
+                response = error_response(OverloadedError("request timed out, retry shortly"))
+            finally:
+                self._in_flight -= 1
+        self.metrics.observe_request(endpoint, response.status_code, time.perf_counter() - started)
+        return response
+
+    async def _predict_one(self, body: bytes, started: float) -> PredictionResponse:
+        try:
+            features = HouseFeatures.model_validate_json(body, extra=self._extra)
+        except ValidationError as error:
+            raise from_validation_error(error) from None
+        row = [getattr(features, name) for name in self.model.feature_names]
+        rows = np.array([row], dtype=np.float64)
+        value = float((await self.batcher.predict(rows))[0])
+        warnings = self._range_warnings(rows, batch=False)
+        prediction_id, timestamp = self._account("/predict", started, [row], [value])
+        return PredictionResponse(
+            prediction=value,
+            prediction_usd=round(value * USD_PER_UNIT, 2),
+            prediction_id=prediction_id,
+            model_name=self.model.info.name,
+            model_version=self.model.info.version,
+            timestamp=timestamp,
+            warnings=warnings,
+        )
+
+    async def _predict_many(self, body: bytes, started: float) -> BatchResponse:
+        try:
+            batch = BatchRequest.model_validate_json(
+                body, extra=self._extra, context={MAX_ROWS_CONTEXT: self.settings.max_batch_rows}
+            )
+        except ValidationError as error:
+            raise from_validation_error(error) from None
+        names = self.model.feature_names
+        row_list = [[getattr(features, name) for name in names] for features in batch.rows]
+        rows = np.array(row_list, dtype=np.float64)
+        values = (await self.batcher.predict(rows)).tolist()
+        warnings = self._range_warnings(rows, batch=True)
+        self._account("/predict/batch", started, row_list, values)
+        return BatchResponse(
+            predictions=values,
+            count=len(values),
+            model_name=self.model.info.name,
+            model_version=self.model.info.version,
+            warnings=warnings,
+        )
+
+    def _range_warnings(self, rows: Rows, batch: bool) -> list[RangeWarning]:
+        found: list[OutOfRange] = self.ranges.check(rows)
+        for item in found:
+            self.metrics.count_out_of_range(item.feature)
+        return [
+            RangeWarning(
+                feature=item.feature,
+                value=item.value,
+                low=item.low,
+                high=item.high,
+                row=item.row if batch else None,
+            )
+            for item in found
+        ]
+
+    def _account(
+        self, endpoint: str, started: float, rows: list[list[float]], values: list[float]
+    ) -> tuple[str, datetime]:
+        """Metrics and prediction log of a successful prediction; returns its id and timestamp."""
+        prediction_id = str(uuid.uuid4())
+        timestamp = datetime.now(UTC)
+        self.metrics.observe_predictions(endpoint, values)
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.prediction_log.record(prediction_id, endpoint, timestamp, latency_ms, rows, values)
+        return prediction_id, timestamp
+
+    def _track_drift(self, rows: Rows) -> None:
+        self.drift.add(rows)
+        now = time.monotonic()
+        if now - self._drift_updated >= self.settings.drift_update_seconds:
+            self._drift_updated = now
+            self.metrics.set_drift(self.drift.psi())
+
+    def golden_set_reproduces(self) -> bool:
+        tolerance = self.settings.golden_tolerance or self.model.golden.tolerance
+        try:
+            error = self.executor.submit(self.model.golden_error).result()
+        except Exception:
+            self.logger.exception("golden set could not be predicted")
+            return False
+        ready = error <= tolerance
+        self.logger.info(
+            "model loaded",
+            extra={
+                "run_id": self.model.info.run_id,
+                "bento_model_tag": self.model.info.bento_model_tag,
+                "predictor": self.model.predictor,
+                "golden_max_error": error,
+                "golden_tolerance": tolerance,
+                "ready": ready,
+            },
+        )
+        return ready
+
+    def _database_sink(self) -> DatabaseSink | None:
+        if self.settings.prediction_log_db_url is None:
+            return None
+        return DatabaseSink(
+            self.settings.prediction_log_db_url,
+            queue_size=self.settings.prediction_log_queue_size,
+            batch_size=self.settings.prediction_log_batch_size,
+            flush_seconds=self.settings.prediction_log_flush_seconds,
+            on_dropped=lambda n: self.metrics.count_dropped(DB_SINK, n),
+            logger=self.logger,
+        )
+
+    def model_card(self) -> ModelCard:
+        ranges = self.ranges
+        summaries = self.model.stats.by_name()
+        return ModelCard(
+            name=self.model.info.name,
+            version=self.model.info.version,
+            run_id=self.model.info.run_id,
+            alias=self.model.info.alias,
+            metrics=self.model.info.metrics,
+            feature_importances=self.model.feature_importances(),
+            feature_stats=[
+                FeatureStatsSummary(
+                    name=name,
+                    min=summaries[name].min,
+                    max=summaries[name].max,
+                    mean=summaries[name].mean,
+                    std=summaries[name].std,
+                    soft_low=float(ranges.low[index]),
+                    soft_high=float(ranges.high[index]),
+                )
+                for index, name in enumerate(self.model.feature_names)
+            ],
+            training_rows=self.model.stats.n_rows,
+            bento_model_tag=self.model.info.bento_model_tag,
+            predictor=self.model.predictor,
+            loaded_at=self.model.loaded_at,
+        )

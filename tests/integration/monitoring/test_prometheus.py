@@ -1,0 +1,268 @@
+"""The chart's canary analysis and dashboard queries against a real Prometheus scraping real services.
+
+Prometheus (Debian's binary) scrapes three `bentoml serve` instances every second, labelled as the
+chart's ServiceMonitor labels the pods: a stable version, a canary that is the same model under another
+version, and a canary fitted on prices shifted by $100k. Locust loads all three. The queries come from
+`helm template` of the canary scenario: nothing here repeats the chart's PromQL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from load.config import LoadSettings
+from load.runner import LoadSummary, run_load_test
+from tests.chart.helm import Rendered, render_scenario
+from tests.integration.reliability.harness import (
+    ModelVersions,
+    payload_rows,
+    record_figures,
+    register_versions,
+    serving_all,
+)
+from tests.integration.service.conftest import Server
+from tests.support import free_port, require_tool, server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SCENARIO = "canary"
+SHIFT = 1.0  # $100k: the shifted canary's prices
+LOAD_SECONDS = 30
+# Grafana's $__rate_interval is at least four scrape intervals; the scrape interval here is 1s.
+RATE_INTERVAL = "10s"
+CONDITION = re.compile(r"result\[0\] (>=|<=|>|<) ([0-9.eE+-]+)")
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+
+
+@dataclass(frozen=True)
+class AnalysisMetric:
+    name: str
+    query: str
+    success_condition: str
+
+    def judge(self, result: list[float]) -> bool:
+        """Argo's verdict: result[0] against the threshold; no result or NaN fails."""
+        match = CONDITION.fullmatch(self.success_condition)
+        assert match, f"successCondition not understood: {self.success_condition}"
+        if not result or math.isnan(result[0]):
+            return False
+        return COMPARE[match[1]](result[0], float(match[2]))
+
+
+@dataclass(frozen=True)
+class Fleet:
+    prometheus: str
+    versions: ModelVersions
+    servers: dict[str, Server]
+    load: dict[str, LoadSummary]
+
+
+@pytest.fixture(scope="module")
+def chart() -> Rendered:
+    return render_scenario(SCENARIO)
+
+
+def analysis_metrics(chart: Rendered) -> list[AnalysisMetric]:
+    return [
+        AnalysisMetric(metric["name"], metric["provider"]["prometheus"]["query"], metric["successCondition"])
+        for template in chart.of_kind("AnalysisTemplate")
+        for metric in template["spec"]["metrics"]
+        if "prometheus" in metric["provider"]
+    ]
+
+
+def dashboard_panels(chart: Rendered) -> list[tuple[str, str]]:
+    dashboard_map = next(m for m in chart.of_kind("ConfigMap") if "housing.json" in m.get("data", {}))
+    dashboard = json.loads(dashboard_map["data"]["housing.json"])
+    return [
+        (panel["title"], target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if "expr" in target
+    ]
+
+
+def scrape_config(chart: Rendered, targets: dict[str, str]) -> dict[str, Any]:
+    """The scrape the chart's ServiceMonitor asks of the Prometheus Operator, as a static config.
+
+    job is the metrics Service's name, namespace its namespace, and the pod label housing.io/track
+    becomes housing_io_track (podTargetLabels).
+    """
+    monitor = chart.one("ServiceMonitor")
+    endpoint = monitor["spec"]["endpoints"][0]
+    metrics_service = next(
+        s
+        for s in chart.of_kind("Service")
+        if s["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
+    )
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics_service["metadata"]["labels"].items()
+    (namespace,) = monitor["spec"]["namespaceSelector"]["matchNames"]
+    label_name = monitor["spec"]["podTargetLabels"][0].replace(".", "_").replace("/", "_")
+    return {
+        "job_name": metrics_service["metadata"]["name"],
+        "scrape_interval": "1s",
+        "scrape_timeout": "1s",
+        "metrics_path": endpoint["path"],
+        "honor_labels": endpoint["honorLabels"],
+        "static_configs": [
+            {
+                "targets": [url.removeprefix("http://")],
+                "labels": {"namespace": namespace, "pod": f"housing-{role}", label_name: role},
+            }
+            for role, url in targets.items()
+        ],
+    }
+
+
+def query(prometheus: str, promql: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=10)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "success", body
+    assert body["data"]["resultType"] == "vector", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def values(result: list[dict[str, Any]]) -> list[float]:
+    return [float(sample["value"][1]) for sample in result]
+
+
+def with_args(metric: AnalysisMetric, canary: str, stable: str) -> str:
+    arguments = {"canary-model-version": canary, "stable-model-version": stable}
+    return re.sub(r"\{\{args\.([a-z-]+)\}\}", lambda m: arguments[m.group(1)], metric.query)
+
+
+def shed_burst(stable: Server) -> list[int]:
+    """More concurrent full batches than the stable server admits: some are shed with 503."""
+    body = json.dumps({"rows": (payload_rows() * 2)[:1000]})
+    headers = {"content-type": "application/json"}
+
+    def post(_: int) -> int:
+        url = f"{stable.base_url}/predict/batch"
+        return httpx.post(url, content=body, headers=headers, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(post, range(32)))
+
+
+def out_of_range(server_: Server) -> int:
+    row = {**payload_rows()[0], "AveOccup": 900.0}
+    return httpx.post(f"{server_.base_url}/predict", json=row, timeout=10).status_code
+
+
+@pytest.fixture(scope="module")
+def fleet(chart: Rendered, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    prometheus_binary = require_tool("prometheus")
+    root = tmp_path_factory.mktemp("fleet")
+    versions = register_versions(root, {"stable": 0.0, "canary": 0.0, "shifted": SHIFT})
+    with ExitStack() as stack:
+        # Every server lowers the drift gauge's update interval to the scrape interval; the stable one
+        # admits few requests at once, so the shed and 5xx panels get data.
+        common = {"log_predictions": "false", "drift_update_seconds": "1"}
+        settings = dict.fromkeys(versions.tags, common) | {"stable": common | {"concurrency_limit": "4"}}
+        servers = stack.enter_context(serving_all(versions.tags, versions.bentoml_home, root, settings))
+        config = {"scrape_configs": [scrape_config(chart, {r: s.base_url for r, s in servers.items()})]}
+        config_path = root / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        port = free_port()
+        prometheus = f"http://127.0.0.1:{port}"
+        command = [
+            prometheus_binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={root / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        stack.enter_context(server(command, f"{prometheus}/-/ready", root / "prometheus.log", timeout=60))
+        load: dict[str, LoadSummary] = {}
+
+        def run(role: str) -> None:
+            settings = LoadSettings(
+                url=servers[role].base_url,  # type: ignore[arg-type]  # pydantic parses the URL
+                users=2,
+                spawn_rate=2,
+                run_time=f"{LOAD_SECONDS}s",
+                wait_min_s=0.02,
+                wait_max_s=0.1,
+                p95_ms=5000,
+                p99_ms=10000,
+                max_error_rate=1.0,
+                out=root / f"locust-{role}",
+            )
+            load[role] = run_load_test(settings)
+
+        threads = [threading.Thread(target=run, args=(role,)) for role in servers]
+        for thread in threads:
+            thread.start()
+        time.sleep(LOAD_SECONDS / 2)
+        burst = shed_burst(servers["stable"])
+        assert 503 in burst, burst
+        assert {out_of_range(s) for s in servers.values()} == {200}
+        for thread in threads:
+            thread.join(timeout=LOAD_SECONDS + 90)
+        assert set(load) == set(servers), "a Locust run did not finish"
+        yield Fleet(prometheus, versions, servers, load)
+
+
+def test_every_target_is_scraped_with_the_chart_labels(fleet: Fleet, chart: Rendered) -> None:
+    job = scrape_config(chart, {})["job_name"]
+    up = query(fleet.prometheus, f'up{{job="{job}"}}')
+    assert values(up) == [1.0] * len(fleet.servers)
+    namespace = chart.one("ServiceMonitor")["metadata"]["namespace"]
+    info = query(fleet.prometheus, f'housing_model_info{{job="{job}", namespace="{namespace}"}}')
+    assert {s["metric"]["model_version"] for s in info} == set(fleet.versions.versions.values())
+
+
+def test_analysis_passes_a_canary_identical_to_stable(fleet: Fleet, chart: Rendered) -> None:
+    versions = fleet.versions.versions
+    verdicts = {}
+    for metric in analysis_metrics(chart):
+        result = values(query(fleet.prometheus, with_args(metric, versions["canary"], versions["stable"])))
+        verdicts[metric.name] = (metric.judge(result), result)
+    record_figures("analysis_identical_canary", {name: v[1] for name, v in verdicts.items()})
+    assert verdicts, "the chart renders no Prometheus analysis"
+    assert all(passed for passed, _ in verdicts.values()), verdicts
+
+
+def test_analysis_fails_a_shifted_canary(fleet: Fleet, chart: Rendered) -> None:
+    versions = fleet.versions.versions
+    verdicts = {}
+    for metric in analysis_metrics(chart):
+        result = values(query(fleet.prometheus, with_args(metric, versions["shifted"], versions["stable"])))
+        verdicts[metric.name] = (metric.judge(result), result)
+    record_figures("analysis_shifted_canary", {name: v[1] for name, v in verdicts.items()})
+    failed = {name for name, (passed, _) in verdicts.items() if not passed}
+    # The shifted model is as fast and error-free as stable: only its predictions give it away.
+    assert failed == {"prediction-shift"}, verdicts
+
+
+def test_every_dashboard_panel_query_returns_data(fleet: Fleet, chart: Rendered) -> None:
+    panels = dashboard_panels(chart)
+    assert panels, "the chart renders no dashboard queries"
+    empty = []
+    for title, expr in panels:
+        promql = expr.replace("$__rate_interval", RATE_INTERVAL)
+        assert "$" not in promql, f"unhandled Grafana variable in {title}: {expr}"
+        result = values(query(fleet.prometheus, promql))
+        if not any(math.isfinite(v) for v in result):
+            empty.append((title, promql, result))
+    assert not empty, empty

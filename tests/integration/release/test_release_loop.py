@@ -1,0 +1,317 @@
+"""The closed release loop end to end: a REAL MLflow server and registry, the fake Kubernetes API
+(playing the Argo Rollouts controller), real ``helm template`` and a recording fake of Helm's
+cluster-side commands. Covers the promoted, failed-analysis and interrupted paths."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from release.config import ReleaseSettings
+from release.errors import ClusterTimeoutError, ReleaseError, ReleaseRejectedError
+from release.helm import Helm
+from release.kube import connect
+from release.loop import Cluster, ReleaseRequest, release
+from tests.support import REPO_ROOT, require_tool
+from tests.unit.release.fake_helm import RecordingFakeHelm
+from tests.unit.release.fake_kube import FakeKube
+from training import registry
+from training.config import TrainingSettings
+from training.pipeline import train
+
+pytestmark = pytest.mark.integration
+
+ROLLOUT = "/apis/argoproj.io/v1alpha1/namespaces/housing/rollouts/housing"
+OLD_IMAGE = "localhost/housing-service:1-aaa"
+NEW_IMAGE = "localhost/housing-service:2-bbb"
+Scenario = Callable[[str, int], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKube]:
+    server = FakeKube()
+    server.start()
+    monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    server.serve_group(
+        "argoproj.io/v1alpha1", {"Rollout": "rollouts", "AnalysisTemplate": "analysistemplates"}
+    )
+    server.serve_group(
+        "monitoring.coreos.com/v1", {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def training(
+    request: pytest.FixtureRequest, mlflow_url: str, small_data: Path, fast_params: Path
+) -> TrainingSettings:
+    """v1 (production, served by the cluster) and v2 (challenger, rejected by the offline gate)."""
+    name = f"release-{request.node.name.replace('_', '-')[:40]}"
+    settings = TrainingSettings(
+        MLFLOW_TRACKING_URI=mlflow_url,  # the field's env alias: the only name it accepts
+        data_path=small_data,
+        params_file=fast_params,
+        model_name=name,
+        experiment=name,
+        candidates=["tiny_hgb"],
+    )
+    assert settings.tracking_uri == mlflow_url
+    assert train(settings).decision.outcome == "first"
+    second = train(settings.model_copy(update={"candidates": ["linear"]}))
+    assert (second.version, second.decision.outcome) == ("2", "rejected")
+    return settings
+
+
+def rollout_state(image: str, generation: int, phase: str, **status: Any) -> dict[str, Any]:
+    pod_hash = "h2" if image == NEW_IMAGE else "h1"
+    return {
+        "metadata": {"generation": generation},
+        "status": {
+            "phase": phase,
+            "observedGeneration": str(generation),
+            "currentPodHash": pod_hash,
+            "stableRS": pod_hash if phase == "Healthy" else "h1",
+            **status,
+        },
+    }
+
+
+def play_argo(fake: FakeKube, helm: RecordingFakeHelm, scenario: Scenario) -> None:
+    """The fake controller: a new desired image bumps the generation and plays the scenario's states."""
+    steps = [{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}, {"pause": {"duration": "1m"}}]
+    fake.put(
+        ROLLOUT,
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Rollout",
+            "metadata": {"name": "housing", "namespace": "housing", "generation": 1},
+            "spec": {
+                "template": {"spec": {"containers": [{"name": "service", "image": OLD_IMAGE}]}},
+                "strategy": {"canary": {"steps": steps}},
+            },
+            "status": rollout_state(OLD_IMAGE, 1, "Healthy", currentStepIndex=4)["status"],
+        },
+    )
+
+    def on_change(values: dict[str, Any]) -> None:
+        image = f"{values['image']['repository']}:{values['image']['tag']}"
+        rollout = fake.objects[ROLLOUT]
+        generation = rollout["metadata"]["generation"] + 1
+        rollout["metadata"]["generation"] = generation
+        rollout["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        fake.sequences[ROLLOUT] = scenario(image, generation)
+
+    helm.on_change = on_change
+
+
+def installed_release() -> dict[str, Any]:
+    return {
+        "image": {"repository": "localhost/housing-service", "tag": "1-aaa"},
+        "rollout": {"strategy": "canary", "provider": "argo", "analysis": {"stableModelVersion": "1"}},
+    }
+
+
+def cluster(fake: FakeKube, lines: list[str], timeout: float = 30) -> tuple[Cluster, RecordingFakeHelm]:
+    helm_path = REPO_ROOT / ".tools" / "bin" / "helm"
+    settings = ReleaseSettings(
+        namespace="housing",
+        helm_binary=str(helm_path) if helm_path.is_file() else require_tool("helm"),
+        timeout_seconds=timeout,
+        poll_seconds=0.05,
+    )
+    helm = RecordingFakeHelm(Helm.from_settings(settings), installed_release())
+    return Cluster(settings, helm, connect(settings), lines.append), helm
+
+
+REQUEST = ReleaseRequest(
+    version=None,
+    strategy="canary",
+    provider="argo",
+    image=NEW_IMAGE,
+    git_sha=None,
+    auto_promote=True,
+    retry=False,
+)
+
+
+def version_tags(settings: TrainingSettings, version: str) -> dict[str, str]:
+    client = registry.connect(settings)
+    return dict(registry.get_version(client, settings.model_name, version).tags)
+
+
+def production(settings: TrainingSettings) -> str:
+    found = registry.alias_version(registry.connect(settings), settings.model_name, registry.PRODUCTION)
+    assert found is not None
+    return str(found.version)
+
+
+def good_canary(image: str, generation: int) -> list[dict[str, Any]]:
+    if image != NEW_IMAGE:
+        return [rollout_state(image, generation, "Healthy", currentStepIndex=4)]
+    run = {"name": "housing-h2-1", "status": "Running"}
+    return [
+        rollout_state(
+            image,
+            generation,
+            "Progressing",
+            currentStepIndex=0,
+            canary={"currentBackgroundAnalysisRunStatus": run},
+        ),
+        rollout_state(
+            image,
+            generation,
+            "Paused",
+            currentStepIndex=1,
+            pauseConditions=[{"reason": "CanaryPauseStep", "startTime": "2025-01-01T00:00:00Z"}],
+            canary={"currentBackgroundAnalysisRunStatus": run},
+        ),
+        rollout_state(
+            image,
+            generation,
+            "Healthy",
+            currentStepIndex=4,
+            canary={"currentBackgroundAnalysisRunStatus": run | {"status": "Successful"}},
+        ),
+    ]
+
+
+def test_successful_canary_moves_production_and_tags_the_version(
+    fake: FakeKube, training: TrainingSettings
+) -> None:
+    lines: list[str] = []
+    target, helm = cluster(fake, lines)
+    play_argo(fake, helm, good_canary)
+
+    assert release(target, training, REQUEST) == "2"
+
+    assert production(training) == "2"
+    tags = version_tags(training, "2")
+    assert tags["release.state"] == "promoted"
+    assert tags["release.image"] == NEW_IMAGE
+    assert tags["release.stable_version"] == "1"
+    assert tags["release.strategy"] == "canary/argo"
+    assert tags["release.previous_revision"] == "1"
+    assert tags["release.revision"] == "2"
+    assert tags["release.result"].startswith("Rollout housing completed")
+    assert tags["release.offline_decision"] == "rejected"
+    assert tags["promotion.decision"] == "promoted"
+    assert tags["promotion.previous_champion"] == "1"
+    [upgrade] = helm.calls
+    assert upgrade[0] == "upgrade"
+    assert upgrade[1]["image"] == {"repository": "localhost/housing-service", "tag": "2-bbb"}
+    assert upgrade[1]["rollout"]["analysis"]["stableModelVersion"] == "1"
+    # The manual pause was promoted the way the kubectl plugin does it.
+    [promote] = fake.made("PATCH")
+    assert (promote.path, promote.body) == (f"{ROLLOUT}/status", {"status": {"pauseConditions": None}})
+    assert lines[-1] == "moved production from v1 to v2"
+    # A second run has nothing left to do.
+    assert release(target, training, REQUEST) == "2"
+    assert len(helm.calls) == 1
+
+
+def failed_analysis(image: str, generation: int) -> list[dict[str, Any]]:
+    if image != NEW_IMAGE:
+        return [rollout_state(image, generation, "Healthy", currentStepIndex=4)]
+    failed = {
+        "name": "housing-h2-1",
+        "status": "Failed",
+        "message": 'Metric "success-rate" assessed Failed due to failed (2) > failureLimit (1)',
+    }
+    return [
+        rollout_state(image, generation, "Progressing", currentStepIndex=0),
+        rollout_state(
+            image,
+            generation,
+            "Degraded",
+            currentStepIndex=0,
+            abort=True,
+            message="RolloutAborted: Rollout aborted update to revision 2",
+            canary={"currentBackgroundAnalysisRunStatus": failed},
+        ),
+    ]
+
+
+def test_failed_analysis_rolls_back_keeps_production_and_rejects(
+    fake: FakeKube, training: TrainingSettings
+) -> None:
+    lines: list[str] = []
+    target, helm = cluster(fake, lines)
+    play_argo(fake, helm, failed_analysis)
+
+    with pytest.raises(ReleaseRejectedError) as caught:
+        release(target, training, REQUEST)
+
+    assert caught.value.exit_code == 5
+    assert str(caught.value) == (
+        "v2 was rejected and rolled back: "
+        'Metric "success-rate" assessed Failed due to failed (2) > failureLimit (1)'
+    )
+    assert production(training) == "1"
+    tags = version_tags(training, "2")
+    assert tags["release.state"] == "rejected"
+    assert tags["release.reason"].startswith('Metric "success-rate" assessed Failed')
+    assert tags["promotion.decision"] == "rejected"  # the offline gate's, untouched
+    assert [call[0] for call in helm.calls] == ["upgrade", "rollback"]
+    assert helm.calls[1] == ("rollback", 1)
+    assert fake.objects[ROLLOUT]["spec"]["template"]["spec"]["containers"][0]["image"] == OLD_IMAGE
+    assert "production stays at v1" in lines
+    # A rejected version is not released again by accident.
+    with pytest.raises(ReleaseError, match=r"v2 was rejected at .*pass --retry"):
+        release(target, training, REQUEST)
+
+
+def stuck(image: str, generation: int) -> list[dict[str, Any]]:
+    if image != NEW_IMAGE:
+        return [rollout_state(image, generation, "Healthy", currentStepIndex=4)]
+    return [rollout_state(image, generation, "Progressing", currentStepIndex=2)]
+
+
+def test_interrupted_release_resumes_without_deploying_twice(
+    fake: FakeKube, training: TrainingSettings
+) -> None:
+    lines: list[str] = []
+    target, helm = cluster(fake, lines, timeout=1.0)
+    play_argo(fake, helm, stuck)
+
+    with pytest.raises(ClusterTimeoutError, match=r"still in progress: re-run `housing release --version 2`"):
+        release(target, training, REQUEST)
+    assert version_tags(training, "2")["release.state"] == "analysing"
+    assert production(training) == "1"
+
+    # Another version cannot start over the unfinished release.
+    with pytest.raises(ReleaseError, match=r"the release of v2 is in progress \(release.state=analysing\)"):
+        release(target, training, ReleaseRequest(**{**REQUEST.__dict__, "version": "1"}))
+
+    # The controller finishes meanwhile; the re-run picks the release up where it was.
+    fake.sequences[ROLLOUT] = [
+        rollout_state(
+            NEW_IMAGE, fake.objects[ROLLOUT]["metadata"]["generation"], "Healthy", currentStepIndex=4
+        )
+    ]
+    resumed, _ = cluster(fake, lines)
+    resumed.helm = helm
+    assert release(resumed, training, ReleaseRequest(**{**REQUEST.__dict__, "image": None})) == "2"
+    assert [call[0] for call in helm.calls] == ["upgrade"]
+    assert any(line.startswith("resuming the release of v2 (release.state=analysing") for line in lines)
+    assert production(training) == "2"
+    assert version_tags(training, "2")["release.state"] == "promoted"
+
+
+def test_registry_and_cluster_disagreeing_stops_before_any_change(
+    fake: FakeKube, training: TrainingSettings
+) -> None:
+    target, helm = cluster(fake, [])
+    helm.revisions[-1]["image"]["tag"] = "7-zzz"
+    with pytest.raises(
+        ReleaseError, match="the cluster serves v7 but production is v1: registry and cluster disagree"
+    ):
+        release(target, training, REQUEST)
+    assert helm.calls == []
+    assert "release.state" not in version_tags(training, "2")

@@ -1,0 +1,89 @@
+"""The ``housing rollout`` commands end to end: real CLI, real helm reading the release record from the
+fake API server, real kubernetes client; one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.unit.release.fake_helm import CHART_DEFAULTS
+from tests.unit.release.fake_kube import FakeKube
+from tests.unit.release.test_rollouts import ROLLOUT_PATH, rollout
+from training.cli import app
+
+pytestmark = pytest.mark.unit
+
+CANARY = {
+    "image": {"tag": "3-ccc"},
+    "rollout": {"strategy": "canary", "analysis": {"stableModelVersion": "2"}},
+}
+
+
+@pytest.fixture
+def cli_env(kubeconfig: Path, helm_binary: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "KUBECONFIG": str(kubeconfig),
+        "HOUSING_RELEASE_HELM_BINARY": helm_binary,
+        "HOUSING_RELEASE_NAMESPACE": "housing",
+        # helm keeps its cache and config under HOME.
+        "HOME": str(tmp_path),
+        "PATH": os.environ["PATH"],
+    }
+
+
+def invoke(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_abort_patches_the_rollout_named_by_the_release(fake: FakeKube, cli_env: dict[str, str]) -> None:
+    fake.install_helm_release("housing", 4, CHART_DEFAULTS, CANARY)
+    fake.put(ROLLOUT_PATH, rollout(currentStepIndex=1))
+    code, out, err = invoke(cli_env, "rollout", "abort")
+    assert (code, err) == (0, "")
+    assert out == "Rollout housing aborted: traffic goes back to the stable ReplicaSet\n"
+    [patch] = fake.made("PATCH")
+    assert (patch.path, patch.body) == (f"{ROLLOUT_PATH}/status", {"status": {"abort": True}})
+
+
+def test_status_prints_the_rollout(fake: FakeKube, cli_env: dict[str, str]) -> None:
+    fake.install_helm_release("housing", 4, CHART_DEFAULTS, CANARY)
+    fake.put(ROLLOUT_PATH, rollout(currentStepIndex=2, phase="Progressing"))
+    code, out, _ = invoke(cli_env, "rollout", "status")
+    assert code == 0
+    assert out.splitlines()[:2] == [
+        "Rollout housing: Progressing",
+        '  image localhost/housing-service:3-ccc; step 3/6 {"setWeight":30}, weight 30%',
+    ]
+
+
+def test_a_release_that_is_not_installed(fake: FakeKube, cli_env: dict[str, str]) -> None:
+    fake.objects["/version"] = {"major": "1", "minor": "32", "gitVersion": "v1.32.0"}
+    code, out, err = invoke(cli_env, "rollout", "promote", "--helm-release", "prod")
+    assert (code, out) == (6, "")
+    assert err == (
+        "error: Helm release 'prod' is not installed in namespace housing: "
+        "install it first with `housing deploy`\n"
+    )
+
+
+def test_no_kube_context_exits_with_one_line(cli_env: dict[str, str], tmp_path: Path) -> None:
+    code, _, err = invoke(cli_env | {"KUBECONFIG": str(tmp_path / "none")}, "rollout", "status")
+    assert code == 6
+    assert err.count("\n") == 1
+    assert err.startswith("error: no Kubernetes context")
+
+
+def test_forbidden_exits_with_one_line(fake: FakeKube, cli_env: dict[str, str]) -> None:
+    fake.install_helm_release("housing", 4, CHART_DEFAULTS, CANARY)
+    fake.fail("PATCH", ROLLOUT_PATH, 403, 'User "viewer" cannot patch resource "rollouts/status"')
+    fake.put(ROLLOUT_PATH, rollout(currentStepIndex=1))
+    code, _, err = invoke(cli_env, "rollout", "abort")
+    assert code == 6
+    assert err == (
+        'error: cannot patch Rollout housing status: forbidden by RBAC: User "viewer" cannot patch resource '
+        '"rollouts/status" (ask for a Role that grants it)\n'
+    )

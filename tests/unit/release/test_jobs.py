@@ -1,0 +1,231 @@
+"""``train --k8s``: the chart's Job rendered by real helm, run against the fake API server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from release.config import ReleaseSettings
+from release.errors import ClusterTimeoutError, ReleaseError
+from release.helm import Helm
+from release.jobs import run_training_job
+from release.kube import Kube
+from tests.unit.release.fake_helm import CHART_DEFAULTS, RecordingFakeHelm
+from tests.unit.release.fake_kube import FakeKube, Request, Response
+from training.config import TrainingSettings
+
+pytestmark = pytest.mark.unit
+
+JOBS = "/apis/batch/v1/namespaces/housing/jobs"
+PODS = "/api/v1/namespaces/housing/pods"
+
+
+def container_status(state: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": "train",
+        "image": "registry.example/housing-training:7",
+        "state": state,
+        "lastState": last or {},
+    }
+
+
+def script_job(
+    fake: FakeKube, pod_status: dict[str, Any], job_statuses: list[dict[str, Any]], log: str = ""
+) -> None:
+    """Play the Job controller: the created Job gets a pod, and its status goes through ``job_statuses``."""
+
+    def on_create(request: Request) -> Response | None:
+        if request.method != "POST" or request.path != JOBS:
+            return None
+        name = request.body["metadata"]["name"]
+        created = fake.put(f"{JOBS}/{name}", request.body)
+        pod = f"{name}-x7k2p"
+        fake.put(
+            f"{PODS}/{pod}",
+            {
+                "metadata": {
+                    "name": pod,
+                    "labels": {"batch.kubernetes.io/job-name": name},
+                    "creationTimestamp": "2025-01-01T00:00:00Z",
+                },
+                "status": pod_status,
+            },
+        )
+        fake.logs[pod] = log
+        fake.sequences[f"{JOBS}/{name}"] = [{"status": status} for status in job_statuses]
+        return 201, created
+
+    fake.hooks.append(on_create)
+
+
+def run(settings: ReleaseSettings, helm: Helm, kube: Kube, lines: list[str], **kwargs: Any) -> str:
+    options: dict[str, Any] = {"args": ["train"], "env": {}, "params_file": None} | kwargs
+    return run_training_job(
+        TrainingSettings(model_name="housing-price", experiment="housing"),
+        settings.model_copy(update={"training_image": "registry.example/housing-training:7"}),
+        log=lines.append,
+        helm=RecordingFakeHelm(helm, installed=None),
+        kube=kube,
+        **options,
+    )
+
+
+COMPLETE = {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}
+RUNNING: dict[str, Any] = {"active": 1}
+
+
+def test_creates_the_charts_job_streams_its_log_and_succeeds(
+    fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube
+) -> None:
+    script_job(
+        fake,
+        {"phase": "Running", "containerStatuses": [container_status({"running": {}})]},
+        [RUNNING, COMPLETE],
+        log="training on data\nbest: tiny_hgb, registered as housing-price v3 (challenger)\n",
+    )
+    lines: list[str] = []
+    name = run(settings, helm, kube, lines, env={"HOUSING_CANDIDATES": '["ridge"]'})
+
+    assert name.startswith("housing-train-")
+    posts = {request.body["kind"]: request for request in fake.made("POST")}
+    assert [request.path for request in fake.made("POST")] == [
+        "/api/v1/namespaces/housing/serviceaccounts",
+        "/api/v1/namespaces/housing/configmaps",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/housing/roles",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/housing/rolebindings",
+        JOBS,
+    ]
+    config_map = posts["ConfigMap"].body
+    assert config_map["metadata"]["name"] == "housing-training"
+    assert config_map["metadata"]["annotations"] == {
+        "meta.helm.sh/release-name": "housing",
+        "meta.helm.sh/release-namespace": "housing",
+    }
+    assert config_map["data"]["HOUSING_CANDIDATES"] == '["ridge"]'
+    assert config_map["data"]["HOUSING_MODEL_NAME"] == "housing-price"
+    job = posts["Job"].body
+    assert job["metadata"]["name"] == name
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example/housing-training:7"
+    assert (container["command"], container["args"]) == (["housing"], ["train"])
+    assert container["envFrom"] == [{"configMapRef": {"name": "housing-training"}}]
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "housing-training"
+    log_requests = fake.made("GET", "/log")
+    assert [request.query.get("follow") for request in log_requests] == [["true"]]
+    assert "  | best: tiny_hgb, registered as housing-price v3 (challenger)" in lines
+    assert lines[-1] == f"Job {name} succeeded"
+
+
+def test_existing_support_objects_are_replaced(
+    fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube
+) -> None:
+    fake.put(
+        "/api/v1/namespaces/housing/configmaps/housing-training", {"metadata": {"name": "housing-training"}}
+    )
+    script_job(fake, {"phase": "Succeeded"}, [COMPLETE])
+    run(settings, helm, kube, [])
+    [replace] = fake.made("PUT")
+    assert replace.path == "/api/v1/namespaces/housing/configmaps/housing-training"
+    assert replace.body["data"]["MLFLOW_TRACKING_URI"] == CHART_DEFAULTS["training"]["mlflow"]["trackingUri"]
+
+
+def test_a_params_file_is_mounted_from_a_configmap_owned_by_the_job(
+    fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube, tmp_path: Path
+) -> None:
+    params = tmp_path / "bad.yaml"
+    params.write_text("candidates: {}\n")
+    script_job(fake, {"phase": "Succeeded"}, [COMPLETE])
+    name = run(settings, helm, kube, [], params_file=params, args=["train", "--if-changed"])
+    job = next(request.body for request in fake.made("POST", "/jobs"))
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["train", "--if-changed"]
+    assert {"name": "HOUSING_PARAMS_FILE", "value": "/etc/housing/params/params.yaml"} in container["env"]
+    assert {"name": "params", "mountPath": "/etc/housing/params", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    params_map = fake.made("POST", "/configmaps")[-1].body
+    assert params_map["data"] == {"params.yaml": "candidates: {}\n"}
+    assert params_map["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": name,
+            "uid": fake.objects[f"{JOBS}/{name}"]["metadata"]["uid"],
+        }
+    ]
+
+
+def test_image_pull_failure_deletes_the_job_and_says_why(
+    fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube
+) -> None:
+    waiting = {
+        "waiting": {
+            "reason": "ImagePullBackOff",
+            "message": 'Back-off pulling image "registry.example/housing-training:7"',
+        }
+    }
+    script_job(fake, {"phase": "Pending", "containerStatuses": [container_status(waiting)]}, [RUNNING])
+    with pytest.raises(ReleaseError) as caught:
+        run(settings, helm, kube, [])
+    message = str(caught.value)
+    assert "cannot start, so it was deleted" in message
+    assert "ImagePullBackOff: the image cannot be pulled" in message
+    assert "registry.example/housing-training:7" in message
+    [delete] = fake.made("DELETE")
+    assert delete.path.startswith(f"{JOBS}/housing-train-")
+    assert delete.query["propagationPolicy"] == ["Background"]
+
+
+def test_oom_killed_training_is_reported(
+    fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube
+) -> None:
+    terminated = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
+    failed = {
+        "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+        "failed": 2,
+    }
+    script_job(fake, {"phase": "Failed", "containerStatuses": [container_status(terminated)]}, [failed])
+    with pytest.raises(
+        ReleaseError, match=r"failed: pod housing-train-.*: container train was OOMKilled \(raise training"
+    ):
+        run(settings, helm, kube, [])
+
+
+def test_non_zero_exit_code_is_reported(
+    fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube
+) -> None:
+    terminated = {"terminated": {"reason": "Error", "exitCode": 4}}
+    failed = {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
+    script_job(
+        fake,
+        {"phase": "Failed", "containerStatuses": [container_status(terminated)]},
+        [failed],
+        log="error: MLflow down\n",
+    )
+    lines: list[str] = []
+    with pytest.raises(ReleaseError, match=r"container train exited with code 4 \(Error\)$"):
+        run(settings, helm, kube, lines)
+    assert "  | error: MLflow down" in lines
+
+
+def test_a_job_that_never_finishes_times_out_with_a_hint(
+    fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube
+) -> None:
+    script_job(fake, {"phase": "Pending"}, [RUNNING])
+    with pytest.raises(
+        ClusterTimeoutError,
+        match=r"timed out after 1s waiting for training Job housing-train-.*`kubectl logs -n housing job/",
+    ):
+        run(settings.model_copy(update={"timeout_seconds": 1.0}), helm, kube, [])
+
+
+def test_missing_namespace(fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube) -> None:
+    fake.fail("POST", "/api/v1/namespaces/housing/", 404, 'namespaces "housing" not found')
+    with pytest.raises(
+        ReleaseError,
+        match=r"^cannot create ServiceAccount housing-training in namespace housing: not found: "
+        r'namespaces "housing" not found$',
+    ):
+        run(settings, helm, kube, [])

@@ -1,0 +1,76 @@
+"""The compiled predictor equals scikit-learn bit for bit, or is not used at all."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+from service.compiled import compile_model
+
+pytestmark = pytest.mark.unit
+
+
+def data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 8)) * [2, 10, 1, 0.2, 500, 1, 2, 2] + [4, 28, 5, 1, 1400, 3, 35, -119]
+    y = 0.5 * x[:, 0] + np.sin(x[:, 6]) + rng.normal(scale=0.1, size=rows)
+    return x, y
+
+
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        make_pipeline(StandardScaler(), HistGradientBoostingRegressor(max_iter=60, random_state=0)),
+        make_pipeline(
+            MinMaxScaler(), HistGradientBoostingRegressor(max_iter=30, max_depth=4, random_state=0)
+        ),
+        HistGradientBoostingRegressor(max_iter=40, loss="poisson", random_state=0),
+    ],
+    ids=["scaler+hgb", "other-transform+hgb", "bare-hgb-poisson"],
+)
+def test_compiled_predictions_are_identical(pipeline: object) -> None:
+    x, y = data(2000, seed=1)
+    pipeline.fit(x, np.abs(y))  # type: ignore[attr-defined]
+    check, fresh = data(300, seed=2)[0], data(500, seed=3)[0]
+    predict = compile_model(pipeline, check)
+    assert predict is not None
+    expected = pipeline.predict(fresh)  # type: ignore[attr-defined]
+    assert np.array_equal(predict(fresh), expected)
+    for size in (1, 2, 7):
+        assert np.array_equal(predict(fresh[:size]), expected[:size])
+
+
+def test_missing_values_follow_the_learned_direction() -> None:
+    x, y = data(2000, seed=4)
+    x[::7, 2] = np.nan  # the model learns where missing AveRooms go
+    model = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(x, y)
+    fresh = data(200, seed=5)[0]
+    fresh[::3, 2] = np.nan
+    predict = compile_model(model, fresh)
+    assert predict is not None
+    assert np.array_equal(predict(fresh), model.predict(fresh))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        make_pipeline(StandardScaler(), Ridge()),
+        RandomForestRegressor(n_estimators=3, random_state=0),
+    ],
+    ids=["ridge", "forest"],
+)
+def test_other_models_are_left_to_scikit_learn(model: object) -> None:
+    x, y = data(300, seed=6)
+    model.fit(x, y)  # type: ignore[attr-defined]
+    assert compile_model(model, x[:20]) is None
+
+
+def test_categorical_splits_are_left_to_scikit_learn() -> None:
+    x, y = data(500, seed=7)
+    x[:, 1] = np.round(np.abs(x[:, 1])) % 5
+    model = HistGradientBoostingRegressor(max_iter=10, categorical_features=[1], random_state=0).fit(x, y)
+    assert compile_model(model, x[:20]) is None

@@ -12,7 +12,6 @@ in-process predict call; and writes the results as JSON and as a markdown table.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
@@ -149,30 +148,42 @@ def run_locust(target: Target, users: int, seconds: int, rows_path: Path, scratc
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
         "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds}s",
-        "--host", target.url, "--csv", str(prefix), "--loglevel", "WARNING", "--stop-timeout", "5",
+        "--host", target.url, "--json-file", str(prefix), "--loglevel", "WARNING", "--stop-timeout", "5",
     ]  # fmt: skip
     env = child_env({"HOUSING_BENCH_KIND": target.name, "HOUSING_BENCH_ROWS": str(rows_path)})
     result = subprocess.run(  # noqa: S603 - fixed interpreter and arguments
         command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=seconds + 120, check=False
     )
-    stats_path = Path(f"{prefix}_stats.csv")
-    if not stats_path.exists():
-        raise BenchError(f"locust against {target.name} wrote no stats: {result.stderr.strip()[-500:]}")
-    with stats_path.open(encoding="utf-8") as stats_file:
-        aggregated = next(row for row in csv.DictReader(stats_file) if row["Name"] == "Aggregated")
-    if int(aggregated["Request Count"]) == 0:
+    stats_path = Path(f"{prefix}.json")
+    entries = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.exists() else []
+    # Locust's final statistics (the same as its printed summary), one entry per request name.
+    entry = next((e for e in entries if e["name"] == "predict"), None)
+    if entry is None or entry["num_requests"] == 0:
         detail = result.stderr.strip()[-800:]
         raise BenchError(f"locust sent no request to {target.name} at {users} users: {detail}")
+    counts = {int(float(ms)): n for ms, n in entry["response_times"].items()}
+    elapsed = max(entry["last_request_timestamp"] - entry["start_time"], 1e-9)
     return RunResult(
         target=target.name,
         users=users,
-        requests=int(aggregated["Request Count"]),
-        failures=int(aggregated["Failure Count"]),
-        rps=float(aggregated["Requests/s"]),
-        p50_ms=float(aggregated["50%"]),
-        p95_ms=float(aggregated["95%"]),
-        p99_ms=float(aggregated["99%"]),
+        requests=entry["num_requests"],
+        failures=entry["num_failures"],
+        rps=entry["num_requests"] / elapsed,
+        p50_ms=percentile(counts, 0.50),
+        p95_ms=percentile(counts, 0.95),
+        p99_ms=percentile(counts, 0.99),
     )
+
+
+def percentile(counts: dict[int, int], share: float) -> float:
+    """Smallest response time (Locust rounds to whole ms below 100 ms) covering ``share`` of requests."""
+    total = sum(counts.values())
+    covered = 0
+    for ms in sorted(counts):
+        covered += counts[ms]
+        if covered >= share * total:
+            return float(ms)
+    return float(max(counts))
 
 
 def combine(runs: list[RunResult]) -> RunResult:

@@ -138,7 +138,7 @@ def prediction_executor(threads: int) -> ThreadPoolExecutor:
 
 def _tune_predict_thread(threads: int) -> None:
     import sklearn
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no stubs published
+    from threadpoolctl import threadpool_limits
 
     # Small predictions take microseconds: OpenMP/BLAS thread teams only add start-up cost.
     # OpenMP limits are per calling thread, hence set here rather than at load.

@@ -46,6 +46,13 @@ class OverloadedError(ServiceError):
     error_type = "overloaded"
 
 
+class ModelUnavailableError(ServiceError):
+    """The worker runs without a model: it failed to load (see the log); the pod never becomes ready."""
+
+    status_code = 503
+    error_type = "model_unavailable"
+
+
 def from_validation_error(error: ValidationError) -> ServiceError:
     """Malformed JSON is a 400; well-formed JSON that breaks the schema is a 422."""
     details = details_from(error)

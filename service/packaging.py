@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from service.config import ServiceSettings
-from service.model import MODEL_FILE, ModelInfo, load_model_dir
+from service.model import ModelInfo, load_model_dir
 from training.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics, GoldenSet
+from training.modelio import SKOPS_FILE, ModelLoadError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BENTOFILE = PROJECT_ROOT / "bentofile.yaml"
@@ -66,7 +67,11 @@ def import_model(resolved: ResolvedModel, tracking_uri: str | None) -> str:
         staged = _stage(resolved, tracking_uri, Path(scratch))
         metadata = _metadata(resolved, staged.trusted_types)
         # Fail the build, not the deployment, when the artifacts do not match the model.
-        loaded = load_model_dir(staged.path, ModelInfo.from_metadata(metadata, f"{tag_name}:{tag_version}"))
+        info = ModelInfo.from_metadata(metadata, f"{tag_name}:{tag_version}")
+        try:
+            loaded = load_model_dir(staged.path, info)
+        except ModelLoadError as load_error:
+            raise PackagingError(str(load_error)) from None
         error = loaded.golden_error()
         if error > loaded.golden.tolerance:
             raise PackagingError(
@@ -82,7 +87,7 @@ def import_model(resolved: ResolvedModel, tracking_uri: str | None) -> str:
             },
             metadata=metadata,
         ) as bento_model:
-            for name in (MODEL_FILE, FEATURE_STATS_FILE, GOLDEN_SET_FILE):
+            for name in (SKOPS_FILE, FEATURE_STATS_FILE, GOLDEN_SET_FILE):
                 shutil.copy2(staged.path / name, Path(bento_model.path) / name)
         return str(bento_model.tag)
 
@@ -138,7 +143,7 @@ def _stage(resolved: ResolvedModel, tracking_uri: str | None, scratch: Path) -> 
             f"model {resolved.name} v{resolved.version} is not saved with skops"
             f" ({flavor.get('serialization_format')}); only the safe skops format is served"
         )
-    shutil.copy2(model_dir / str(flavor["pickled_model"]), bundle / MODEL_FILE)
+    shutil.copy2(model_dir / str(flavor["pickled_model"]), bundle / SKOPS_FILE)
     for name, schema in ((FEATURE_STATS_FILE, FeatureStatistics), (GOLDEN_SET_FILE, GoldenSet)):
         try:
             downloaded = mlflow.artifacts.download_artifacts(

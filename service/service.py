@@ -22,10 +22,10 @@ from starlette.types import Receive, Scope, Send
 
 from service.api import PredictionAPI
 from service.config import ServiceSettings
+from service.errors import ModelUnavailableError, error_response
 from service.logs import configure_logger
 from service.model import ModelInfo, load_model_dir
 from service.schemas import (
-    FEATURES,
     BatchRequest,
     BatchResponse,
     ErrorBody,
@@ -33,6 +33,7 @@ from service.schemas import (
     ModelCard,
     PredictionResponse,
 )
+from training.modelio import ModelLoadError
 
 
 def _model_tag() -> str:
@@ -92,10 +93,15 @@ app = HousingApp(
 )
 
 
-def _api() -> PredictionAPI:
+def _api() -> PredictionAPI | None:
+    """The worker's prediction API, or None when its model failed to load."""
     # A plain call, not a FastAPI dependency: sync dependencies would cost a thread hop per request.
-    api: PredictionAPI = bentoml.get_current_service().api
+    api: PredictionAPI | None = bentoml.get_current_service().api
     return api
+
+
+def _unavailable() -> Response:
+    return error_response(ModelUnavailableError("no model loaded, see the service log"))
 
 
 @app.post(
@@ -106,7 +112,8 @@ def _api() -> PredictionAPI:
     summary="Predict one district",
 )
 async def predict(request: Request) -> Response:
-    return await _api().predict(request)
+    api = _api()
+    return _unavailable() if api is None else await api.predict(request)
 
 
 @app.post(
@@ -117,7 +124,8 @@ async def predict(request: Request) -> Response:
     summary="Predict up to HOUSING_SERVICE_MAX_BATCH_ROWS districts",
 )
 async def predict_batch(request: Request) -> Response:
-    return await _api().predict_batch(request)
+    api = _api()
+    return _unavailable() if api is None else await api.predict_batch(request)
 
 
 FAST_ROUTES: dict[str, Callable[[Request], Awaitable[Response]]] = {
@@ -126,9 +134,17 @@ FAST_ROUTES: dict[str, Callable[[Request], Awaitable[Response]]] = {
 }
 
 
-@app.get("/model", response_model=ModelCard, summary="Model card of the served model")
-async def model_card() -> ModelCard:
-    return _api().model_card()
+@app.get(
+    "/model",
+    response_model=ModelCard,
+    responses={503: ERROR_RESPONSES[503]},
+    summary="Model card of the served model",
+)
+async def model_card() -> Response:
+    api = _api()
+    if api is None:
+        return _unavailable()
+    return Response(api.model_card().model_dump_json(), media_type="application/json")
 
 
 @bentoml.service(
@@ -148,10 +164,19 @@ class HousingService:
         settings = ServiceSettings()
         stored = self.bento_model
         info = ModelInfo.from_metadata(dict(stored.info.metadata), str(stored.tag))
-        model = load_model_dir(Path(stored.path), info)
-        if sorted(model.feature_names) != sorted(FEATURES):
-            raise ValueError(f"model expects features {model.feature_names}, the API serves {list(FEATURES)}")
         logger = configure_logger(info.name, info.version, settings.log_format, settings.log_level)
+        self.api: PredictionAPI | None = None
+        self.ready = False
+        try:
+            model = load_model_dir(Path(stored.path), info)
+        except ModelLoadError as error:
+            # Raising would make BentoML print the traceback and restart the worker, again and again.
+            # Alive but never ready instead: the rollout stalls on readiness and this line says why.
+            logger.error(
+                "model could not be loaded",
+                extra={"bento_model_tag": info.bento_model_tag, "error": str(error), "ready": False},
+            )
+            return
         self.api = PredictionAPI(model, settings, logger)
         self.ready = self.api.golden_set_reproduces()
         # Start-up objects (model, libraries) never die: keep them out of every future GC pass.
@@ -162,4 +187,5 @@ class HousingService:
 
     @bentoml.on_shutdown  # type: ignore[untyped-decorator]  # bentoml's decorator is untyped
     def close(self) -> None:
-        self.api.close()
+        if self.api is not None:
+            self.api.close()

@@ -31,6 +31,7 @@ from tests.integration.service.conftest import (
     feature_statistics,
     free_port,
     housing_features,
+    server_home,
     service_env,
     start_server,
     stop_server,
@@ -125,13 +126,9 @@ def register_versions(root: Path, shifts: dict[str, float]) -> ModelVersions:
 def serve_model(model_tag: str, bentoml_home: Path, log_path: Path, **settings: str) -> Server:
     """`bentoml serve` of the working tree's service on ``model_tag``; returns once it answers /livez.
 
-    Each server gets a BentoML home of its own that links the shared model store: BentoML keeps its
-    Prometheus multiprocess files in the home, and servers sharing one would report each other's metrics.
+    Each server gets a BentoML home of its own (see ``server_home``).
     """
-    home = log_path.with_suffix(".bentoml")
-    home.mkdir()
-    (home / "models").symlink_to(bentoml_home / "models", target_is_directory=True)
-    env = service_env(home, **settings)
+    env = service_env(server_home(bentoml_home, log_path), **settings)
     return start_server(["service.service:HousingService", "--arg", f"model_tag={model_tag}"], env, log_path)
 
 
@@ -338,9 +335,7 @@ def faulty_model(source_tag: str, bentoml_home: Path, fault: str) -> str:
 
 def launch(model_tag: str, bentoml_home: Path, log_path: Path, **settings: str) -> Server:
     """`bentoml serve` without waiting for it: for servers that may never come up."""
-    home = log_path.with_suffix(".bentoml")
-    home.mkdir()
-    (home / "models").symlink_to(bentoml_home / "models", target_is_directory=True)
+    home = server_home(bentoml_home, log_path)
     port = free_port()
     command = [sys.executable, "-m", "bentoml", "serve", "service.service:HousingService"]
     command += ["--arg", f"model_tag={model_tag}", "--host", "127.0.0.1", "--port", str(port)]

@@ -8,6 +8,7 @@ leaves the registry untouched, and a deliberately worse candidate is never promo
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.integration.reliability.harness import (
     ModelVersions,
     faulty_model,
     launch,
+    payload_rows,
     record_figures,
     stop_server,
 )
@@ -32,6 +34,7 @@ FAULTS = {
     "corrupt-model": "model.skops",
     "golden-set-failing": "golden",
 }
+MODEL_FAULTS = {"missing-model", "corrupt-model"}
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -54,6 +57,7 @@ def test_faulty_model_is_never_ready_and_does_not_crash_loop(
                 workers |= {p.pid for p in psutil.Process(server.process.pid).children(recursive=True)}
             time.sleep(0.25)
         exit_code = server.process.poll()
+        predicted = httpx.post(f"{server.base_url}/predict", json=payload_rows()[0], timeout=5)
     finally:
         stop_server(server)
     log = server.log()
@@ -66,10 +70,19 @@ def test_faulty_model_is_never_ready_and_does_not_crash_loop(
         "log_lines": len(log.splitlines()),
         "log_lines_naming_the_fault": len(mentions),
         "first_line_naming_the_fault": mentions[0][:300] if mentions else None,
+        "predict_status": predicted.status_code,
     }
     record_figures(f"startup_{fault}", figures)
     assert "200" not in readiness, figures
     assert mentions, f"no log line names the fault:\n{log[-3000:]}"
+    # One structured line says why, instead of a traceback per restart of the worker.
+    assert len(mentions) == 1, figures
+    assert "Traceback" not in log, log[-3000:]
+    assert json.loads(mentions[0])["ready"] is False, mentions[0]
+    if fault in MODEL_FAULTS:
+        # No model, so predictions get the structured 503 rather than a 500 or a dropped connection.
+        assert predicted.status_code == 503, predicted.text
+        assert predicted.json()["error"]["type"] == "model_unavailable"
     # Either the server exits (the kubelet then restarts it with back-off) or it stays up unready:
     # it never restarts its own worker in a loop.
     assert len(workers) <= 2, figures

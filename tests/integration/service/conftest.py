@@ -146,6 +146,20 @@ def service_env(bentoml_home: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+def server_home(shared_home: Path, log_path: Path) -> Path:
+    """A BentoML home of one server's own, beside its log, linking ``shared_home``'s model and Bento stores.
+
+    BentoML keeps its Prometheus multiprocess files in the home: servers sharing one would report each
+    other's metrics.
+    """
+    home = log_path.with_suffix(".bentoml")
+    home.mkdir()
+    for store in ("models", "bentos"):
+        (shared_home / store).mkdir(exist_ok=True)
+        (home / store).symlink_to(shared_home / store, target_is_directory=True)
+    return home
+
+
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", CLI, *args],
@@ -229,14 +243,15 @@ def served(
     bento_tag: str, bentoml_home: Path, prediction_db: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """The built Bento under `bentoml serve` on a free loopback port, ready."""
+    log_path = tmp_path_factory.mktemp("logs") / "served.log"
     env = service_env(
-        bentoml_home,
+        server_home(bentoml_home, log_path),
         drift_update_seconds="0",
         input_log_sample_rate="1.0",
         prediction_log_db_url=f"sqlite:///{prediction_db}",
         prediction_log_flush_seconds="0.2",
     )
-    server = start_server([bento_tag], env, tmp_path_factory.mktemp("logs") / "served.log")
+    server = start_server([bento_tag], env, log_path)
     try:
         wait_ready(server)
         yield server

@@ -23,6 +23,7 @@ from tests.integration.service.conftest import (
     RegisteredModel,
     Server,
     run_cli,
+    server_home,
     service_env,
     start_server,
     stop_server,
@@ -302,11 +303,10 @@ def strained(
     broken_golden_model_tag: str, bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """The working tree's service on a model whose golden set is off, with a tiny concurrency limit."""
-    env = service_env(bentoml_home, concurrency_limit="2", request_timeout_seconds="5")
+    log_path = tmp_path_factory.mktemp("logs") / "strained.log"
+    env = service_env(server_home(bentoml_home, log_path), concurrency_limit="2", request_timeout_seconds="5")
     server = start_server(
-        ["service.service:HousingService", "--arg", f"model_tag={broken_golden_model_tag}"],
-        env,
-        tmp_path_factory.mktemp("logs") / "strained.log",
+        ["service.service:HousingService", "--arg", f"model_tag={broken_golden_model_tag}"], env, log_path
     )
     try:
         yield server

@@ -1,0 +1,75 @@
+"""A model directory that cannot be served fails with one line naming the file, never a raw traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from service.model import ModelInfo, load_model_dir
+from service.schemas import FEATURES
+from training.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics, GoldenSet
+from training.modelio import SKOPS_FILE, ModelLoadError
+
+pytestmark = pytest.mark.unit
+
+INFO = ModelInfo.from_metadata(
+    {"registered_name": "housing-price", "registered_version": "1", "run_id": "r1"}, "housing-price:v1"
+)
+
+
+def model_dir(root: Path, stats: FeatureStatistics, columns: list[str]) -> Path:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.uniform(1, 10, size=(200, len(columns))), columns=columns)
+    estimator = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(frame, frame.iloc[:, 0])
+    skops.io.dump(estimator, root / SKOPS_FILE)
+    stats.write(root / FEATURE_STATS_FILE)
+    rows = frame.iloc[:3]
+    GoldenSet(
+        feature_names=columns,
+        rows=rows.to_numpy().tolist(),
+        predictions=estimator.predict(rows).tolist(),
+        tolerance=1e-9,
+    ).write(root / GOLDEN_SET_FILE)
+    return root
+
+
+def test_a_sound_model_directory_loads(tmp_path: Path, stats: FeatureStatistics) -> None:
+    loaded = load_model_dir(model_dir(tmp_path, stats, list(FEATURES)), INFO)
+    assert loaded.feature_names == list(FEATURES)
+    assert loaded.golden_error() < 1e-9
+
+
+@pytest.mark.parametrize(
+    ("fault", "file"),
+    [
+        ("missing-model", SKOPS_FILE),
+        ("corrupt-model", SKOPS_FILE),
+        ("missing-stats", FEATURE_STATS_FILE),
+        ("corrupt-golden", GOLDEN_SET_FILE),
+    ],
+)
+def test_a_missing_or_corrupt_file_is_named_in_one_line(
+    tmp_path: Path, stats: FeatureStatistics, fault: str, file: str
+) -> None:
+    path = model_dir(tmp_path, stats, list(FEATURES))
+    if fault.startswith("missing"):
+        (path / file).unlink()
+    else:
+        (path / file).write_bytes(b"not what it should be" * 10)
+    with pytest.raises(ModelLoadError) as raised:
+        load_model_dir(path, INFO)
+    message = str(raised.value)
+    assert file in message
+    assert str(path) in message
+    assert "\n" not in message
+
+
+def test_a_model_for_other_features_is_refused(tmp_path: Path, stats: FeatureStatistics) -> None:
+    path = model_dir(tmp_path, stats, [f"x{i}" for i in range(len(FEATURES))])
+    with pytest.raises(ModelLoadError, match="the API serves"):
+        load_model_dir(path, INFO)

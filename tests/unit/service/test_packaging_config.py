@@ -50,7 +50,13 @@ def test_bentofile_serves_the_service_with_only_what_it_needs() -> None:
     config = yaml.safe_load((ROOT / "bentofile.yaml").read_text(encoding="utf-8"))
     assert config["service"] == "service.service:HousingService"
     assert config["python"]["requirements_txt"] == "./service/requirements.txt"
-    assert set(config["include"]) == {"service/**/*.py", "training/__init__.py", "training/artifacts.py"}
+    # The service loads models with training's skops allow-list (training/modelio.py).
+    assert set(config["include"]) == {
+        "service/**/*.py",
+        "training/__init__.py",
+        "training/artifacts.py",
+        "training/modelio.py",
+    }
     assert "service/packaging.py" in config["exclude"]
     assert config["docker"]["env"]["OMP_NUM_THREADS"] == "1"
 

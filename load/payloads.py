@@ -14,19 +14,11 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from load.config import DEFAULT_PAYLOADS_FILE
+from service.schemas import FEATURES
 from training.artifacts import GoldenSet
 
 # The service's request schema, in the order scikit-learn's fetch_california_housing uses.
-FEATURE_NAMES: tuple[str, ...] = (
-    "MedInc",
-    "HouseAge",
-    "AveRooms",
-    "AveBedrms",
-    "Population",
-    "AveOccup",
-    "Latitude",
-    "Longitude",
-)
+FEATURE_NAMES = FEATURES
 TARGET = "MedHouseVal"
 # The training params whose split the rows are drawn from.
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"

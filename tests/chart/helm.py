@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import yaml
+
+from tests.support import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "charts" / "housing"
@@ -26,13 +26,6 @@ NAMESPACE = "prod"
 KUBERNETES_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
 
 Manifest = dict[str, Any]
-
-
-def missing_tool(message: str) -> None:
-    """Fail under CI (a missing tool there is a broken pipeline), skip with the reason elsewhere."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @functools.cache
@@ -47,14 +40,14 @@ def helm_binary() -> str:
     """helm from PATH, or installed into .tools/bin by scripts/install-helm.sh."""
     path = _helm_path()
     if not path or not Path(path).exists():
-        missing_tool("helm is not available and scripts/install-helm.sh could not install it")
+        unavailable("helm is not available and scripts/install-helm.sh could not install it")
     return path
 
 
 def promtool_binary() -> str:
     path = shutil.which("promtool")
     if path is None:
-        missing_tool("promtool is not installed (Debian package 'prometheus')")
+        unavailable("promtool is not installed (Debian package 'prometheus')")
         raise AssertionError("unreachable")
     return path
 
@@ -161,7 +154,7 @@ def _strict(schema: Any) -> Any:
 def crd_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
     """(apiVersion, kind) -> validator of the CRD's openAPIV3Schema, for every CRD in ../shared/crds."""
     if not CRD_DIR.is_dir():
-        missing_tool(f"CRD folder {CRD_DIR} is missing (CI checks out ../shared beside the repository)")
+        unavailable(f"CRD folder {CRD_DIR} is missing (CI checks out ../shared beside the repository)")
     validators: dict[tuple[str, str], jsonschema.protocols.Validator] = {}
     for path in sorted(CRD_DIR.glob("*.yaml")):
         for crd in yaml.safe_load_all(path.read_text()):

@@ -16,6 +16,7 @@ import typer
 from training.errors import TrainingError
 
 if TYPE_CHECKING:
+    from release.chart import Workload
     from release.loop import Cluster
 
 P = ParamSpec("P")
@@ -165,10 +166,13 @@ def resolve_image(
 
 def _rollout_target(
     namespace: str | None, helm_release: str | None, kube_context: str | None
-) -> tuple[Cluster, dict[str, Any]]:
+) -> tuple[Cluster, dict[str, Any], Workload]:
+    """The installed release, its values, and which workload (Argo or native) serves it."""
+    from release import chart
 
     cluster = cluster_for(namespace, helm_release, kube_context, None, None)
-    return cluster, cluster.installed_values()
+    values = cluster.installed_values()
+    return cluster, values, chart.workload(values, cluster.release)
 
 
 @rollout_app.command("status")
@@ -179,11 +183,10 @@ def rollout_status(
     kube_context: ContextOption = None,
 ) -> None:
     """Phase, step, weight, pauses and analysis runs with their measurements (native: tracks and weights)."""
-    from release import chart, native
+    from release import native
     from release.rollouts import Rollouts, describe_rollout
 
-    cluster, values = _rollout_target(namespace, helm_release, kube_context)
-    workload = chart.workload(values, cluster.release)
+    cluster, values, workload = _rollout_target(namespace, helm_release, kube_context)
     if workload.argo:
         rollouts = Rollouts(cluster.kube)
         rollout = rollouts.get(workload.name)
@@ -205,11 +208,10 @@ def rollout_promote(
     kube_context: ContextOption = None,
 ) -> None:
     """Argo: next step / promote the preview. Native: the candidate takes all traffic (helm upgrade)."""
-    from release import chart, native
+    from release import native
     from release.rollouts import Rollouts
 
-    cluster, values = _rollout_target(namespace, helm_release, kube_context)
-    workload = chart.workload(values, cluster.release)
+    cluster, values, workload = _rollout_target(namespace, helm_release, kube_context)
     if workload.argo:
         say(Rollouts(cluster.kube).promote(workload.name, full=full))
     elif workload.native:
@@ -226,11 +228,10 @@ def rollout_abort(
     kube_context: ContextOption = None,
 ) -> None:
     """Argo: status.abort (back to the stable ReplicaSet). Native: drop the canary/preview (helm upgrade)."""
-    from release import chart, native
+    from release import native
     from release.rollouts import Rollouts
 
-    cluster, values = _rollout_target(namespace, helm_release, kube_context)
-    workload = chart.workload(values, cluster.release)
+    cluster, values, workload = _rollout_target(namespace, helm_release, kube_context)
     if workload.argo:
         say(Rollouts(cluster.kube).abort(workload.name))
     elif workload.native:
@@ -252,11 +253,9 @@ def rollout_undo(
     kube_context: ContextOption = None,
 ) -> None:
     """Back to the previous version. Argo: the previous ReplicaSet's template; otherwise helm rollback."""
-    from release import chart
     from release.rollouts import Rollouts
 
-    cluster, values = _rollout_target(namespace, helm_release, kube_context)
-    workload = chart.workload(values, cluster.release)
+    cluster, _, workload = _rollout_target(namespace, helm_release, kube_context)
     if workload.argo:
         say(Rollouts(cluster.kube).undo(workload.name, to_revision))
         return

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 from tests.integration.service.conftest import (
@@ -35,6 +34,7 @@ from tests.integration.service.conftest import (
     service_env,
     start_server,
     stop_server,
+    wait_ready,
 )
 from training.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, GoldenSet
 
@@ -166,15 +166,6 @@ def serving_all(
     finally:
         for running in started.values():
             stop_server(running)
-
-
-def wait_ready(server: Server, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"service never became ready:\n{server.log()[-4000:]}")
 
 
 def process_tree(pid: int) -> list[psutil.Process]:

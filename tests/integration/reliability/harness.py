@@ -34,6 +34,7 @@ from tests.integration.service.conftest import (
     service_env,
     start_server,
     stop_server,
+    wait_alive,
     wait_ready,
 )
 from training.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, GoldenSet
@@ -325,7 +326,7 @@ def faulty_model(source_tag: str, bentoml_home: Path, fault: str) -> str:
 
 
 def launch(model_tag: str, bentoml_home: Path, log_path: Path, **settings: str) -> Server:
-    """`bentoml serve` without waiting for it: for servers that may never come up."""
+    """`bentoml serve` for servers that may never become ready: returns once alive or exited."""
     home = server_home(bentoml_home, log_path)
     port = free_port()
     command = [sys.executable, "-m", "bentoml", "serve", "service.service:HousingService"]
@@ -335,4 +336,6 @@ def launch(model_tag: str, bentoml_home: Path, log_path: Path, **settings: str) 
             command, cwd=PROJECT_ROOT, env=service_env(home, **settings), stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    return Server(f"http://127.0.0.1:{port}", process, log_path)
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    wait_alive(server)
+    return server

@@ -209,18 +209,29 @@ def start_server(target: list[str], env: dict[str, str], log_path: Path) -> Serv
             start_new_session=True,
         )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 120
+    if not wait_alive(server):
+        raise AssertionError(f"bentoml serve exited with {process.returncode}:\n{server.log()[-4000:]}")
+    return server
+
+
+def wait_alive(server: Server, timeout: float = 120) -> bool:
+    """True once the worker answers /livez, False if the server exited first.
+
+    The port is bound before the worker has imported the service, so a request sent earlier waits
+    unanswered; on a loaded two-CPU runner, start-up under coverage takes tens of seconds.
+    """
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"bentoml serve exited with {process.returncode}:\n{server.log()[-4000:]}")
+        if server.process.poll() is not None:
+            return False
         try:
             if httpx.get(f"{server.base_url}/livez", timeout=1).status_code == 200:
-                return server
+                return True
         except httpx.TransportError:
             pass
         time.sleep(0.3)
     stop_server(server)
-    raise AssertionError(f"bentoml serve did not come up:\n{server.log()[-4000:]}")
+    raise AssertionError(f"bentoml serve did not come up in {timeout:.0f} s:\n{server.log()[-4000:]}")
 
 
 def stop_server(server: Server) -> None:
@@ -259,7 +270,7 @@ def served(
         stop_server(server)
 
 
-def wait_ready(server: Server, timeout: float = 60) -> None:
+def wait_ready(server: Server, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:

@@ -13,9 +13,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
@@ -141,3 +143,21 @@ def mlflow_server(root: Path) -> Iterator[Running]:
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with server(command, f"{url}/health", root / "server.log", timeout=180, env=env) as process:
         yield Running(url, process)
+
+
+@contextmanager
+def prometheus_server(root: Path, scrape_configs: list[dict[str, Any]]) -> Iterator[str]:
+    """A real Prometheus on a free loopback port with these scrape configs; yields its base URL."""
+    binary = require_tool("prometheus")
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": scrape_configs}))
+    port = free_port()
+    command = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={root / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with server(command, f"http://127.0.0.1:{port}/-/ready", root / "prometheus.log", timeout=60):
+        yield f"http://127.0.0.1:{port}"

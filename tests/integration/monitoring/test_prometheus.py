@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from load.config import LoadSettings
 from load.runner import LoadSummary, run_load_test
@@ -35,7 +34,7 @@ from tests.integration.reliability.harness import (
     serving_all,
 )
 from tests.integration.service.conftest import Server
-from tests.support import free_port, require_tool, server
+from tests.support import prometheus_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -172,7 +171,6 @@ def out_of_range(server_: Server) -> int:
 
 @pytest.fixture(scope="module")
 def fleet(chart: Rendered, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    prometheus_binary = require_tool("prometheus")
     root = tmp_path_factory.mktemp("fleet")
     versions = register_versions(root, {"stable": 0.0, "canary": 0.0, "shifted": SHIFT})
     with ExitStack() as stack:
@@ -181,18 +179,9 @@ def fleet(chart: Rendered, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         common = {"log_predictions": "false", "drift_update_seconds": "1"}
         settings = dict.fromkeys(versions.tags, common) | {"stable": common | {"concurrency_limit": "4"}}
         servers = stack.enter_context(serving_all(versions.tags, versions.bentoml_home, root, settings))
-        config = {"scrape_configs": [scrape_config(chart, {r: s.base_url for r, s in servers.items()})]}
-        config_path = root / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(config))
-        port = free_port()
-        prometheus = f"http://127.0.0.1:{port}"
-        command = [
-            prometheus_binary,
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={root / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ]
-        stack.enter_context(server(command, f"{prometheus}/-/ready", root / "prometheus.log", timeout=60))
+        targets = {role: running.base_url for role, running in servers.items()}
+        scrapes = [scrape_config(chart, targets)]
+        prometheus = stack.enter_context(prometheus_server(root / "prometheus", scrapes))
         load: dict[str, LoadSummary] = {}
 
         def run(role: str) -> None:

@@ -4,23 +4,17 @@ cluster-side commands. Covers the promoted, failed-analysis and interrupted path
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from release.config import ReleaseSettings
 from release.errors import ClusterTimeoutError, ReleaseError, ReleaseRejectedError
-from release.helm import Helm
-from release.kube import connect
 from release.loop import Cluster, ReleaseRequest, release
-from tests.support import REPO_ROOT, require_tool
+from tests.integration.release.conftest import cluster_with, production, version_tags
 from tests.unit.release.fake_helm import RecordingFakeHelm
 from tests.unit.release.fake_kube import FakeKube
-from training import registry
 from training.config import TrainingSettings
-from training.pipeline import train
 
 pytestmark = pytest.mark.integration
 
@@ -28,45 +22,6 @@ ROLLOUT = "/apis/argoproj.io/v1alpha1/namespaces/housing/rollouts/housing"
 OLD_IMAGE = "localhost/housing-service:1-aaa"
 NEW_IMAGE = "localhost/housing-service:2-bbb"
 Scenario = Callable[[str, int], list[dict[str, Any]]]
-
-
-@pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKube]:
-    server = FakeKube()
-    server.start()
-    monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    server.serve_group(
-        "argoproj.io/v1alpha1", {"Rollout": "rollouts", "AnalysisTemplate": "analysistemplates"}
-    )
-    server.serve_group(
-        "monitoring.coreos.com/v1", {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
-    )
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def training(
-    request: pytest.FixtureRequest, mlflow_url: str, small_data: Path, fast_params: Path
-) -> TrainingSettings:
-    """v1 (production, served by the cluster) and v2 (challenger, rejected by the offline gate)."""
-    name = f"release-{request.node.name.replace('_', '-')[:40]}"
-    settings = TrainingSettings(
-        MLFLOW_TRACKING_URI=mlflow_url,  # the field's env alias: the only name it accepts
-        data_path=small_data,
-        params_file=fast_params,
-        model_name=name,
-        experiment=name,
-        candidates=["tiny_hgb"],
-    )
-    assert settings.tracking_uri == mlflow_url
-    assert train(settings).decision.outcome == "first"
-    second = train(settings.model_copy(update={"candidates": ["linear"]}))
-    assert (second.version, second.decision.outcome) == ("2", "rejected")
-    return settings
 
 
 def rollout_state(image: str, generation: int, phase: str, **status: Any) -> dict[str, Any]:
@@ -119,15 +74,8 @@ def installed_release() -> dict[str, Any]:
 
 
 def cluster(fake: FakeKube, lines: list[str], timeout: float = 30) -> tuple[Cluster, RecordingFakeHelm]:
-    helm_path = REPO_ROOT / ".tools" / "bin" / "helm"
-    settings = ReleaseSettings(
-        namespace="housing",
-        helm_binary=str(helm_path) if helm_path.is_file() else require_tool("helm"),
-        timeout_seconds=timeout,
-        poll_seconds=0.05,
-    )
-    helm = RecordingFakeHelm(Helm.from_settings(settings), installed_release())
-    return Cluster(settings, helm, connect(settings), lines.append), helm
+    del fake  # the fixture points KUBECONFIG at it
+    return cluster_with(installed_release(), lines, timeout)
 
 
 REQUEST = ReleaseRequest(
@@ -139,17 +87,6 @@ REQUEST = ReleaseRequest(
     auto_promote=True,
     retry=False,
 )
-
-
-def version_tags(settings: TrainingSettings, version: str) -> dict[str, str]:
-    client = registry.connect(settings)
-    return dict(registry.get_version(client, settings.model_name, version).tags)
-
-
-def production(settings: TrainingSettings) -> str:
-    found = registry.alias_version(registry.connect(settings), settings.model_name, registry.PRODUCTION)
-    assert found is not None
-    return str(found.version)
 
 
 def good_canary(image: str, generation: int) -> list[dict[str, Any]]:

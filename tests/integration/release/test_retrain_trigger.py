@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from release.config import ReleaseSettings
 from release.errors import ReleaseError
 from release.retrain import should_train
-from tests.support import free_port, require_tool, server
+from tests.support import free_port, prometheus_server
 from training.config import TrainingSettings
 from training.pipeline import train
 
@@ -39,22 +39,9 @@ def exporter() -> Iterator[tuple[str, Gauge]]:
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory, exporter: tuple[str, Gauge]) -> Iterator[str]:
-    binary = require_tool("prometheus")
-    root = tmp_path_factory.mktemp("prometheus")
-    config = root / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n"
-        f"scrape_configs:\n  - job_name: housing\n    static_configs:\n      - targets: ['{exporter[0]}']\n"
-    )
-    port = free_port()
-    command = [
-        binary,
-        f"--config.file={config}",
-        f"--storage.tsdb.path={root / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    with server(command, f"http://127.0.0.1:{port}/-/ready", root / "prometheus.log", timeout=60):
-        yield f"http://127.0.0.1:{port}"
+    scrape = {"job_name": "housing", "static_configs": [{"targets": [exporter[0]]}]}
+    with prometheus_server(tmp_path_factory.mktemp("prometheus"), [scrape]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,18 @@ kubernetes, mlflow and bentoml are imported inside the commands: ``housing --hel
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from training.errors import TrainingError
+from training.exits import handle_errors
 
 if TYPE_CHECKING:
     from release.chart import Workload
     from release.loop import Cluster
+    from training.config import TrainingSettings
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 rollout_app = typer.Typer(
     help="Watch, promote, abort or undo the release's rollout (Argo or native).", no_args_is_help=True
@@ -49,23 +46,6 @@ ProviderName = Literal["argo", "native"]
 def say(message: str) -> None:
     typer.echo(message)
     sys.stdout.flush()
-
-
-def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Domain errors become one line on stderr and the error's exit code."""
-
-    @wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except TrainingError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("error: interrupted", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 def cluster_for(
@@ -331,6 +311,28 @@ def release(
     request = ReleaseRequest(version, strategy, provider, image, git_sha, auto_promote, retry)
     released = run_release(cluster, TrainingSettings(), request)
     say(f"released v{released}")
+
+
+def run_pipeline_on_cluster(
+    training: TrainingSettings,
+    *,
+    strategy: StrategyName,
+    provider: ProviderName,
+    registry: str | None,
+    kind_cluster: str | None,
+    namespace: str | None,
+    helm_release: str | None,
+    kube_context: str | None,
+    values: list[Path] | None,
+    timeout: float | None,
+) -> None:
+    """``housing pipeline --k8s``: the main job on the current cluster."""
+    from release.cluster_pipeline import ClusterPipelineOptions, run
+
+    cluster = cluster_for(
+        namespace, helm_release, kube_context, values, timeout, registry=registry, kind_cluster=kind_cluster
+    )
+    run(cluster, training, ClusterPipelineOptions(strategy, provider, git_sha=None))
 
 
 def register(app: typer.Typer) -> None:

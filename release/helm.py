@@ -141,6 +141,15 @@ class Helm:
             raise ReleaseError(f"helm status failed: {explain(result.stderr)}")
         return int(json.loads(result.stdout)["version"])
 
+    def test_argv(self, release: str) -> list[str]:
+        """``helm test``: the chart's prediction check and, with ``loadTest.enabled``, its Locust SLO gate."""
+        timeout = f"{HELM_TIMEOUT_SECONDS}s"
+        return [self.binary, "test", release, *self._common(), "--logs", "--timeout", timeout]
+
+    def test(self, release: str) -> str:
+        """Run the release's test pods; returns their logs, raises when one fails."""
+        return self._call(self.test_argv(release), "helm test")
+
     def rollback(self, release: str, revision: int | None) -> None:
         """Back to ``revision`` (None: the previous one)."""
         argv = [self.binary, "rollback", release]

@@ -10,18 +10,25 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from release.cli import (
+    ContextOption,
+    HelmReleaseOption,
+    NamespaceOption,
+    ProviderName,
+    StrategyName,
+    TimeoutOption,
+    ValuesOption,
+)
 from training.config import TrainingSettings
-from training.errors import TrainingError
+from training.exits import error_console, fail, handle_errors
 from training.render import candidates_table, print_decision
 
 app = typer.Typer(
@@ -30,13 +37,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help text is plain: "[env: X]" hints must not be read as rich markup.
+    rich_markup_mode=None,
 )
 # Tables stay readable when piped (rich assumes 80 columns without a terminal).
 console = Console(width=None if sys.stdout.isatty() else 120)
-error_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 logger = logging.getLogger(__name__)
-P = ParamSpec("P")
-R = TypeVar("R")
 
 DataOption = Annotated[
     Path | None,
@@ -46,27 +52,6 @@ ModelNameOption = Annotated[
     str | None, typer.Option("--model-name", help="Registered model [env: HOUSING_MODEL_NAME].")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
-
-
-def fail(message: str, code: int) -> typer.Exit:
-    """Print one readable line to stderr and return the exit to raise."""
-    error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn domain errors into one line and an exit code instead of a traceback."""
-
-    @wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except TrainingError as exc:
-            raise fail(str(exc), exc.exit_code) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
-
-    return wrapper
 
 
 def settings_from(**overrides: Any) -> TrainingSettings:
@@ -293,8 +278,54 @@ def pipeline(
             help="Keep the service up at the end (default: yes at a terminal, no in scripts).",
         ),
     ] = None,
+    k8s: Annotated[
+        bool,
+        typer.Option(
+            "--k8s",
+            help="Run on the current cluster: training Job, image, deploy or release, helm test "
+            "[env: HOUSING_RELEASE_*].",
+        ),
+    ] = False,
+    strategy: Annotated[
+        StrategyName, typer.Option(help="--k8s: how a new version goes out.")
+    ] = "canary",
+    provider: Annotated[ProviderName, typer.Option(help="--k8s: argo or native.")] = "argo",
+    registry: Annotated[
+        str | None, typer.Option(help="--k8s: image registry prefix [env: HOUSING_RELEASE_REGISTRY].")
+    ] = None,
+    kind_cluster: Annotated[
+        str | None, typer.Option(help="--k8s: load the image into this kind cluster instead of pushing.")
+    ] = None,
+    namespace: NamespaceOption = None,
+    helm_release: HelmReleaseOption = None,
+    kube_context: ContextOption = None,
+    values: ValuesOption = None,
+    timeout: TimeoutOption = None,
 ) -> None:
-    """The whole local flow: data, train, register, promote, package, serve, predict, load test."""
+    """The whole flow: data, train, register, promote, package, serve, predict, load test.
+
+    Locally (default): embedded MLflow and `bentoml serve`. With --k8s, on the current cluster: the
+    chart's training Job, then the first install or a canary/blue-green release of the new version
+    with analysis, then `helm test` (the Locust SLO gate when loadTest.enabled).
+    """
+    if k8s:
+        if data_path is not None:
+            raise typer.BadParameter("is a local file; on the cluster, set the chart value training.env")
+        from release.cli import run_pipeline_on_cluster
+
+        run_pipeline_on_cluster(
+            settings_from(model_name=model_name),
+            strategy=strategy,
+            provider=provider,
+            registry=registry,
+            kind_cluster=kind_cluster,
+            namespace=namespace,
+            helm_release=helm_release,
+            kube_context=kube_context,
+            values=values,
+            timeout=timeout,
+        )
+        return
     from training.local_pipeline import PipelineOptions, default_keep_serving, run
 
     settings = settings_from(data_path=data_path, model_name=model_name)

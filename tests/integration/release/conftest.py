@@ -66,7 +66,7 @@ def training(
 
 
 def cluster_with(
-    installed: dict[str, Any], lines: list[str], timeout: float = 30, **settings: Any
+    installed: dict[str, Any] | None, lines: list[str], timeout: float = 30, **settings: Any
 ) -> tuple[Cluster, RecordingFakeHelm]:
     """A Cluster on the fake API whose Helm release holds ``installed`` as its user values."""
     helm_path = REPO_ROOT / ".tools" / "bin" / "helm"
@@ -79,6 +79,31 @@ def cluster_with(
     )
     helm = RecordingFakeHelm(Helm.from_settings(release_settings), installed)
     return Cluster(release_settings, helm, connect(release_settings), lines.append), helm
+
+
+def play_deployments(fake: FakeKube, cluster: Cluster, helm: RecordingFakeHelm) -> None:
+    """The fake Deployment controller: whatever the chart renders for the release's values is ready."""
+
+    def on_change(_: dict[str, Any]) -> None:
+        if not helm.revisions:
+            return  # not installed yet
+        objects = helm.template(cluster.release, cluster.settings.chart, helm.user_values(), [], {})
+        prefix = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/"
+        for stale in [path for path in fake.objects if path.startswith(prefix)]:
+            del fake.objects[stale]
+        for deployment in (obj for obj in objects if obj["kind"] == "Deployment"):
+            replicas = deployment["spec"].get("replicas", 1)
+            deployment["metadata"]["generation"] = 1
+            deployment["status"] = {
+                "observedGeneration": 1,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "availableReplicas": replicas,
+            }
+            fake.put(prefix + deployment["metadata"]["name"], deployment)
+
+    helm.on_change = on_change
+    on_change({})
 
 
 def version_tags(settings: TrainingSettings, version: str) -> dict[str, str]:

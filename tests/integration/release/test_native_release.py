@@ -22,11 +22,16 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
 from release.errors import ReleaseRejectedError
-from release.loop import Cluster, ReleaseRequest, release
+from release.loop import ReleaseRequest, release
 from service.metrics import ServiceMetrics
-from tests.integration.release.conftest import NAMESPACE, cluster_with, production, version_tags
+from tests.integration.release.conftest import (
+    NAMESPACE,
+    cluster_with,
+    play_deployments,
+    production,
+    version_tags,
+)
 from tests.support import free_port, prometheus_server
-from tests.unit.release.fake_helm import RecordingFakeHelm
 from tests.unit.release.fake_kube import FakeKube
 from training.config import TrainingSettings
 
@@ -100,29 +105,6 @@ def wait_for_rates(prometheus: str) -> None:
             return
         time.sleep(0.5)
     raise AssertionError("Prometheus never computed a request rate for both tracks")
-
-
-def play_deployments(fake: FakeKube, cluster: Cluster, helm: RecordingFakeHelm) -> None:
-    """The fake Deployment controller: whatever the chart renders for the release's values is ready."""
-
-    def on_change(_: dict[str, Any]) -> None:
-        objects = helm.template(cluster.release, cluster.settings.chart, helm.user_values(), [], {})
-        prefix = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/"
-        for stale in [path for path in fake.objects if path.startswith(prefix)]:
-            del fake.objects[stale]
-        for deployment in (obj for obj in objects if obj["kind"] == "Deployment"):
-            replicas = deployment["spec"].get("replicas", 1)
-            deployment["metadata"]["generation"] = 1
-            deployment["status"] = {
-                "observedGeneration": 1,
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "availableReplicas": replicas,
-            }
-            fake.put(prefix + deployment["metadata"]["name"], deployment)
-
-    helm.on_change = on_change
-    on_change({})
 
 
 def native_release(strategy: str, training: TrainingSettings) -> dict[str, Any]:

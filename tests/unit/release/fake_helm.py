@@ -47,6 +47,10 @@ class RecordingFakeHelm(Helm):
         self.revisions.append(copy.deepcopy(self.revisions[target - 1]))
         self._changed()
 
+    def test(self, release: str) -> str:
+        self.calls.append(("test", release))
+        return f"NAME: {release}\nTEST SUITE:     {release}-test-prediction\nPhase:          Succeeded\n"
+
     def get_values(self, release: str, *, computed: bool) -> dict[str, Any] | None:
         if not self.revisions:
             return None

@@ -87,3 +87,18 @@ def test_forbidden_exits_with_one_line(fake: FakeKube, cli_env: dict[str, str]) 
         'error: cannot patch Rollout housing status: forbidden by RBAC: User "viewer" cannot patch resource '
         '"rollouts/status" (ask for a Role that grants it)\n'
     )
+
+
+def test_pipeline_on_a_cluster_needs_a_kube_context(cli_env: dict[str, str], tmp_path: Path) -> None:
+    code, _, err = invoke(cli_env | {"KUBECONFIG": str(tmp_path / "none")}, "pipeline", "--k8s")
+    assert code == 6
+    assert err.count("\n") == 1
+    assert err.startswith("error: no Kubernetes context")
+
+
+def test_pipeline_on_a_cluster_refuses_a_local_data_file(cli_env: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "housing.csv"
+    data.write_text("MedInc\n1.0\n")
+    code, _, err = invoke(cli_env, "pipeline", "--k8s", "--data", str(data))
+    assert code == 2
+    assert "is a local file; on the cluster, set the chart value training.env" in err

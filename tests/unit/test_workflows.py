@@ -182,9 +182,9 @@ def test_e2e_runs_the_release_loop_on_kind_and_keeps_logs_on_failure() -> None:
         "argo-rollouts",
         "kind load docker-image",
         "kubectl apply -k k8s/overlays/kind",
-        "housing train --k8s",
-        "helm install housing charts/housing",
+        "housing pipeline --k8s --strategy canary --provider argo --kind-cluster",
         "housing loadtest",
+        "housing train --k8s",
         "housing release --strategy canary",
         "HOUSING_SABOTAGE_TARGET",
     ]

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from training.exits import fail
+
 
 def loadtest(
     url: Annotated[str | None, typer.Option(help="Base URL of the service (HOUSING_LOAD_URL).")] = None,
@@ -76,8 +78,7 @@ def loadtest(
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()
         )
-        typer.echo(f"error: invalid load-test settings: {problems}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(f"invalid load-test settings: {problems}", 2) from None
 
     console = Console()
     console.print(
@@ -87,8 +88,7 @@ def loadtest(
     try:
         summary = run_load_test(settings)
     except LoadTestError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(str(error), 2) from None
 
     table = Table(title=f"SLO gates ({summary.stats.total.requests} requests)")
     for column in ("gate", "threshold", "observed", "result"):

@@ -12,17 +12,14 @@ from typing import Annotated
 
 import typer
 
+from training.exits import fail
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_NAME = "housing-price"
 DEFAULT_ALIAS = "production"
 # Exit code of registry/MLflow/packaging failures, as in the rest of the ``housing`` CLI.
 EXIT_PACKAGING = 4
 EXIT_USAGE = 2
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def build(
@@ -39,9 +36,9 @@ def build(
     """
     chosen = [value for value in (ref, version, alias) if value is not None]
     if len(chosen) > 1:
-        raise _fail("give at most one of --ref, --version and --alias", EXIT_USAGE)
+        raise fail("give at most one of --ref, --version and --alias", EXIT_USAGE)
     if version is not None and not version.isdigit():
-        raise _fail(f"--version must be a number, got {version!r}", EXIT_USAGE)
+        raise fail(f"--version must be a number, got {version!r}", EXIT_USAGE)
     from service.packaging import PackagingError, build_bento
 
     try:
@@ -49,7 +46,7 @@ def build(
             model_name, chosen[0] if chosen else DEFAULT_ALIAS, os.environ.get("MLFLOW_TRACKING_URI")
         )
     except PackagingError as error:
-        raise _fail(str(error), EXIT_PACKAGING) from None
+        raise fail(str(error), EXIT_PACKAGING) from None
     typer.echo(tag)
 
 
@@ -68,7 +65,7 @@ def serve(
 ) -> None:
     """Serve the prediction service with ``bentoml serve`` (this process becomes the server)."""
     if bento is not None and model_tag is not None:
-        raise _fail("give either --bento or --model-tag", EXIT_USAGE)
+        raise fail("give either --bento or --model-tag", EXIT_USAGE)
     command = [sys.executable, "-m", "bentoml", "serve"]
     if model_tag is not None:
         command += [

@@ -22,6 +22,9 @@ from typing import Annotated
 
 import typer
 
+from training.errors import TrainingError
+from training.exits import fail
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTAINERFILE = REPO_ROOT / "training" / "Containerfile"
 IGNOREFILE = REPO_ROOT / "training" / "Containerfile.dockerignore"
@@ -41,8 +44,16 @@ IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CONTAINERIZE_CWD = Path(tempfile.gettempdir())
 
 
-class ImageError(Exception):
+class ImageError(TrainingError):
     """A build cannot start or did not succeed; the message says why in one line."""
+
+    exit_code = 6
+
+
+class ImageUsageError(ImageError):
+    """The options contradict each other or miss what the build needs."""
+
+    exit_code = 2
 
 
 class Backend(enum.StrEnum):
@@ -74,7 +85,7 @@ class BuildOptions:
 def image_tag(model_version: str, git_sha: str) -> str:
     """The tag both images carry; the chart reads the model version back from the part before ``-``."""
     if not model_version or "-" in model_version:
-        raise ImageError(f"model version {model_version!r} must be non-empty and contain no '-'")
+        raise ImageUsageError(f"model version {model_version!r} must be non-empty and contain no '-'")
     return f"{model_version}-{git_sha}"
 
 
@@ -261,8 +272,7 @@ def images(
             push=push,
         )
     except ImageError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise fail(str(exc), exc.exit_code) from None
     for ref in refs:
         typer.echo(ref)
 
@@ -283,11 +293,11 @@ def _build(
 ) -> list[str]:
     if skaffold:
         if "IMAGE" not in os.environ:
-            raise ImageError("--skaffold expects $IMAGE (set by skaffold's custom build)")
+            raise ImageUsageError("--skaffold expects $IMAGE (set by skaffold's custom build)")
         image = os.environ["IMAGE"]
         push = push or os.environ.get("PUSH_IMAGE") == "true"
     if image is not None and only is Which.all:
-        raise ImageError("--image/--skaffold name one image: choose it with --only service|training")
+        raise ImageUsageError("--image/--skaffold name one image: choose it with --only service|training")
     _check_backend(backend)
 
     bento_tag: str | None = None
@@ -298,7 +308,7 @@ def _build(
         service_ref = training_ref = image
     else:
         if model_version is None:
-            raise ImageError(
+            raise ImageUsageError(
                 f"no model version: pass --model-version or a Bento with a {MODEL_VERSION_LABEL} label"
             )
         tag = image_tag(model_version, git_sha or current_git_sha())

@@ -166,9 +166,9 @@ def test_git_sha_of_a_checkout_and_a_clear_error_outside_one(tmp_path: Path) -> 
         ),
     ],
 )
-def test_cli_mistakes_exit_1_with_one_line(args: list[str], message: str) -> None:
+def test_cli_mistakes_exit_2_with_one_line(args: list[str], message: str) -> None:
     result = CliRunner().invoke(_cli(), ["images", *args])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("error: ")
@@ -181,5 +181,5 @@ def test_cli_reports_a_missing_backend(tmp_path: Path) -> None:
         ["images", "--only", "training", "--image", "x:1", "--backend", "buildah"],
         env={"PATH": str(tmp_path)},
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 6
     assert "build backend 'buildah' is not on PATH" in result.output

@@ -121,3 +121,19 @@ class ServiceMetrics:
 
     def count_shed(self, reason: str) -> None:
         self.shed.labels(**self.model_labels, reason=reason).inc()
+
+
+def exposition() -> tuple[bytes, str]:
+    """Every worker's metrics in Prometheus' text format, and its content type.
+
+    Under BentoML each worker writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR``; they are
+    merged at scrape time. Without that directory (one process), the default registry is read.
+    """
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
+    return generate_latest(registry), CONTENT_TYPE_LATEST

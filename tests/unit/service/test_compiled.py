@@ -29,8 +29,12 @@ def data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
             MinMaxScaler(), HistGradientBoostingRegressor(max_iter=30, max_depth=4, random_state=0)
         ),
         HistGradientBoostingRegressor(max_iter=40, loss="poisson", random_state=0),
+        # One tree: no routing nodes in front of it.
+        HistGradientBoostingRegressor(max_iter=1, random_state=0),
+        # An odd number of trees of uneven depth: the routing tree is unbalanced.
+        HistGradientBoostingRegressor(max_iter=37, max_leaf_nodes=None, max_depth=9, random_state=0),
     ],
-    ids=["scaler+hgb", "other-transform+hgb", "bare-hgb-poisson"],
+    ids=["scaler+hgb", "other-transform+hgb", "bare-hgb-poisson", "one-tree", "37-deep-trees"],
 )
 def test_compiled_predictions_are_identical(pipeline: object) -> None:
     x, y = data(2000, seed=1)

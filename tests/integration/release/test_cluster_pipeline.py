@@ -171,3 +171,21 @@ def test_a_promoted_challenger_rolls_out(
     assert (kind, test) == ("upgrade", ("test", "housing"))
     assert overrides["image"] == {"repository": REPOSITORY, "tag": "2-abc"}
     assert "Deployment housing is ready (2/2 available, image localhost/housing-service:2-abc)" in lines
+
+
+def test_retraining_to_the_served_model_releases_nothing(
+    fake: FakeKube, settings: TrainingSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert train(settings).version == "1"
+    shipped = record_shipping(monkeypatch)
+    run_jobs_in_process(fake, lambda: settings)  # same data and parameters: the same model again
+    lines: list[str] = []
+    target, helm = cluster_with(installed("1"), lines)
+    play_deployments(fake, target, helm)
+
+    report = run(target, settings, NATIVE_CANARY)
+
+    assert (report.version, report.production) == ("1", "1")
+    assert shipped == []
+    assert helm.calls == [("test", "housing")]
+    assert "the cluster already serves v1: nothing to release" in lines

@@ -286,9 +286,7 @@ def pipeline(
             "[env: HOUSING_RELEASE_*].",
         ),
     ] = False,
-    strategy: Annotated[
-        StrategyName, typer.Option(help="--k8s: how a new version goes out.")
-    ] = "canary",
+    strategy: Annotated[StrategyName, typer.Option(help="--k8s: how a new version goes out.")] = "canary",
     provider: Annotated[ProviderName, typer.Option(help="--k8s: argo or native.")] = "argo",
     registry: Annotated[
         str | None, typer.Option(help="--k8s: image registry prefix [env: HOUSING_RELEASE_REGISTRY].")

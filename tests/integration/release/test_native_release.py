@@ -66,9 +66,14 @@ class Tracks:
 
 
 @pytest.fixture
-def tracks(training: TrainingSettings, tmp_path: Path) -> Iterator[tuple[Tracks, str]]:
-    """Both tracks' exporters, their traffic, and a Prometheus scraping them as the ServiceMonitor does."""
-    state = Tracks(training.model_name)
+def tracks(
+    request: pytest.FixtureRequest, training: TrainingSettings, tmp_path: Path
+) -> Iterator[tuple[Tracks, str]]:
+    """Both tracks' exporters, their traffic, and a Prometheus scraping them as the ServiceMonitor does.
+
+    Parametrize indirectly with n to make every n-th candidate request fail from the first one on.
+    """
+    state = Tracks(training.model_name, candidate_error_every=getattr(request, "param", 0))
     metrics: dict[str, ServiceMetrics] = {}
     servers = []
     for version in ("1", "2"):
@@ -97,7 +102,9 @@ def tracks(training: TrainingSettings, tmp_path: Path) -> Iterator[tuple[Tracks,
 
 def wait_for_rates(prometheus: str) -> None:
     """Until Prometheus has scraped both tracks often enough to compute a rate."""
-    promql = 'count(rate(housing_http_requests_total{job="housing-metrics"}[30s]) > 0)'
+    promql = (
+        'count(sum by (model_version) (rate(housing_http_requests_total{job="housing-metrics"}[30s])) > 0)'
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         result = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=5).json()
@@ -168,11 +175,11 @@ def test_good_candidate_passes_the_analysis_and_takes_all_traffic(
         assert served_images(fake) == {"housing-blue": f"{REPOSITORY}:1-aaa", "housing-green": NEW_IMAGE}
 
 
+@pytest.mark.parametrize("tracks", [10], indirect=True, ids=["10%-errors"])
 def test_erroring_canary_fails_the_analysis_and_is_rolled_back(
     fake: FakeKube, training: TrainingSettings, tracks: tuple[Tracks, str]
 ) -> None:
-    state, prometheus = tracks
-    state.candidate_error_every = 10
+    _, prometheus = tracks
     lines: list[str] = []
     target, helm = cluster_with(native_release("canary", training), lines, prometheus_url=prometheus)
     play_deployments(fake, target, helm)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from release import chart
 from release.errors import ReleaseError
-from release.jobs import JobReport, read_outcome, run_training_job
+from release.jobs import JobReport, report_outcome, run_training_job
 from release.loop import Cluster, ReleaseRequest, build_and_ship, deploy, release
 from training.config import TrainingSettings
 
@@ -36,13 +36,9 @@ def run(cluster: Cluster, training: TrainingSettings, options: ClusterPipelineOp
         helm=cluster.helm,
         kube=cluster.kube,
     )
-    report = read_outcome(training, job)
+    report = report_outcome(training, job, cluster.log)
     if report.production is None:
         raise ReleaseError(f"the Job {job} left {training.model_name} without a production version")
-    cluster.log(
-        f"{training.model_name} v{report.version} ({report.decision}: {report.reason}); "
-        f"production: v{report.production}"
-    )
     installed = cluster.values()
     if installed is None:
         image = build_and_ship(cluster, training, report.production, options.git_sha)

@@ -262,6 +262,11 @@ def train_on_cluster(
     env = {"HOUSING_CANDIDATES": json.dumps(candidates)} if candidates else {}
     args = ["train", "--if-changed"] if if_changed else ["train"]
     job = run_training_job(training, settings, args=args, env=env, params_file=params_file, log=log)
+    return asdict(report_outcome(training, job, log))
+
+
+def report_outcome(training: TrainingSettings, job: str, log: Callable[[str], None]) -> JobReport:
+    """Read what the Job registered from MLflow and say it in one line."""
     report = read_outcome(training, job)
     if report.version is None:
         log(f"{training.model_name} has no challenger: the Job registered nothing")
@@ -270,4 +275,4 @@ def train_on_cluster(
             f"{training.model_name} v{report.version} is the challenger; promotion: {report.decision}"
             f" ({report.reason}); production: v{report.production}"
         )
-    return asdict(report)
+    return report

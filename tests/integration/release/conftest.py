@@ -47,22 +47,28 @@ def training(
     request: pytest.FixtureRequest, mlflow_url: str, small_data: Path, fast_params: Path
 ) -> TrainingSettings:
     """v1 (production, served by the cluster) and v2 (challenger, rejected by the offline gate)."""
-    # Distinct per test (and per parameter) on the session's shared MLflow server.
-    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
-    name = f"release-{request.node.originalname.replace('_', '-')[:32]}-{digest}"
-    settings = TrainingSettings(
-        MLFLOW_TRACKING_URI=mlflow_url,  # the field's env alias: the only name it accepts
-        data_path=small_data,
-        params_file=fast_params,
-        model_name=name,
-        experiment=name,
-        candidates=["tiny_hgb"],
-    )
+    settings = training_settings(request, mlflow_url, small_data, fast_params, ["tiny_hgb"])
     assert settings.tracking_uri == mlflow_url
     assert train(settings).decision.outcome == "first"
     second = train(settings.model_copy(update={"candidates": ["linear"]}))
     assert (second.version, second.decision.outcome) == ("2", "rejected")
     return settings
+
+
+def training_settings(
+    request: pytest.FixtureRequest, mlflow_url: str, data: Path, params: Path, candidates: list[str]
+) -> TrainingSettings:
+    """Settings for the session's shared MLflow server, with a model name distinct per test and parameter."""
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
+    name = f"release-{request.node.originalname.replace('_', '-')[:32]}-{digest}"
+    return TrainingSettings(
+        MLFLOW_TRACKING_URI=mlflow_url,  # the field's env alias: the only name it accepts
+        data_path=data,
+        params_file=params,
+        model_name=name,
+        experiment=name,
+        candidates=candidates,
+    )
 
 
 def cluster_with(

@@ -18,7 +18,13 @@ import pytest
 from release import cluster_pipeline
 from release.cluster_pipeline import ClusterPipelineOptions, run
 from release.loop import Cluster
-from tests.integration.release.conftest import NAMESPACE, cluster_with, play_deployments, production
+from tests.integration.release.conftest import (
+    NAMESPACE,
+    cluster_with,
+    play_deployments,
+    production,
+    training_settings,
+)
 from tests.unit.release.fake_kube import FakeKube, Request, Response
 from training.config import TrainingSettings
 from training.pipeline import train
@@ -36,15 +42,7 @@ NATIVE_CANARY = ClusterPipelineOptions(strategy="canary", provider="native", git
 def settings(
     request: pytest.FixtureRequest, mlflow_url: str, small_data: Path, fast_params: Path
 ) -> TrainingSettings:
-    name = f"pipeline-{request.node.name.replace('_', '-')[5:40]}"
-    return TrainingSettings(
-        MLFLOW_TRACKING_URI=mlflow_url,  # the field's env alias: the only name it accepts
-        data_path=small_data,
-        params_file=fast_params,
-        model_name=name,
-        experiment=name,
-        candidates=["linear"],
-    )
+    return training_settings(request, mlflow_url, small_data, fast_params, ["linear"])
 
 
 def run_jobs_in_process(fake: FakeKube, job_settings: Callable[[], TrainingSettings]) -> None:

@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 
 from training.errors import TrainingError
-from training.exits import fail
+from training.exits import handle_errors
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTAINERFILE = REPO_ROOT / "training" / "Containerfile"
@@ -195,6 +195,7 @@ def _check_backend(backend: Backend) -> None:
         raise ImageError(f"build backend {backend.value!r} is not on PATH")
 
 
+@handle_errors
 def images(
     backend: Annotated[
         Backend,
@@ -255,24 +256,19 @@ def images(
     push: Annotated[bool, typer.Option(help="Push the images (every tag) after building them.")] = False,
 ) -> None:
     """Build the service image (from the Bento) and the training image, tagged <model-version>-<git-sha>."""
-    try:
-        refs = _build(
-            backend=backend,
-            registry=registry,
-            only=only,
-            bento=bento,
-            model_version=model_version,
-            git_sha=git_sha,
-            image=image,
-            skaffold=skaffold,
-            options=BuildOptions(
-                backend=backend, base_image=base_image, ca_bundle=ca_bundle, network=network
-            ),
-            extra_tags=extra_tag or [],
-            push=push,
-        )
-    except ImageError as exc:
-        raise fail(str(exc), exc.exit_code) from None
+    refs = _build(
+        backend=backend,
+        registry=registry,
+        only=only,
+        bento=bento,
+        model_version=model_version,
+        git_sha=git_sha,
+        image=image,
+        skaffold=skaffold,
+        options=BuildOptions(backend=backend, base_image=base_image, ca_bundle=ca_bundle, network=network),
+        extra_tags=extra_tag or [],
+        push=push,
+    )
     for ref in refs:
         typer.echo(ref)
 

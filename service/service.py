@@ -14,7 +14,7 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,12 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from service.api import PredictionAPI
 from service.config import ServiceSettings
 from service.errors import InternalError, ModelUnavailableError, error_response
+from service.exchange import Exchange
 from service.logs import LOGGER_NAME, configure_logger
 from service.metrics import exposition
 from service.model import ModelInfo, load_model_dir
@@ -81,7 +82,9 @@ class HousingApp(FastAPI):
     counted once in ``housing_http_requests_total``, under its route's path or ``UNMATCHED_ROUTE``
     for paths the app does not serve. An exception escaping a handler is logged once with its
     traceback and answered with the structured 500 at once: left to BentoML, the client waited for
-    its 30 s traffic timeout and the log had no traceback.
+    its 30 s traffic timeout and the log had no traceback. An answer given before the request body
+    was read waits until the rest is read (bounded, see ``service.exchange``), so that every client
+    receives it.
 
     The routes stay declared below (OpenAPI, /docs, BentoML's merged spec), but POSTs to the
     prediction routes go straight to their handler: routing, FastAPI's middleware layers and
@@ -94,27 +97,21 @@ class HousingApp(FastAPI):
             await super().__call__(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 0
-
-        async def send_noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        api = _api()
+        settings = api.settings if api is not None else _settings()
+        exchange = Exchange(scope, receive, send, settings.drain_max_bytes, settings.drain_seconds)
         try:
-            await self._route(scope, receive, send_noting_status)
+            await self._route(scope, exchange.receive, exchange.send)
         except Exception:
             logging.getLogger(LOGGER_NAME).exception(
                 "unexpected error", extra={"method": scope["method"], "path": scope["path"]}
             )
             # Starlette has already answered for FastAPI's routes (see _on_unexpected).
-            if not status:
-                await _internal_error()(scope, receive, send_noting_status)
-        api = _api()
+            if not exchange.status:
+                await _internal_error()(scope, exchange.receive, exchange.send)
         if api is not None:
             route = self._route_label(scope["path"])
-            api.metrics.observe_request(route, status, time.perf_counter() - started)
+            api.metrics.observe_request(route, exchange.status, time.perf_counter() - started)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "POST":
@@ -132,6 +129,12 @@ class HousingApp(FastAPI):
     @cached_property
     def _paths(self) -> frozenset[str]:
         return frozenset(route.path for route in self.routes if isinstance(route, Route))
+
+
+@cache
+def _settings() -> ServiceSettings:
+    """Settings of a worker without a model (one with a model uses its API's)."""
+    return ServiceSettings()
 
 
 def _internal_error() -> Response:

@@ -3,7 +3,11 @@ a small model directory as ``service.packaging`` writes it."""
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,6 +15,7 @@ import pytest
 import skops.io
 from sklearn.ensemble import HistGradientBoostingRegressor
 
+from service.logs import JsonFormatter, configure_logger
 from service.model import ModelInfo
 from service.schemas import FEATURES
 from training.artifacts import (
@@ -84,3 +89,24 @@ def model_dir(root: Path, stats: FeatureStatistics, columns: list[str]) -> Path:
         tolerance=1e-9,
     ).write(root / GOLDEN_SET_FILE)
     return root
+
+
+class Lines(logging.Handler):
+    """The service logger's JSON lines, kept in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.fixture
+def logged() -> Iterator[Lines]:
+    logger = configure_logger(INFO.name, INFO.version, "json", "INFO")
+    lines = Lines()
+    logger.addHandler(lines)
+    yield lines
+    logger.removeHandler(lines)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -18,10 +17,9 @@ import pytest
 import service.service
 from service.api import PredictionAPI
 from service.config import ServiceSettings
-from service.logs import JsonFormatter, configure_logger
 from service.model import load_model_dir
 from service.schemas import FEATURES
-from tests.unit.service.conftest import INFO, model_dir
+from tests.unit.service.conftest import INFO, Lines, model_dir
 from training.artifacts import FeatureStatistics
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
@@ -33,27 +31,6 @@ MAX_BYTES = 4_000
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Lines(logging.Handler):
-    """The service logger's JSON lines, kept in memory."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter())
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-
-@pytest.fixture
-def logged() -> Iterator[Lines]:
-    logger = configure_logger(INFO.name, INFO.version, "json", "INFO")
-    lines = Lines()
-    logger.addHandler(lines)
-    yield lines
-    logger.removeHandler(lines)
 
 
 @pytest.fixture

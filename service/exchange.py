@@ -21,6 +21,11 @@ CLOSE = (b"connection", b"close")
 class Exchange:
     """Wraps the ASGI ``receive`` and ``send`` of one HTTP request."""
 
+    __slots__ = (
+        "_body_read", "_max_bytes", "_receive", "_receive_called", "_received", "_scope", "_seconds",
+        "_send", "status",
+    )  # fmt: skip
+
     def __init__(self, scope: Scope, receive: Receive, send: Send, max_bytes: int, seconds: float) -> None:
         self._scope = scope
         self._receive = receive

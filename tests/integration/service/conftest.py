@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from training.artifacts import (
     FEATURE_STATS_FILE,
@@ -316,3 +318,14 @@ print(target.tag)
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.strip().splitlines()[-1]
+
+
+def requests_counted(base_url: str) -> Counter[tuple[str, str]]:
+    """The server's housing_http_requests_total by (endpoint, status_code), from its /metrics."""
+    counts: Counter[tuple[str, str]] = Counter()
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "housing_http_requests_total":
+                counts[sample.labels["endpoint"], sample.labels["status_code"]] += int(sample.value)
+    return counts

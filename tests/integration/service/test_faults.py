@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -13,12 +12,12 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.service.conftest import (
     MODEL_NAME,
     RegisteredModel,
     Server,
+    requests_counted,
     server_home,
     service_env,
     start_server,
@@ -133,16 +132,6 @@ def test_every_fault_takes_effect_in_the_served_bento(servers: dict[str, Server]
     assert not first_workers <= workers(unready), "the worker did not exit"
 
 
-def requests_counted(http: httpx.Client) -> Counter[tuple[str, str]]:
-    """housing_http_requests_total of the server by (endpoint, status_code)."""
-    counts: Counter[tuple[str, str]] = Counter()
-    for family in text_string_to_metric_families(http.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == "housing_http_requests_total":
-                counts[sample.labels["endpoint"], sample.labels["status_code"]] += int(sample.value)
-    return counts
-
-
 def test_unexpected_faults_are_a_structured_500_at_once_counted_and_logged_once(
     servers: dict[str, Server], golden: GoldenSet
 ) -> None:
@@ -150,9 +139,9 @@ def test_unexpected_faults_are_a_structured_500_at_once_counted_and_logged_once(
     rows = golden_rows(golden)
     # Patient enough to see BentoML's 30 s traffic timeout, should the fault leave the request unanswered.
     with httpx.Client(base_url=faulty.base_url, timeout=35) as http:
-        before = requests_counted(http)
+        before = requests_counted(faulty.base_url)
         outcomes = [post(http, rows[index % len(rows)]) for index in range(10)]
-        after = requests_counted(http)
+        after = requests_counted(faulty.base_url)
     faulted = [(seconds, response) for status, seconds, response in outcomes if status == 500]
     print(f"\n[faults] 500 after {[round(seconds, 3) for seconds, _ in faulted]} s (delay {DELAY_SECONDS} s)")
     assert len(faulted) == 5, outcomes

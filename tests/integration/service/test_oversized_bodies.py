@@ -15,11 +15,10 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 import requests
 
-from tests.integration.service.conftest import Server
+from tests.integration.service.conftest import Server, requests_counted
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -85,13 +84,8 @@ CLIENTS: dict[str, Callable[[str, bytes, bool], tuple[int, bytes]]] = {
 }
 
 
-def requests_413(served: Server) -> float:
-    text = httpx.get(f"{served.base_url}/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("housing_http_requests_total{") and 'status_code="413"' in line
-    )
+def requests_413(served: Server) -> int:
+    return sum(n for (_, status), n in requests_counted(served.base_url).items() if status == "413")
 
 
 @pytest.mark.parametrize("client", list(CLIENTS))

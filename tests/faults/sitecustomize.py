@@ -9,9 +9,9 @@ patched. The product code knows nothing of this.
 
 ``HOUSING_TEST_FAULT_RAISE_RATE``     0-1: share of prediction calls that raise ``RuntimeError``,
                                       spread evenly (0.5: calls 2, 4, 6, ... of each worker raise).
-``HOUSING_TEST_FAULT_DELAY_SECONDS``  sleep before every prediction call. Calls of up to 32 rows
-                                      run on the event loop, so the sleep blocks the worker, as a
-                                      slow predictor would.
+``HOUSING_TEST_FAULT_DELAY_SECONDS``  sleep before every prediction call. With the compiled
+                                      predictor, calls of up to 32 rows run on the event loop, so
+                                      the sleep blocks the worker, as a slow predictor would.
 ``HOUSING_TEST_FAULT_SHIFT``          added to every prediction (units of $100k).
 ``HOUSING_TEST_FAULT_NEVER_READY=1``  the golden set never reproduces: /readyz stays 503.
 ``HOUSING_TEST_FAULT_CRASH_AFTER``    N: the worker answers N prediction calls, then exits at once

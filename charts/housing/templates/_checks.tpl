@@ -5,7 +5,7 @@ the percentage ... finding the whole number with the smallest delta") and
 utils/replicaset/canary.go approximateWeightedCanaryStableReplicaCounts (v1.8.3): the canary gets
 floor or ceil of replicas*weight/100 pods, out of replicas or, with a surge, replicas+1; the ceiling
 only when it leaves a stable pod, never zero pods for a weight of 1-99; the option closest to the weight
-wins. Returns the achieved share in percent.
+wins, the first listed on equal gaps. Returns the achieved share in percent.
 Usage: include "housing.podRatioShare" (dict "replicas" 2 "weight" 10 "surge" true)
 */}}
 {{- define "housing.podRatioShare" -}}
@@ -16,10 +16,15 @@ Usage: include "housing.podRatioShare" (dict "replicas" 2 "weight" 10 "surge" tr
 {{- $ceil := int (ceil $exact) }}
 {{- $options := list }}
 {{- if lt $ceil $replicas }}{{ $options = append $options (list $ceil $replicas) }}{{ end }}
-{{- if gt $floor 0 }}{{ $options = append $options (list $floor $replicas) }}{{ end }}
+{{- /* floorCeilingTied: on an exact half the larger count is taken, the floor is no option. */}}
+{{- if and (gt $floor 0) (ne (mod (mul $replicas $weight) 100) 50) }}
+{{- $options = append $options (list $floor $replicas) }}
+{{- end }}
 {{- if .surge }}
 {{- $options = append $options (list $ceil (add1 $replicas)) }}
-{{- if gt $floor 0 }}{{ $options = append $options (list $floor (add1 $replicas)) }}{{ end }}
+{{- if and (gt $floor 0) (ne (mod (mul (add1 $replicas) $weight) 100) 50) }}
+{{- $options = append $options (list $floor (add1 $replicas)) }}
+{{- end }}
 {{- end }}
 {{- $best := -1.0 }}
 {{- $bestDelta := 1000.0 }}

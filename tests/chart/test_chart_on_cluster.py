@@ -246,7 +246,7 @@ def test_argo_pod_ratio_canary_refuses_weights_the_pods_cannot_express(
         f"rollout.canary.maxSurge={max_surge}",
     ]
     expected = argo_canary_share(replicas, weight, surge=max_surge not in {"0", "0%"})
-    result = render([scenario_file("canary")], values)
+    result = render([scenario_file("canary")], [*values, "rollout.canary.weightCheck=fail"])
     if abs(expected - weight) > 5:
         assert result.returncode != 0, f"{weight}% on {replicas} pods is {expected:.0f}%"
         assert f"setWeight {weight} cannot be expressed with {replicas} pods" in result.stderr
@@ -256,10 +256,20 @@ def test_argo_pod_ratio_canary_refuses_weights_the_pods_cannot_express(
 
 
 def test_pod_ratio_check_uses_the_hpa_floor_and_skips_traffic_routing(helm: str) -> None:
-    message = refused("canary", "autoscaling.enabled=true", "autoscaling.minReplicas=2")
+    fail = "rollout.canary.weightCheck=fail"
+    message = refused("canary", "autoscaling.enabled=true", "autoscaling.minReplicas=2", fail)
     assert "cannot be expressed with 2 pods" in message
     # With NGINX traffic routing the weight is a traffic share, independent of the pod count.
-    assert objects("argo-canary-nginx", "autoscaling.minReplicas=2")
+    assert objects("argo-canary-nginx", "autoscaling.minReplicas=2", fail)
+
+
+def test_pod_ratio_canary_warns_in_the_notes_by_default(helm: str) -> None:
+    notes = install_notes("canary", "replicaCount=2")
+    assert "WARNING: this canary does not send the traffic its steps say" in notes
+    assert "  - setWeight 10 cannot be expressed with 2 pods" in notes
+    assert "  - setWeight 60 cannot be expressed with 2 pods" in notes  # 2 of 3 pods with the surge
+    assert "rollout.canary.weightCheck=fail refuses such steps" in notes
+    assert "WARNING: this canary" not in install_notes("canary")  # 10 pods express 10/30/60%
 
 
 def test_native_canary_refuses_a_majority_of_pods_and_notes_its_share(helm: str) -> None:

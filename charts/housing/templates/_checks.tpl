@@ -45,10 +45,12 @@ Fewest pods the workload runs: replicaCount, or the HPA's floor when it owns the
 {{- end }}
 
 {{/*
-Argo canary without a traffic router: refuse steps whose weight the pod count cannot express within
-`rollout.canary.maxWeightDeviation` percentage points (e.g. setWeight 10 on 2 pods sends 33-50%).
+Argo canary without a traffic router: the steps whose weight the pod count cannot express within
+`rollout.canary.maxWeightDeviation` percentage points (e.g. setWeight 10 on 2 pods sends 33-50%), as a
+JSON list of messages. `rollout.canary.weightCheck` decides: `fail` the render, or `warn` in NOTES.txt.
 */}}
-{{- define "housing.checkCanaryWeights" -}}
+{{- define "housing.canaryWeightProblems" -}}
+{{- $problems := list }}
 {{- $canary := .Values.rollout.canary }}
 {{- if and (include "housing.argo" .) (eq .Values.rollout.strategy "canary") (not $canary.nginxTrafficRouting) }}
 {{- $replicas := int (include "housing.fewestReplicas" .) }}
@@ -59,10 +61,22 @@ Argo canary without a traffic router: refuse steps whose weight the pod count ca
 {{- $delta := subf $share (int .setWeight) }}
 {{- if lt $delta 0.0 }}{{ $delta = mulf $delta -1 }}{{ end }}
 {{- if gt $delta (float64 $canary.maxWeightDeviation) }}
-{{- fail (printf "rollout.canary.steps: setWeight %d cannot be expressed with %d pods without traffic routing: Argo Rollouts would send about %.0f%% of the traffic to the canary (more than rollout.canary.maxWeightDeviation=%v points off). Raise replicaCount (or autoscaling.minReplicas), use weights that are multiples of %.0f%%, or set rollout.canary.nginxTrafficRouting=true" (int .setWeight) $replicas $share $canary.maxWeightDeviation (divf 100 $replicas)) }}
+{{- $problems = append $problems (printf "setWeight %d cannot be expressed with %d pods without traffic routing: Argo Rollouts would send about %.0f%% of the traffic to the canary (more than rollout.canary.maxWeightDeviation=%v points off)" (int .setWeight) $replicas $share $canary.maxWeightDeviation) }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- toJson $problems }}
+{{- end }}
+
+{{- define "housing.canaryWeightFix" -}}
+Raise replicaCount (or autoscaling.minReplicas), use weights the pod count can express, or set rollout.canary.nginxTrafficRouting=true
+{{- end }}
+
+{{- define "housing.checkCanaryWeights" -}}
+{{- $problems := include "housing.canaryWeightProblems" . | fromJsonArray }}
+{{- if and $problems (eq .Values.rollout.canary.weightCheck "fail") }}
+{{- fail (printf "rollout.canary.steps: %s. %s" (index $problems 0) (include "housing.canaryWeightFix" .)) }}
 {{- end }}
 {{- end }}
 

@@ -34,13 +34,11 @@ def container_status(state: dict[str, Any], last: dict[str, Any] | None = None) 
 def script_job(
     fake: FakeKube, pod_status: dict[str, Any], job_statuses: list[dict[str, Any]], log: str = ""
 ) -> None:
-    """Play the Job controller: the created Job gets a pod, and its status goes through ``job_statuses``."""
+    """Play the Job controller: a Job gets its pod once it is not suspended (Kubernetes docs,
+    concepts/workloads/controllers/job "Suspending a Job": no pods while `spec.suspend` is true), and
+    its status goes through ``job_statuses``."""
 
-    def on_create(request: Request) -> Response | None:
-        if request.method != "POST" or request.path != JOBS:
-            return None
-        name = request.body["metadata"]["name"]
-        created = fake.put(f"{JOBS}/{name}", request.body)
+    def start(name: str) -> None:
         pod = f"{name}-x7k2p"
         fake.put(
             f"{PODS}/{pod}",
@@ -55,6 +53,18 @@ def script_job(
         )
         fake.logs[pod] = log
         fake.sequences[f"{JOBS}/{name}"] = [{"status": status} for status in job_statuses]
+
+    def on_create(request: Request) -> Response | None:
+        if request.method == "PATCH" and request.path.startswith(f"{JOBS}/"):
+            if request.body.get("spec", {}).get("suspend") is False:
+                start(request.path.rsplit("/", 1)[-1])
+            return None  # the fake's own merge patch applies it
+        if request.method != "POST" or request.path != JOBS:
+            return None
+        name = request.body["metadata"]["name"]
+        created = fake.put(f"{JOBS}/{name}", request.body)
+        if not request.body["spec"].get("suspend"):
+            start(name)
         return 201, created
 
     fake.hooks.append(on_create)

@@ -147,6 +147,13 @@ def test_training_job_is_a_post_install_hook_with_a_stable_name(rendered: Any) -
     assert retrain["helm.sh/hook"] == "post-install,post-upgrade"
 
 
+def test_notes_say_when_the_training_job_runs(helm: str) -> None:
+    notes = install_notes("training-cronjob")
+    assert "Training Job housing-train runs as a Helm hook (post-install), not on other" in notes
+    assert "kubectl -n prod logs job/housing-train -f" in notes
+    assert "Training Job" not in install_notes("default")
+
+
 # --- 4. native blue/green without a capacity drop -------------------------------------------------
 
 BLUE, GREEN = "3-a1b2c3d", "4-b2c3d4e"

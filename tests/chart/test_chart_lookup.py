@@ -159,3 +159,45 @@ def test_the_colour_the_hpa_takes_over_keeps_its_pods(cluster: tuple[FakeKube, P
     }
     assert deployments["housing-green"]["replicas"] == 4  # active (activeColor: green), scaled by the HPA
     assert deployments["housing-blue"]["replicas"] == 4  # the old colour on standby
+
+
+def serving_colour(fake: FakeKube, colour: str) -> None:
+    """The main Service as the previous revision left it (owned by the release), selecting `colour`."""
+    metadata = {
+        "name": RELEASE,
+        "namespace": NAMESPACE,
+        "labels": {"app.kubernetes.io/managed-by": "Helm"},
+        "annotations": {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": NAMESPACE},
+    }
+    fake.put(
+        f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}",
+        {"apiVersion": "v1", "kind": "Service", "metadata": metadata,
+         "spec": {"selector": {**SERVER, "housing.io/track": colour}}},
+    )  # fmt: skip
+
+
+def test_switching_to_an_undersized_colour_is_refused(cluster: tuple[FakeKube, Path]) -> None:
+    """native-blue-green switches to green; blue serves with 4 pods, green has 1 ready pod."""
+    fake, kubeconfig = cluster
+    serving_colour(fake, "blue")
+    running(fake, DEPLOYMENTS, "housing-blue", replicas=4)
+    running(fake, DEPLOYMENTS, "housing-green", replicas=1)
+    fake.objects[f"{DEPLOYMENTS}/housing-green"]["status"] = {"readyReplicas": 1}
+    refused = template(kubeconfig, "native-blue-green", "autoscaling.enabled=false", "replicaCount=4")
+    assert refused.returncode != 0
+    assert (
+        "rollout.native.blueGreen.activeColor=green would switch traffic from blue (4 pods) to green with "
+        "1 ready pods: first set rollout.native.blueGreen.previewReplicas=4 and wait until housing-green "
+        "is ready"
+    ) in refused.stderr
+    # Step 2 of the loop's order: green scaled up and ready, so the switch goes through.
+    fake.objects[f"{DEPLOYMENTS}/housing-green"]["status"] = {"readyReplicas": 4}
+    switched = template(
+        kubeconfig, "native-blue-green", "autoscaling.enabled=false", "replicaCount=4",
+        "rollout.native.blueGreen.previewReplicas=4",
+    )  # fmt: skip
+    assert switched.returncode == 0, switched.stderr
+    # No switch (green already serves): nothing to check.
+    serving_colour(fake, "green")
+    fake.objects[f"{DEPLOYMENTS}/housing-green"]["status"] = {"readyReplicas": 1}
+    assert template(kubeconfig, "native-blue-green", "autoscaling.enabled=false").returncode == 0

@@ -161,3 +161,25 @@ check from the cluster for the release loop.
 {{- fail (printf "refusing to replace the serving workload(s) %s with %s: Helm would delete the running pods before the new ones are ready (an outage). Switch safely: 1) kubectl -n %s annotate %s helm.sh/resource-policy=keep (Helm then leaves it running and this check lets the upgrade through); 2) run the upgrade again; 3) wait until the new workload is ready and serving; 4) kubectl -n %s delete %s" (join ", " $existing) (join ", " $rendered) .Release.Namespace $refs .Release.Namespace $refs) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Native blue/green: switching `activeColor` to a colour that has fewer ready pods than the colour now
+serving drops capacity at once. Refuse it with the order that keeps capacity (the release loop's steps).
+The colour now serving is the live Service's track; `lookup` is empty under `helm template`.
+*/}}
+{{- define "housing.checkBlueGreenSwitch" -}}
+{{- if include "housing.nativeBlueGreen" . }}
+{{- $bg := .Values.rollout.native.blueGreen }}
+{{- $service := lookup "v1" "Service" .Release.Namespace (include "housing.fullname" .) }}
+{{- $serving := get (dig "spec" "selector" (dict) $service) "housing.io/track" }}
+{{- if and $serving (ne $serving $bg.activeColor) }}
+{{- $old := lookup "apps/v1" "Deployment" .Release.Namespace (include "housing.suffixed" (list . $serving)) }}
+{{- $new := lookup "apps/v1" "Deployment" .Release.Namespace (include "housing.suffixed" (list . $bg.activeColor)) }}
+{{- $needed := dig "spec" "replicas" 0 $old | int }}
+{{- $ready := dig "status" "readyReplicas" 0 $new | int }}
+{{- if lt $ready $needed }}
+{{- fail (printf "rollout.native.blueGreen.activeColor=%s would switch traffic from %s (%d pods) to %s with %d ready pods: first set rollout.native.blueGreen.previewReplicas=%d and wait until %s is ready, then switch (and keep previewReplicas for scaleDownDelaySeconds)" $bg.activeColor $serving $needed $bg.activeColor $ready $needed (include "housing.suffixed" (list . $bg.activeColor))) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

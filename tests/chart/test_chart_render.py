@@ -162,6 +162,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
     ),
     "training-cronjob": ({"Deployment", "Job", "CronJob", "Role", "RoleBinding"}, {"Rollout"}),
     "long-names": ({"Deployment", "Job", "CronJob"}, {"Rollout"}),
+    "training-data": ({"Deployment", "Job", "ConfigMap", "ServiceAccount"}, {"Rollout", "CronJob"}),
 }
 
 
@@ -289,6 +290,9 @@ def test_every_pod_is_restricted_and_sized(rendered: Render, scenario: str) -> N
         empty_dirs = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
         for c in spec["containers"]:
             for mount in c.get("volumeMounts", []):
+                # The only other volume is training's data volume (`training.data`), which users bring.
+                if "train" in name and mount["name"] == "data":
+                    continue
                 assert mount["name"] in empty_dirs, f"{name}: {mount['mountPath']} must be an emptyDir"
 
 
@@ -304,7 +308,7 @@ def test_serving_pods_probe_drain_and_listen_on_3000(rendered: Render, scenario:
         assert server["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
         assert server["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         assert server["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
-        sleep = int(server["lifecycle"]["preStop"]["exec"]["command"][1])
+        sleep = int(server["lifecycle"]["preStop"]["sleep"]["seconds"])
         assert sleep == values["preStopSleepSeconds"]
         assert spec["terminationGracePeriodSeconds"] > sleep
         assert spec["securityContext"]["runAsUser"] == 1034
@@ -638,7 +642,7 @@ def test_training_job_and_cronjob(rendered: Render) -> None:
     r = rendered("training-cronjob")
     job, cron = r.one("Job"), r.one("CronJob")
     values = r.values["training"]
-    assert job["metadata"]["name"] == "housing-train-r1"
+    assert job["metadata"]["name"] == "housing-train"
     for spec, args in (
         (job["spec"], ["train"]),
         (cron["spec"]["jobTemplate"]["spec"], ["train", "--if-changed"]),
@@ -653,8 +657,9 @@ def test_training_job_and_cronjob(rendered: Render) -> None:
         assert container["args"] == args
         assert container["envFrom"] == [{"configMapRef": {"name": "housing-training"}}]
         for env in container["env"]:
-            assert "value" not in env, "credentials only by Secret reference"
-            assert env["valueFrom"]["secretKeyRef"]["name"] == "mlflow-credentials"
+            if env["name"].startswith("MLFLOW_"):
+                assert "value" not in env, "credentials only by Secret reference"
+                assert env["valueFrom"]["secretKeyRef"]["name"] == "mlflow-credentials"
     assert cron["spec"]["schedule"] == "0 2 * * 0"
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     config = r.one("ConfigMap", "housing-training")["data"]

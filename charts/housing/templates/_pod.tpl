@@ -69,10 +69,14 @@ spec:
         periodSeconds: {{ $values.probes.liveness.periodSeconds }}
         failureThreshold: {{ $values.probes.liveness.failureThreshold }}
         timeoutSeconds: {{ $values.probes.liveness.timeoutSeconds }}
+      {{- if gt (int $values.preStopSleepSeconds) 0 }}
+      # The kubelet's own sleep action (no `sleep` binary needed in the image): KEP-3960
+      # PodLifecycleSleepAction, beta and on by default from Kubernetes 1.30, the chart's kubeVersion floor.
       lifecycle:
         preStop:
-          exec:
-            command: ["sleep", "{{ $values.preStopSleepSeconds }}"]
+          sleep:
+            seconds: {{ $values.preStopSleepSeconds }}
+      {{- end }}
       resources:
         {{- toYaml $values.resources | nindent 8 }}
       securityContext:

@@ -46,14 +46,21 @@ def settings(
 
 
 def run_jobs_in_process(fake: FakeKube, job_settings: Callable[[], TrainingSettings]) -> None:
-    """The fake Job controller: a created Job trains in this process, then its pod and status say done."""
+    """The fake Job controller: a started Job trains in this process, then its pod and status say done."""
 
     def on_create(request: Request) -> Response | None:
-        if request.method != "POST" or request.path != JOBS:
+        # `train --k8s` creates the Job suspended and starts it once its ConfigMaps exist; a suspended
+        # Job runs no pod (Kubernetes docs, concepts/workloads/controllers/job "Suspending a Job").
+        if request.method == "POST" and request.path == JOBS:
+            assert request.body["spec"]["suspend"] is True
+            return 201, fake.put(f"{JOBS}/{request.body['metadata']['name']}", request.body)
+        if request.method != "PATCH" or not request.path.startswith(f"{JOBS}/"):
             return None
-        name = request.body["metadata"]["name"]
+        assert request.body == {"spec": {"suspend": False}}
+        name = request.path.rsplit("/", 1)[-1]
         report = train(job_settings())
-        created = fake.put(f"{JOBS}/{name}", request.body)
+        created = fake.objects[f"{JOBS}/{name}"]
+        created["spec"]["suspend"] = False
         pod = f"{name}-x7k2p"
         fake.put(
             f"{PODS}/{pod}",
@@ -67,7 +74,7 @@ def run_jobs_in_process(fake: FakeKube, job_settings: Callable[[], TrainingSetti
             "conditions": [{"type": "Complete", "status": "True"}],
             "succeeded": 1,
         }
-        return 201, created
+        return 200, created
 
     fake.hooks.append(on_create)
 

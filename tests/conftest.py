@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.postgres import Postgres, postgres_server
 from tests.support import mlflow_server, shared_data_path
 from training.data import load_dataset
 
@@ -66,3 +67,14 @@ def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real MLflow tracking server for the session (tests use distinct model names)."""
     with mlflow_server(tmp_path_factory.mktemp("mlflow")) as running:
         yield running.url
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL server for the session (tests create their own databases in it).
+
+    Tests that stop or slow it down restore it before they end; tests using it share the xdist group
+    ``postgres`` so that they run one after another on one worker.
+    """
+    with postgres_server() as running:
+        yield running

@@ -11,12 +11,15 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import free_port, require_tool, unavailable
+import yaml
+
+from tests.support import REPO_ROOT, VENV_BIN, Running, free_port, require_tool, server, unavailable
 
 # Debian installs each major version's server programs outside PATH, under /usr/lib/postgresql/<major>/bin.
 DEBIAN_POSTGRES_ROOT = Path("/usr/lib/postgresql")
@@ -36,7 +39,7 @@ def server_bin_dir() -> Path | None:
 
 @dataclass(frozen=True)
 class Postgres:
-    """A running server: connect with :attr:`url` (SQLAlchemy/psycopg2) or run SQL with :meth:`sql`."""
+    """A running server: connect with :attr:`url` (SQLAlchemy/psycopg) or run SQL with :meth:`sql`."""
 
     port: int
     data_dir: Path
@@ -66,18 +69,16 @@ class Postgres:
             log = (self.data_dir / "server.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"pg_ctl {action} failed: {result.stderr}\n--- server.log ---\n{log}")
 
-    def sql(self, statement: str, database: str = "postgres") -> str:
-        """Run one statement with psycopg2 (autocommit) and return the first column of the first row."""
-        import psycopg2
+    def sql(self, statement: str, database: str = "postgres", params: tuple[object, ...] = ()) -> str:
+        """Run one statement with psycopg (autocommit) and return the first column of the first row."""
+        import psycopg
 
-        connection = psycopg2.connect(self.url(database), connect_timeout=10)
-        try:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute(statement)
-                row = cursor.fetchone() if cursor.description else None
-        finally:
-            connection.close()
+        with (
+            psycopg.connect(self.url(database), connect_timeout=10, autocommit=True) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(statement, params or None)
+            row = cursor.fetchone() if cursor.description else None
         return "" if row is None else str(row[0])
 
     def create_database(self, name: str) -> str:
@@ -102,28 +103,68 @@ def _own(path: Path) -> None:
 
 
 @contextmanager
-def postgres_server(root: Path, extra_initdb: Sequence[str] = ()) -> Iterator[Postgres]:
-    """initdb + start a server under ``root``; stop it (fast) when the block ends."""
+def postgres_server(extra_initdb: Sequence[str] = ()) -> Iterator[Postgres]:
+    """initdb + start a server in a new folder; stop it (immediately) and remove the folder at the end.
+
+    The folder is made directly in the system's temporary folder, not in pytest's: the server user must
+    traverse every parent, and pytest makes its per-user folder private again whenever a session starts.
+    """
     bin_dir = server_bin_dir()
     if bin_dir is None:
         unavailable(f"no PostgreSQL server under {DEBIAN_POSTGRES_ROOT}; `./run setup` installs it")
     assert bin_dir is not None
     as_user = _run_as_server_user()
-    # The server user must reach its data directory: pytest's temporary folders are private to root.
-    root.mkdir(parents=True, exist_ok=True)
-    data_dir = root / "pgdata"
-    data_dir.mkdir(mode=0o700)
-    _own(data_dir)
-    for parent in (root, *root.parents):
-        if not parent.stat().st_mode & 0o001:
-            parent.chmod(parent.stat().st_mode | 0o001)
-    server = Postgres(port=free_port(), data_dir=data_dir, bin_dir=bin_dir, as_user=as_user)
-    initdb = server.run("initdb", "-D", str(data_dir), "-A", "trust", "-U", SERVER_USER, *extra_initdb)
-    if initdb.returncode != 0:
-        raise RuntimeError(f"initdb failed: {initdb.stderr[-3000:]}")
-    server.ctl("start")
+    data_dir = Path(tempfile.mkdtemp(prefix="housing-postgres-"))
     try:
-        yield server
+        _own(data_dir)
+        server = Postgres(port=free_port(), data_dir=data_dir, bin_dir=bin_dir, as_user=as_user)
+        initdb = server.run("initdb", "-D", str(data_dir), "-A", "trust", "-U", SERVER_USER, *extra_initdb)
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed: {initdb.stderr[-3000:]}")
+        server.ctl("start")
+        try:
+            yield server
+        finally:
+            if (data_dir / "postmaster.pid").exists():
+                server.run("pg_ctl", "-D", str(data_dir), "-m", "immediate", "stop")
     finally:
-        if (data_dir / "postmaster.pid").exists():
-            server.run("pg_ctl", "-D", str(data_dir), "-m", "immediate", "stop")
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+MLFLOW_DEPLOYMENT = REPO_ROOT / "k8s" / "base" / "mlflow" / "deployment.yaml"
+
+
+def mlflow_k8s_command(port: int, backend_store_uri: str, artifacts: Path) -> list[str]:
+    """The MLflow container's command and flags from k8s/base/mlflow/deployment.yaml, on loopback.
+
+    Only what must differ on this machine is replaced: the listen address and port, the backend store
+    (this test server instead of the in-cluster Service) and the artifact folder; every other flag
+    (workers, --serve-artifacts, --allowed-hosts, ...) is the manifest's.
+    """
+    deployment = yaml.safe_load(MLFLOW_DEPLOYMENT.read_text(encoding="utf-8"))
+    [container] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "mlflow"]
+    replaced = {
+        "--host": "127.0.0.1",
+        "--port": str(port),
+        "--backend-store-uri": backend_store_uri,
+        "--artifacts-destination": str(artifacts),
+    }
+    flags = []
+    for argument in container["args"]:
+        name, equals, _ = argument.partition("=")
+        flags.append(f"{name}={replaced.pop(name)}" if equals and name in replaced else argument)
+    assert not replaced, f"flags missing from {MLFLOW_DEPLOYMENT}: {sorted(replaced)}"
+    [program] = container["command"]
+    return [str(VENV_BIN / program), *flags]
+
+
+@contextmanager
+def mlflow_on_postgres(root: Path, database_url: str) -> Iterator[Running]:
+    """A real MLflow server run as k8s/ runs it, its backend store in this PostgreSQL database."""
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    command = mlflow_k8s_command(port, database_url, root / "artifacts")
+    url = f"http://127.0.0.1:{port}"
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with server(command, f"{url}/health", root / "server.log", timeout=240, env=env) as process:
+        yield Running(url, process)

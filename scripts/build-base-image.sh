@@ -28,6 +28,10 @@ done
 
 bash "$(dirname "${BASH_SOURCE[0]}")/configure-podman.sh"
 
+# One build at a time (parallel test workers may all ask for the images): the others wait, then keep them.
+exec 9>"${LOCK_FILE:-/run/lock/housing-base-image.lock}"
+flock 9
+
 image_exists() { [[ "$FORCE" != 1 ]] && podman image exists "$1"; }
 
 if image_exists "$BASE_IMAGE"; then

@@ -24,8 +24,8 @@ MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 
 fresh="$(mktemp -d /var/tmp/fresh-root.XXXXXX)"
 cleanup() {
-  for mount in dev/pts dev proc sys; do
-    mountpoint -q "$fresh/$mount" && umount -l "$fresh/$mount"
+  for mount in dev proc sys; do
+    if mountpoint -q "$fresh/$mount"; then umount -R -l "$fresh/$mount"; fi
   done
   [[ "${KEEP:-0}" == 1 ]] && { log "kept $fresh"; return; }
   rm -rf --one-file-system "$fresh"
@@ -50,8 +50,8 @@ printf '#!/bin/sh\nexit 101\n' > "$fresh/usr/sbin/policy-rc.d"
 chmod 0755 "$fresh/usr/sbin/policy-rc.d"
 mount -t proc proc "$fresh/proc"
 mount -t sysfs sys "$fresh/sys"
-mount --bind /dev "$fresh/dev"
-mount --bind /dev/pts "$fresh/dev/pts"
+# With its sub-mounts: PostgreSQL needs /dev/shm.
+mount --rbind /dev "$fresh/dev"
 
 # The project as a fresh clone has it: tracked and new files, nothing ignored (no .venv, no .tools).
 mkdir -p "$fresh/work/project"

@@ -19,7 +19,7 @@ from tests.conftest import write_params
 from tests.postgres import Postgres, mlflow_k8s_command, mlflow_on_postgres
 from tests.support import REPO_ROOT, VENV_BIN
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("postgres")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL = "housing-on-postgres"
 DATABASE = "mlflow"

@@ -8,7 +8,7 @@ import pytest
 
 from tests.postgres import SERVER_USER, Postgres
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("postgres")]
+pytestmark = [pytest.mark.integration]
 
 
 def test_a_real_server_on_loopback_as_the_postgres_user(postgres: Postgres) -> None:

@@ -23,7 +23,7 @@ from tests.integration.service.conftest import (
 )
 from tests.postgres import Postgres
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("postgres")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DATABASE = "predictions"
 QUEUE_SIZE = 40

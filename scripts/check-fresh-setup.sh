@@ -23,6 +23,8 @@ MIRROR="${MIRROR:-$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debia
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 
 fresh="$(mktemp -d /var/tmp/fresh-root.XXXXXX)"
+# The root directory of a machine: every user may traverse it (mktemp made it private).
+chmod 0755 "$fresh"
 cleanup() {
   for mount in dev proc sys; do
     if mountpoint -q "$fresh/$mount"; then umount -R -l "$fresh/$mount"; fi

@@ -124,7 +124,7 @@ def test_mlflow_uses_postgres_and_serves_artifacts_from_its_volume(rendered: lis
     args = dict(arg.removeprefix("--").partition("=")[::2] for arg in container["args"][1:])
     assert container["command"] == ["mlflow"]
     assert container["args"][0] == "server"
-    assert args["backend-store-uri"] == "postgresql+psycopg2://postgres:5432/$(POSTGRES_DB)"
+    assert args["backend-store-uri"] == "postgresql+psycopg://postgres:5432/$(POSTGRES_DB)"
     assert "serve-artifacts" in args
     mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
     assert mounts[args["artifacts-destination"]] == "artifacts"

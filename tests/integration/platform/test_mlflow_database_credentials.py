@@ -1,9 +1,9 @@
-"""k8s/base runs `mlflow server --backend-store-uri postgresql+psycopg2://postgres:5432/$(POSTGRES_DB)`
+"""k8s/base runs `mlflow server --backend-store-uri postgresql+psycopg://postgres:5432/$(POSTGRES_DB)`
 with the credentials in PGUSER/PGPASSWORD. Here: a real PostgreSQL with password authentication and a
 password full of URI delimiters, and MLflow's own SQLAlchemy store opened with the manifest's URI and
 environment, as the server opens it. libpq reads PGUSER and PGPASSWORD (PostgreSQL docs, libpq
 "Environment Variables"); the old form, the password pasted into the URI, breaks on the same password.
-The image's driver is psycopg2 (SQLAlchemy 2.1 picks psycopg 3 for a bare `postgresql://`)."""
+The driver is psycopg 3, named in the URI."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def connect(uri: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_the_password_in_the_uri_breaks_and_a_wrong_one_is_refused(postgres: int) -> None:
     from sqlalchemy.engine import make_url
 
-    pasted = f"postgresql+psycopg2://{USER}:{PASSWORD}@127.0.0.1:{postgres}/postgres"
+    pasted = f"postgresql+psycopg://{USER}:{PASSWORD}@127.0.0.1:{postgres}/postgres"
     with pytest.raises(ValueError, match="invalid literal for int"):  # the old URI: `w` read as the port
         make_url(pasted)
     uri, env = manifest_uri_and_env(postgres)

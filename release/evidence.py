@@ -205,10 +205,9 @@ class Evidence:
             record = measured.get(metric.name)
             successful = record.successful if record else 0
             if successful < spec.min_measurements:
-                ended = " (the run ended before it measured enough)" if self.run_phase == "Successful" else ""
                 return (
                     f"no evidence: metric {metric.name} has {successful} successful measurements, fewer than "
-                    f"minMeasurements {spec.min_measurements}{ended}"
+                    f"minMeasurements {spec.min_measurements}"
                 )
         return None
 

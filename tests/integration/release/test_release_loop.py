@@ -39,7 +39,7 @@ REPOSITORY = "localhost/housing-service"
 NEW_IMAGE = f"{REPOSITORY}:2-bbb"
 SCALE = 60
 # The chart's default steps: timed pauses only.
-DEFAULT_STEPS = [
+DEFAULT_STEPS: list[dict[str, Any]] = [
     {"setWeight": 10},
     {"pause": {"duration": "2m"}},
     {"setWeight": 30},
@@ -47,7 +47,12 @@ DEFAULT_STEPS = [
     {"setWeight": 60},
     {"pause": {"duration": "3m"}},
 ]
-WITH_MANUAL_PAUSE = [{"setWeight": 20}, {"pause": {"duration": "1m"}}, {"setWeight": 50}, {"pause": {}}]
+WITH_MANUAL_PAUSE: list[dict[str, Any]] = [
+    {"setWeight": 20},
+    {"pause": {"duration": "1m"}},
+    {"setWeight": 50},
+    {"pause": {}},
+]
 REQUEST = ReleaseRequest(strategy="canary", provider="argo", image=NEW_IMAGE)
 
 
@@ -146,7 +151,9 @@ def test_good_canary_is_promoted_after_every_timed_pause_ran_its_full_duration(
     assert status_patches(fake) == []
     assert [pause.duration for pause in timed(argo.pauses)] == [120, 180, 180]
     for pause in timed(argo.pauses):
-        assert pause.ended is not None and pause.ended - pause.started >= pause.duration, pause
+        assert pause.ended is not None
+        assert pause.duration is not None
+        assert pause.ended - pause.started >= pause.duration, pause
         assert pause.ended_by == "duration"
     tags = version_tags(training, "2")
     assert tags["release.state"] == "promoted"
@@ -154,7 +161,8 @@ def test_good_canary_is_promoted_after_every_timed_pause_ran_its_full_duration(
     assert int(tags["release.evidence.requests.candidate"]) >= 200
     assert int(tags["release.evidence.requests.stable"]) >= 200
     values = tags["release.evidence.success-rate"].split(",")
-    assert len(values) >= 3 and all(float(value) >= 0.99 for value in values), values
+    assert len(values) >= 3
+    assert all(float(value) >= 0.99 for value in values), values
     assert tags["release.result"].startswith("Rollout housing completed")
     [upgrade] = helm.calls
     assert "stableModelVersion" not in str(upgrade[1])
@@ -188,11 +196,13 @@ def test_a_manual_pause_is_promoted_only_once_enough_measurements_succeeded(
     assert release(target, training, REQUEST) == "2"
 
     assert status_patches(fake) != []
-    assert seen_at_promotion and min(seen_at_promotion) >= 3  # minMeasurements of the contract's default
+    assert seen_at_promotion
+    assert min(seen_at_promotion) >= 3
     [manual] = [pause for pause in argo.pauses if pause.duration is None]
     assert manual.ended_by == "promote"
     [one_minute] = timed(argo.pauses)
-    assert one_minute.ended is not None and one_minute.ended - one_minute.started >= 60
+    assert one_minute.ended is not None
+    assert one_minute.ended - one_minute.started >= 60
     assert production(training) == "2"
 
 
@@ -233,7 +243,9 @@ def test_a_candidate_without_traffic_is_no_evidence(
 ) -> None:
     target, helm, _ = start(fake, training, tracks, clock, argo, canary(WITH_MANUAL_PAUSE))
 
-    with pytest.raises(ReleaseRejectedError, match="rolled back: no evidence: Prometheus has no request series"):
+    with pytest.raises(
+        ReleaseRejectedError, match="rolled back: no evidence: Prometheus has no request series"
+    ):
         release(target, training, REQUEST)
 
     assert production(training) == "1"
@@ -279,7 +291,9 @@ def test_a_run_cancelled_before_it_measured_is_not_a_pass(
 def test_manual_decision_leaves_a_manual_pause_to_the_user(
     fake: FakeKube, training: TrainingSettings, tracks: tuple[Tracks, str], clock: ScaledClock, argo: FakeArgo
 ) -> None:
-    target, helm, lines = start(fake, training, tracks, clock, argo, canary([{"setWeight": 50}, {"pause": {}}]))
+    target, helm, lines = start(
+        fake, training, tracks, clock, argo, canary([{"setWeight": 50}, {"pause": {}}])
+    )
     target.settings = target.settings.model_copy(update={"timeout_seconds": 540})
 
     with pytest.raises(ClusterTimeoutError, match="still in progress"):
@@ -328,7 +342,7 @@ def test_bad_blue_green_is_rejected_and_the_active_side_never_changes(
     target, helm, _ = start(fake, training, tracks, clock, argo, blue_green(False))
     active = fake.objects[ROLLOUT]["status"]["blueGreen"]["activeSelector"]
 
-    with pytest.raises(ReleaseRejectedError, match='assessed Failed due to failed'):
+    with pytest.raises(ReleaseRejectedError, match="assessed Failed due to failed"):
         release(target, training, ReleaseRequest(strategy="blueGreen", provider="argo", image=NEW_IMAGE))
 
     assert production(training) == "1"

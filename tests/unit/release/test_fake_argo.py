@@ -113,7 +113,9 @@ def reconcile(argo: FakeArgo, times: int = 1) -> None:
 
 
 def run_of(fake: FakeKube) -> dict[str, Any]:
-    runs = [obj for path, obj in sorted(fake.objects.items()) if "/analysisruns/" in path]
+    runs: list[dict[str, Any]] = [
+        obj for path, obj in sorted(fake.objects.items()) if "/analysisruns/" in path
+    ]
     return runs[-1]
 
 
@@ -169,7 +171,8 @@ def test_a_timed_pause_completes_only_after_its_duration(
     reconcile(argo)
     assert status(fake)["currentStepIndex"] == 1
     [pause] = argo.pauses
-    assert pause.ended is not None and pause.ended - pause.started >= 120
+    assert pause.ended is not None
+    assert pause.ended - pause.started >= 120
     assert pause.ended_by == "duration"
 
 
@@ -184,7 +187,8 @@ def test_clearing_a_timed_pause_completes_it_at_once(
     Rollouts(kube).promote("housing", full=False)
     reconcile(argo)
     assert status(fake)["currentStepIndex"] == 1
-    assert argo.pauses[-1].ended is not None and argo.pauses[-1].ended - argo.pauses[-1].started < 180
+    assert argo.pauses[-1].ended is not None
+    assert argo.pauses[-1].ended - argo.pauses[-1].started < 180
 
 
 def test_promote_full_skips_every_step(fake: FakeKube, argo: FakeArgo, kube: Kube) -> None:

@@ -288,7 +288,7 @@ def test_a_run_cancelled_before_it_measured_is_not_a_pass(
     assert "production stays at v1" in lines
 
 
-def test_manual_decision_leaves_a_manual_pause_to_the_user(
+def test_manual_decision_leaves_a_manual_pause_to_the_user_and_a_rerun_resumes(
     fake: FakeKube, training: TrainingSettings, tracks: tuple[Tracks, str], clock: ScaledClock, argo: FakeArgo
 ) -> None:
     target, helm, lines = start(
@@ -304,6 +304,16 @@ def test_manual_decision_leaves_a_manual_pause_to_the_user(
     assert "Rollout housing waits for `housing rollout promote` (or abort)" in lines
     assert version_tags(training, "2")["release.state"] == "analysing"
     assert [call[0] for call in helm.calls] == ["upgrade"]
+
+    # Another version cannot start over the unfinished release.
+    with pytest.raises(ReleaseError, match=r"the release of v2 is in progress \(release.state=analysing\)"):
+        release(target, training, ReleaseRequest(version="1", image=NEW_IMAGE))
+    # A re-run picks the release up where it was, without deploying again, and decides the pause.
+    target.settings = target.settings.model_copy(update={"timeout_seconds": 1800})
+    assert release(target, training, ReleaseRequest(strategy="canary")) == "2"
+    assert [call[0] for call in helm.calls] == ["upgrade"]
+    assert any(line.startswith("resuming the release of v2 (release.state=analysing") for line in lines)
+    assert production(training) == "2"
 
 
 def blue_green(auto_promotion: bool) -> dict[str, Any]:

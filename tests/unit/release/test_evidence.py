@@ -141,7 +141,7 @@ def test_missing_traffic_is_reported_before_the_errors_it_caused() -> None:
 
 
 def test_one_measurement_is_judged_as_argo_judges_it() -> None:
-    """utils/evaluate/evaluate.go: NaN compares false (Failed); result[0] of [] cannot be evaluated (Error)."""
+    """utils/evaluate/evaluate.go: NaN compares false (Failed); result[0] of [] is an evaluation Error."""
     assert assess("result[0] >= 0.99", [0.995]) == "Successful"
     assert assess("result[0] >= 0.99", [0.9]) == "Failed"
     assert assess("result[0] >= 0.99", [float("nan")]) == "Failed"

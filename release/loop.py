@@ -83,7 +83,7 @@ def other_release_in_progress(client: MlflowClient, name: str, version: str) -> 
 
 
 def build_and_ship(cluster: Cluster, training: TrainingSettings, version: str, git_sha: str | None) -> str:
-    """Bento -> service image -> registry (or kind); returns the image reference."""
+    """Bento -> service image (the one builder, :func:`service.images.build_images`) -> registry or kind."""
     import subprocess
     import tempfile
 
@@ -94,20 +94,26 @@ def build_and_ship(cluster: Cluster, training: TrainingSettings, version: str, g
     try:
         bento = build_bento(training.model_name, version, training.tracking_uri)
         cluster.log(f"built Bento {bento}")
-        ref = images.image_ref(
-            settings.registry,
-            images.SERVICE_IMAGE,
-            images.image_tag(version, git_sha or images.current_git_sha()),
-        )
         backend = images.Backend(settings.image_backend)
-        options = images.BuildOptions(
+        [ref] = images.build_images(
             backend=backend,
-            base_image=images.DEFAULT_BASE_IMAGE,
-            ca_bundle=settings.image_ca_bundle,
-            network=settings.image_network,
+            registry=settings.registry,
+            only=images.Which.service,
+            bento=bento,
+            model_version=version,
+            git_sha=git_sha,
+            image=None,
+            skaffold=False,
+            options=images.BuildOptions(
+                backend=backend,
+                base_image=images.DEFAULT_BASE_IMAGE,
+                ca_bundle=settings.image_ca_bundle,
+                network=settings.image_network,
+            ),
+            extra_tags=[],
+            push=settings.kind_cluster is None,
         )
-        images.run(images.service_build_command(bento, ref, options))
-        cluster.log(f"built image {ref}")
+        cluster.log(f"built image {ref}" + ("" if settings.kind_cluster else " and pushed it"))
         if settings.kind_cluster:
             if backend is images.Backend.docker:
                 images.run(["kind", "load", "docker-image", ref, "--name", settings.kind_cluster])
@@ -117,9 +123,6 @@ def build_and_ship(cluster: Cluster, training: TrainingSettings, version: str, g
                     images.run([backend.value, "save", "--output", archive, ref])
                     images.run(["kind", "load", "image-archive", archive, "--name", settings.kind_cluster])
             cluster.log(f"loaded {ref} into kind cluster {settings.kind_cluster}")
-        else:
-            images.run(images.push_command(ref, backend))
-            cluster.log(f"pushed {ref}")
     except (PackagingError, images.ImageError, subprocess.SubprocessError) as exc:
         raise ReleaseError(f"cannot build or ship the image of v{version}: {exc}") from None
     return ref

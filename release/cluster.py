@@ -72,6 +72,28 @@ class Cluster:
             )
         return Prometheus(self.settings.prometheus_url)
 
+    def require_scraped(self, prometheus: Prometheus) -> None:
+        """Fail in one line unless Prometheus scrapes the release's metrics Service (``up{job=...}``).
+
+        The prometheus-operator names the job after the Service; a ServiceMonitor without the labels the
+        Prometheus selects (kube-prometheus-stack: ``release: <its Helm release>``) is never scraped,
+        and a release without metrics could never show evidence.
+        """
+        values = self.installed_values()
+        if not chart.dig(values, "monitoring.enabled", True):
+            raise ReleaseError(
+                "monitoring.enabled is false: the release's evidence comes from Prometheus; enable the "
+                "chart's ServiceMonitor (monitoring.enabled=true)"
+            )
+        job = chart.suffixed(values, self.release, "metrics")
+        selector = f'job="{job}", namespace="{self.settings.namespace}"'
+        if not prometheus.vector(f"up{{{selector}}} == 1"):
+            raise ReleaseError(
+                f"Prometheus at {prometheus.url} has no target up{{{selector}}}: the ServiceMonitor is not "
+                "selected; set the chart value monitoring.serviceMonitor.labels to "
+                "{release: <your kube-prometheus-stack release>}"
+            )
+
     def deadline(self) -> Deadline:
         return Deadline(self.settings.timeout_seconds, self.settings.poll_seconds, self.clock)
 

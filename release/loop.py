@@ -58,7 +58,10 @@ class ReleaseRequest:
 
 def deploy(cluster: Cluster, image: str, version: str, strategy: str, provider: str) -> str:
     """``housing deploy``: make ``image`` the served version with the chosen strategy, then wait."""
-    driver = driver_for(cluster, cluster.values(), strategy, provider)
+    current = cluster.values()
+    if current is not None and cluster.settings.prometheus_url:
+        cluster.require_scraped(cluster.prometheus())
+    driver = driver_for(cluster, current, strategy, provider)
     state = driver.deploy(image, version, cluster.deadline())
     cluster.log(state)
     return state
@@ -159,6 +162,7 @@ def release(cluster: Cluster, training: TrainingSettings, request: ReleaseReques
             f"`housing release --version {other[0]}`, or `housing rollout abort` it and re-run that command"
         )
     prometheus = cluster.prometheus()  # no evidence without it: fail before anything changes
+    cluster.require_scraped(prometheus)
     if resuming:
         stable = tags["release.stable_version"]
         image = tags["release.image"]

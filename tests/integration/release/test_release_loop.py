@@ -382,3 +382,22 @@ def test_a_release_without_prometheus_stops_before_any_change(
     with pytest.raises(ReleaseError, match=r"reads its evidence from Prometheus: set --prometheus-url"):
         release(target, training, REQUEST)
     assert helm.calls == []
+
+
+def test_a_release_whose_metrics_prometheus_does_not_scrape_stops_before_any_change(
+    fake: FakeKube, training: TrainingSettings, tracks: tuple[Tracks, str], clock: ScaledClock, argo: FakeArgo
+) -> None:
+    target, helm, _ = start(fake, training, tracks, clock, argo, canary(DEFAULT_STEPS))
+    helm.revisions[-1]["nameOverride"] = (
+        "price"  # its metrics Service, and so the job, is housing-price-metrics
+    )
+    with pytest.raises(
+        ReleaseError,
+        match=(
+            r'no target up\{job="housing-price-metrics", namespace="housing"\}: the ServiceMonitor is not '
+            r"selected; set the chart value monitoring.serviceMonitor.labels to "
+            r"\{release: <your kube-prometheus-stack release>\}"
+        ),
+    ):
+        release(target, training, REQUEST)
+    assert helm.calls == []

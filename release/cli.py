@@ -263,6 +263,10 @@ def release(
 ) -> None:
     """Closed loop: ship the challenger, roll it out with analysis, then move `production` or roll back.
 
+    `production` moves only on evidence read from Prometheus (--prometheus-url, required): enough
+    prediction requests served by the candidate and enough successful analysis measurements. Timed pauses
+    are left to the controller; manual pauses are promoted only on that evidence (--no-auto-promote: never).
+
     Exit codes: 0 released (or nothing to do), 5 analysis failed / aborted (rolled back, production kept),
     6 cluster, Helm or image error, 7 timeout (the release stays in progress: re-run to resume).
     """

@@ -122,6 +122,7 @@ def start(
     }
     [rollout] = [obj for obj in target.render(overrides) if obj["kind"] == "Rollout"]
     tracks[0].register_pod(pod_template_hash(rollout["spec"]["template"]), NEW_IMAGE)
+    wait_for_series(tracks[1], 'model_version="1"')
     if tracks[0].candidate != "none":
         wait_for_series(tracks[1], 'model_version="2"')
     return target, helm, lines

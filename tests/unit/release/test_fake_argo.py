@@ -319,6 +319,24 @@ def test_a_run_cancelled_before_its_first_measurement_is_successful(
     assert run["status"]["message"] == "Run Terminated"
 
 
+def test_neither_condition_met_is_inconclusive_and_pauses_the_rollout(
+    fake: FakeKube, argo: FakeArgo, prometheus: str
+) -> None:
+    """utils/evaluate/evaluate.go: neither success nor failure condition -> Inconclusive; analysis.go:
+    inconclusive (1) > inconclusiveLimit (0); rollout/analysis.go: an Inconclusive run pauses the
+    rollout with InconclusiveAnalysis instead of aborting it."""
+    install_template(fake, prometheus, "vector(0.7)", failureCondition="result[0] < 0.5")
+    install(fake, argo, canary([{"setWeight": 10}, {"pause": {"duration": "1h"}}], analysis=True))
+    reconcile(argo, 4)
+    run = run_of(fake)
+    assert run["status"]["phase"] == "Inconclusive"
+    assert run["status"]["message"] == (
+        'Metric "success-rate" assessed Inconclusive due to inconclusive (1) > inconclusiveLimit (0)'
+    )
+    assert "InconclusiveAnalysis" in [c["reason"] for c in status(fake)["pauseConditions"]]
+    assert "abort" not in status(fake)
+
+
 def test_condition_evaluation() -> None:
     """utils/evaluate/evaluate.go via expr: NaN compares false; indexing an empty result raises."""
     assert evaluate("result[0] >= 0.99", [0.995])

@@ -54,7 +54,10 @@ class ReleaseSettings(BaseSettings):
     )
     prometheus_url: str | None = Field(
         default=None,
-        description="Prometheus base URL for drift checks (`train --if-changed`) and native-mode analysis.",
+        description=(
+            "Prometheus base URL: drift checks (`train --if-changed`), and the evidence every release reads "
+            "(required by `housing release`, Argo and native alike)."
+        ),
     )
     drift_psi_threshold: float = Field(
         default=0.2,

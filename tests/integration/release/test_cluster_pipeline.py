@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from release import cluster_pipeline
+from release.cluster import Cluster
 from release.cluster_pipeline import ClusterPipelineOptions, run
-from release.loop import Cluster
 from tests.integration.release.conftest import (
     NAMESPACE,
     cluster_with,
-    play_deployments,
     production,
+    serve,
     training_settings,
 )
 from tests.unit.release.fake_kube import FakeKube, Request, Response
@@ -100,7 +100,7 @@ def test_first_run_trains_installs_production_and_runs_helm_test(
     run_jobs_in_process(fake, lambda: settings)
     lines: list[str] = []
     target, helm = cluster_with(None, lines)
-    play_deployments(fake, target, helm)
+    serve(fake, target, helm)
 
     report = run(target, settings, NATIVE_CANARY)
 
@@ -145,7 +145,7 @@ def test_a_challenger_the_gate_rejects_is_not_released(
     run_jobs_in_process(fake, lambda: settings)  # linear: worse than the tiny HGB champion
     lines: list[str] = []
     target, helm = cluster_with(installed("1"), lines)
-    play_deployments(fake, target, helm)
+    serve(fake, target, helm)
 
     report = run(target, settings, ROLLING)
 
@@ -166,7 +166,7 @@ def test_a_promoted_challenger_rolls_out(
     run_jobs_in_process(fake, lambda: settings.model_copy(update={"candidates": ["tiny_hgb"]}))
     lines: list[str] = []
     target, helm = cluster_with(installed("1"), lines)
-    play_deployments(fake, target, helm)
+    serve(fake, target, helm)
 
     report = run(target, settings, ROLLING)
 
@@ -186,7 +186,7 @@ def test_retraining_to_the_served_model_releases_nothing(
     run_jobs_in_process(fake, lambda: settings)  # same data and parameters: the same model again
     lines: list[str] = []
     target, helm = cluster_with(installed("1"), lines)
-    play_deployments(fake, target, helm)
+    serve(fake, target, helm)
 
     report = run(target, settings, NATIVE_CANARY)
 

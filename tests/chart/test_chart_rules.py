@@ -71,26 +71,26 @@ class Series:
         errors = round(rows * error_ratio)
         self.add(
             "housing_http_requests_total",
-            v | {"endpoint": "/predict", "status_code": "200"},
+            v | {"route": "/predict", "status_code": "200"},
             counter(rows - errors),
         )
         self.add(
-            "housing_http_requests_total", v | {"endpoint": "/predict", "status_code": "500"}, counter(errors)
+            "housing_http_requests_total", v | {"route": "/predict", "status_code": "500"}, counter(errors)
         )
         self.add(
-            "housing_http_requests_total", v | {"endpoint": "/readyz", "status_code": "200"}, counter(12)
+            "housing_http_requests_total", v | {"route": "/readyz", "status_code": "200"}, counter(12)
         )
         reached = False
         for le in LATENCY_BUCKETS:
             reached = reached or le == latency_bucket
             self.add(
                 "housing_http_request_duration_seconds_bucket",
-                v | {"endpoint": "/predict", "le": le},
+                v | {"route": "/predict", "le": le},
                 counter(rows if reached else 0),
             )
-        self.add("housing_http_request_duration_seconds_count", v | {"endpoint": "/predict"}, counter(rows))
+        self.add("housing_http_request_duration_seconds_count", v | {"route": "/predict"}, counter(rows))
         predicted = rows - errors
-        self.add("housing_predictions_total", v | {"endpoint": "/predict"}, counter(predicted))
+        self.add("housing_predictions_total", v | {"route": "/predict"}, counter(predicted))
         cumulative = 0.0
         for le, share in zip(PREDICTION_BUCKETS, predictions, strict=True):
             cumulative += share
@@ -306,7 +306,7 @@ def test_error_budget_alert_resolves_when_the_short_window_recovers(
     series.version(STABLE)
     labels = ", ".join(
         f'{k}="{v}"'
-        for k, v in sorted((series.base | {"model_version": CANARY, "endpoint": "/predict"}).items())
+        for k, v in sorted((series.base | {"model_version": CANARY, "route": "/predict"}).items())
     )
     # 150 minutes at 5% errors, then 30 clean minutes.
     series.raw(f'housing_http_requests_total{{{labels}, status_code="200"}}', "0+570x150 85500+600x30")

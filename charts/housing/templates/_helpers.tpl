@@ -205,10 +205,10 @@ consecutiveErrorLimit: {{ .consecutiveErrorLimit }}
 {{- end }}
 
 {{/*
-PromQL matchers of the prediction endpoints and of error responses (Go quoting = PromQL string quoting).
+PromQL matchers of the prediction routes and of error responses (Go quoting = PromQL string quoting).
 */}}
 {{- define "housing.predictMatcher" -}}
-endpoint=~{{ printf "%q" .Values.predictEndpointRegex }}
+route=~{{ printf "%q" .Values.predictRouteRegex }}
 {{- end }}
 
 {{- define "housing.errorMatcher" -}}

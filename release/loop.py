@@ -95,11 +95,7 @@ def serving_overrides(
         "model": {"version": version},
         "rollout": {"strategy": strategy, "provider": provider},
     }
-    previous = chart.workload(current, "") if current else None
-    if strategy != "rollingUpdate" and provider == "argo":
-        stable = previous.model_version if previous and previous.model_version else version
-        values = chart.merge(values, chart.nested("rollout.analysis.stableModelVersion", stable))
-    elif strategy == "canary" and provider == "native":
+    if strategy == "canary" and provider == "native":
         values = chart.merge(values, {"rollout": {"native": {"canary": {"tag": "", "modelVersion": ""}}}})
     elif strategy == "blueGreen" and provider == "native":
         active = str(chart.dig(current or {}, "rollout.native.blueGreen.activeColor", "blue"))

@@ -21,7 +21,12 @@ from tests.chart.helm import NAMESPACE, Rendered, promtool_binary
 pytestmark = pytest.mark.chart
 
 Render = Callable[[str], Rendered]
+TRACK_LABEL = "rollouts_pod_template_hash"  # Argo scenarios (housing.trackLabel)
 STABLE, CANARY = "3", "4"  # model versions of ci/canary-values.yaml
+# Tracks: pod-template hashes of the stable and the candidate ReplicaSet (Argo's podTemplateHashValue).
+STABLE_TRACK, CANARY_TRACK, OLD_TRACK = "6d4cf56db6", "7f9b8c5d4", "58b7c9f4d"
+TRACKS = {STABLE: STABLE_TRACK, CANARY: CANARY_TRACK, "2": OLD_TRACK}
+ARGS = {"candidate-track": CANARY_TRACK, "stable-track": STABLE_TRACK}
 MINUTES = 180  # length of every synthetic series, one sample a minute
 EVAL = "170m"
 LATENCY_BUCKETS = ("0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf")
@@ -43,8 +48,9 @@ def gauge(value: float, minutes: int = MINUTES) -> str:
 class Series:
     """Synthetic metrics of the service, labelled as Prometheus labels them when scraping the chart's pods."""
 
-    def __init__(self, job: str, model_name: str) -> None:
+    def __init__(self, job: str, model_name: str, track_label: str) -> None:
         self.base = {"job": job, "namespace": NAMESPACE, "model_name": model_name}
+        self.track_label = track_label
         self.items: list[dict[str, str]] = []
 
     def add(self, name: str, labels: dict[str, str], values: str) -> None:
@@ -64,9 +70,14 @@ class Series:
         out_of_range_per_row: float = 0.0,
         psi: float = 0.02,
         predicting: bool = True,
+        track: str | None = None,
+        extra: dict[str, str] | None = None,
     ) -> None:
-        """One model version serving PER_MINUTE requests; all requests take up to `latency_bucket` seconds."""
-        v = {"model_version": version}
+        """One track serving PER_MINUTE requests; all requests take up to `latency_bucket` seconds.
+
+        The track defaults to the version's hash in TRACKS.
+        """
+        v = {"model_version": version, self.track_label: track or TRACKS[version]} | (extra or {})
         rows = PER_MINUTE if predicting else 0
         errors = round(rows * error_ratio)
         self.add(
@@ -77,9 +88,7 @@ class Series:
         self.add(
             "housing_http_requests_total", v | {"route": "/predict", "status_code": "500"}, counter(errors)
         )
-        self.add(
-            "housing_http_requests_total", v | {"route": "/readyz", "status_code": "200"}, counter(12)
-        )
+        self.add("housing_http_requests_total", v | {"route": "/readyz", "status_code": "200"}, counter(12))
         reached = False
         for le in LATENCY_BUCKETS:
             reached = reached or le == latency_bucket
@@ -119,9 +128,10 @@ def alert_rules_file(rendered: Rendered, directory: Path) -> Path:
 
 
 def analysis_rules_file(rendered: Rendered, directory: Path) -> tuple[Path, list[str]]:
-    """One alert per Prometheus analysis metric, firing while the metric passes; args from the Rollout."""
+    """One alert per Prometheus analysis metric, firing while the metric passes, for the tracks of ARGS."""
     rollout = rendered.one("Rollout")
-    args = {a["name"]: a["value"] for a in rollout["spec"]["strategy"]["canary"]["analysis"]["args"]}
+    declared = {a["name"] for a in rollout["spec"]["strategy"]["canary"]["analysis"]["args"]}
+    assert declared == set(ARGS)
     rules: list[dict[str, Any]] = []
     names: list[str] = []
     for template in rendered.of_kind("AnalysisTemplate"):
@@ -130,7 +140,7 @@ def analysis_rules_file(rendered: Rendered, directory: Path) -> tuple[Path, list
                 continue
             query = re.sub(
                 r"\{\{args\.([a-z-]+)\}\}",
-                lambda m: args[m.group(1)],
+                lambda m: ARGS[m.group(1)],
                 metric["provider"]["prometheus"]["query"],
             )
             condition = re.fullmatch(r"result\[0\] (>=|<=|>|<) ([0-9.eE+-]+)", metric["successCondition"])
@@ -187,7 +197,7 @@ def series_factory(canary: Rendered) -> Callable[[], Series]:
         for s in canary.of_kind("Service")
         if s["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
     )
-    return lambda: Series(job["metadata"]["name"], canary.values["model"]["name"])
+    return lambda: Series(job["metadata"]["name"], canary.values["model"]["name"], TRACK_LABEL)
 
 
 def test_promtool_check_rules_accepts_the_rendered_rules(canary: Rendered, tmp_path: Path) -> None:
@@ -242,6 +252,26 @@ def test_analysis_fails_a_canary_without_traffic(
     series.version(CANARY, predicting=False)
     checks = [
         {"expr": f'count(ALERTS{{alertname="{pass_alert(m)}"}})', "eval_time": EVAL, "exp_samples": []}
+        for m in metrics
+    ]
+    run_promtool_test(tmp_path, rules, series, checks)
+
+
+def test_analysis_tells_tracks_of_one_model_version_apart(
+    canary: Rendered, series_factory: Callable[[], Series], tmp_path: Path
+) -> None:
+    """A candidate serving the stable's model version (a new image of it) is still judged on its own pods."""
+    rules, metrics = analysis_rules_file(canary, tmp_path)
+    series = series_factory()
+    series.version(STABLE)
+    series.version(STABLE, track=CANARY_TRACK, predictions=SHIFTED_PREDICTIONS, error_ratio=0.05)
+    failing = {"success-rate", "prediction-shift"}
+    checks = [
+        {
+            "expr": f'count(ALERTS{{alertname="{pass_alert(m)}", alertstate="firing"}})',
+            "eval_time": EVAL,
+            "exp_samples": [] if m in failing else [{"labels": "{}", "value": 1}],
+        }
         for m in metrics
     ]
     run_promtool_test(tmp_path, rules, series, checks)
@@ -306,7 +336,9 @@ def test_error_budget_alert_resolves_when_the_short_window_recovers(
     series.version(STABLE)
     labels = ", ".join(
         f'{k}="{v}"'
-        for k, v in sorted((series.base | {"model_version": CANARY, "route": "/predict"}).items())
+        for k, v in sorted(
+            (series.base | {"model_version": CANARY, TRACK_LABEL: CANARY_TRACK, "route": "/predict"}).items()
+        )
     )
     # 150 minutes at 5% errors, then 30 clean minutes.
     series.raw(f'housing_http_requests_total{{{labels}, status_code="200"}}', "0+570x150 85500+600x30")
@@ -341,4 +373,39 @@ def test_restart_alert_watches_this_release_only(
     )
     series.raw(f'{restarts}{{namespace="staging", pod="housing-7d9f-abcde", container="server"}}', "0+1x60")
     checks = [firing("HousingPodRestarts", "pod", [{"pod": "housing-7d9f-abcde"}], "50m")]
+    run_promtool_test(tmp_path, rules, series, checks)
+
+
+IDLE_PREVIEW_CASES = {
+    # scenario: (track label, [(track, extra labels, predicting)], tracks expected to fire)
+    "blue-green": (
+        TRACK_LABEL,
+        [
+            (STABLE_TRACK, {"housing_io_track": "active"}, True),
+            (CANARY_TRACK, {"housing_io_track": "preview"}, False),
+            (OLD_TRACK, {"housing_io_track": "active"}, False),
+        ],
+        [OLD_TRACK],
+    ),
+    "native-blue-green": (
+        "housing_io_track",
+        [("green", {}, False), ("blue", {}, False)],
+        ["green"],  # ci/native-blue-green-values.yaml: green is active, blue the idle preview
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", list(IDLE_PREVIEW_CASES))
+def test_no_predictions_alert_spares_an_idle_blue_green_preview(
+    rendered: Render, tmp_path: Path, scenario: str
+) -> None:
+    r = rendered(scenario)
+    track_label, tracks, expected = IDLE_PREVIEW_CASES[scenario]
+    rules = alert_rules_file(r, tmp_path)
+    series = Series("housing-metrics", r.values["model"]["name"], track_label)
+    for track, extra, predicting in tracks:
+        series.version(STABLE, track=track, extra=extra, predicting=predicting)
+    severity = rendered_alerts(r)["HousingNoPredictions"]["labels"]["severity"]
+    fired = [{track_label: track, "severity": severity} for track in expected]
+    checks = [firing("HousingNoPredictions", f"{track_label}, severity", fired)]
     run_promtool_test(tmp_path, rules, series, checks)

@@ -173,8 +173,21 @@ Checksum of the service configuration, so pods restart when it changes.
 {{- end }}
 
 {{/*
-Analysis reference of the Rollout (canary background analysis or blue/green pre-promotion):
-the canary is compared with the stable track by their model_version labels.
+Target label that tells the tracks apart in Prometheus (ServiceMonitor podTargetLabels, sanitised by
+the operator). Argo: the pod-template hash of the ReplicaSet, fixed for a pod's whole life, so a
+query window never mixes a canary's samples with stable's. The ephemeral `housing.io/track` labels
+of canaryMetadata/previewMetadata would not do: Argo moves them between ReplicaSets as their roles
+change (rollout/ephemeralmetadata.go, applied with or without traffic routing), and the target
+labels of a running pod change with them. Native Deployments: their fixed `housing.io/track`.
+*/}}
+{{- define "housing.trackLabel" -}}
+{{- if include "housing.argo" . }}rollouts_pod_template_hash{{ else }}housing_io_track{{ end }}
+{{- end }}
+
+{{/*
+Analysis reference of the Rollout (canary background analysis or blue/green pre-promotion): the
+candidate and stable tracks are the pod-template hashes of the newest and the stable ReplicaSet,
+which Argo resolves when it starts the run (utils/analysis/factory.go).
 */}}
 {{- define "housing.analysisRef" -}}
 templates:
@@ -183,10 +196,12 @@ templates:
   {{- end }}
 {{- if .analysis.enabled }}
 args:
-  - name: canary-model-version
-    value: {{ .canaryVersion | quote }}
-  - name: stable-model-version
-    value: {{ .analysis.stableModelVersion | quote }}
+  - name: candidate-track
+    valueFrom:
+      podTemplateHashValue: Latest
+  - name: stable-track
+    valueFrom:
+      podTemplateHashValue: Stable
 {{- end }}
 {{- end }}
 
@@ -209,6 +224,20 @@ PromQL matchers of the prediction routes and of error responses (Go quoting = Pr
 */}}
 {{- define "housing.predictMatcher" -}}
 route=~{{ printf "%q" .Values.predictRouteRegex }}
+{{- end }}
+
+{{/*
+Matcher that leaves out a blue/green preview, which is idle by design between its analysis and the
+promotion: Argo's previewMetadata track, or the native idle colour. Empty for canaries, whose
+candidate takes a share of the traffic.
+*/}}
+{{- define "housing.idleTrackMatcher" -}}
+{{- if eq .Values.rollout.strategy "blueGreen" }}
+{{- if include "housing.nativeBlueGreen" . }}
+{{- printf ", housing_io_track!=%q" (ternary "green" "blue" (eq .Values.rollout.native.blueGreen.activeColor "blue")) }}
+{{- else }}, housing_io_track!="preview"
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "housing.errorMatcher" -}}

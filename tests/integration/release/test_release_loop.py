@@ -69,7 +69,7 @@ def play_argo(fake: FakeKube, helm: RecordingFakeHelm, scenario: Scenario) -> No
 def installed_release() -> dict[str, Any]:
     return {
         "image": {"repository": "localhost/housing-service", "tag": "1-aaa"},
-        "rollout": {"strategy": "canary", "provider": "argo", "analysis": {"stableModelVersion": "1"}},
+        "rollout": {"strategy": "canary", "provider": "argo"},
     }
 
 
@@ -143,7 +143,7 @@ def test_successful_canary_moves_production_and_tags_the_version(
     [upgrade] = helm.calls
     assert upgrade[0] == "upgrade"
     assert upgrade[1]["image"] == {"repository": "localhost/housing-service", "tag": "2-bbb"}
-    assert upgrade[1]["rollout"]["analysis"]["stableModelVersion"] == "1"
+    assert "analysis" not in upgrade[1]["rollout"]  # Argo resolves the tracks itself
     # The manual pause was promoted the way the kubectl plugin does it.
     [promote] = fake.made("PATCH")
     assert (promote.path, promote.body) == (f"{ROLLOUT}/status", {"status": {"pauseConditions": None}})

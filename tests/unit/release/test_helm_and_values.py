@@ -82,13 +82,15 @@ def test_fullname_matches_the_chart(helm: Helm, values: dict[str, Any], release:
 
 def test_argo_canary_release_values_render_the_new_image_against_the_stable_version(helm: Helm) -> None:
     current = chart.merge(CHART_DEFAULTS, {"image": {"tag": "1-aaa"}, "rollout": {"strategy": "canary"}})
-    current = chart.merge(current, chart.nested("rollout.analysis.stableModelVersion", "1"))
     overrides = candidate_overrides(current, "localhost/housing-service:2-bbb", "2", "canary", "argo")
     rendered = render(helm, chart.merge({"image": {"tag": "1-aaa"}}, overrides))
     rollout = rendered[("Rollout", "housing")]
     assert image(rollout) == "localhost/housing-service:2-bbb"
-    args = {arg["name"]: arg["value"] for arg in rollout["spec"]["strategy"]["canary"]["analysis"]["args"]}
-    assert args == {"canary-model-version": "2", "stable-model-version": "1"}
+    args = {a["name"]: a["valueFrom"] for a in rollout["spec"]["strategy"]["canary"]["analysis"]["args"]}
+    assert args == {
+        "candidate-track": {"podTemplateHashValue": "Latest"},
+        "stable-track": {"podTemplateHashValue": "Stable"},
+    }
 
 
 def test_native_canary_release_then_promotion(helm: Helm) -> None:

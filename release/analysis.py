@@ -1,13 +1,13 @@
 """The chart's analysis, run by this CLI against Prometheus for native releases (no Argo controller).
 
-The metrics come from the chart's own AnalysisTemplate (rendered, never copied): each query is run
-``count`` times every ``interval`` with the two model versions filled in, and judged by its
-``successCondition`` (``result[0] >= X`` or ``result[0] <= X``); no data counts as a failure, as in Argo.
+The metrics come from the chart's own ``<fullname>-analysis`` ConfigMap (``analysis.json``, rendered
+by ``housing.analysisSpec``, never copied): each query is run ``count`` times every ``interval`` with
+the two tracks filled in, and judged by its ``successCondition`` the way Argo judges it.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import operator
 import re
 import time
@@ -19,12 +19,15 @@ import httpx
 
 from release.errors import ReleaseError
 
-CONDITION = re.compile(r"^\s*result\[0\]\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
+# One comparison of a successCondition: `len(result)` or `result[N]` against a number.
+COMPARISON = re.compile(r"^\s*(?:(len)\(result\)|result\[(\d+)\])\s*(>=|<=|==|!=|>|<)\s*([-+0-9.eE]+)\s*$")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
     ">": operator.gt,
     "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
 DURATION = re.compile(r"(\d+)(ms|s|m|h)")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
@@ -40,6 +43,10 @@ def seconds(duration: str | int) -> float:
     return sum(int(amount) * UNIT_SECONDS[unit] for amount, unit in parts)
 
 
+class MeasurementError(ReleaseError):
+    """A condition that cannot be evaluated on a result (Argo's measurement phase Error)."""
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -50,22 +57,52 @@ class Metric:
     failure_limit: int
     initial_delay: float
 
-    def passes(self, value: float | None) -> bool:
-        match = CONDITION.match(self.condition)
-        if match is None:
-            raise ReleaseError(f"metric {self.name}: unsupported successCondition {self.condition!r}")
-        if value is None or math.isnan(value):
-            return False
-        return OPERATORS[match.group(1)](value, float(match.group(2)))
+    def passes(self, result: list[float]) -> bool:
+        """The successCondition on a query's vector, as Argo evaluates it (utils/evaluate/evaluate.go).
+
+        The chart emits comparisons joined by ``&&`` (``len(result) > 0 && result[0] >= 0.99``),
+        evaluated left to right and stopping at the first false one. Indexing past the end is an
+        error, as in Argo's expression language; NaN fails every comparison but ``!=``.
+        """
+        for term in self.condition.split("&&"):
+            match = COMPARISON.match(term)
+            if match is None:
+                raise ReleaseError(f"metric {self.name}: unsupported successCondition {self.condition!r}")
+            length, index, op, threshold = match.groups()
+            if length:
+                value = float(len(result))
+            elif int(index) < len(result):
+                value = result[int(index)]
+            else:
+                raise MeasurementError(
+                    f"metric {self.name}: {term.strip()} on a result of {len(result)} samples"
+                )
+            if not OPERATORS[op](value, float(threshold)):
+                return False
+        return True
 
 
-def metrics_of(template: dict[str, Any], args: dict[str, str]) -> list[Metric]:
-    """The template's metrics with ``{{args.NAME}}`` filled in."""
+def analysis_spec(objects: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The parsed analysis.json of the chart's ConfigMap ``name`` in rendered objects, if it renders one."""
+    for obj in objects:
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == name:
+            spec: dict[str, Any] = json.loads(obj["data"]["analysis.json"])
+            return spec
+    return None
+
+
+def fill(text: str, args: dict[str, str]) -> str:
+    """``text`` with Argo's ``{{args.NAME}}`` placeholders replaced."""
+    for name, value in args.items():
+        text = text.replace(f"{{{{args.{name}}}}}", value)
+    return text
+
+
+def metrics_of(spec: dict[str, Any], args: dict[str, str]) -> list[Metric]:
+    """The metrics of the chart's analysis.json with ``{{args.NAME}}`` filled in."""
     metrics = []
-    for metric in template["spec"]["metrics"]:
-        query = metric["provider"]["prometheus"]["query"]
-        for name, value in args.items():
-            query = query.replace(f"{{{{args.{name}}}}}", value)
+    for metric in spec["metrics"]:
+        query = fill(metric["query"], args)
         metrics.append(
             Metric(
                 name=metric["name"],
@@ -80,8 +117,8 @@ def metrics_of(template: dict[str, Any], args: dict[str, str]) -> list[Metric]:
     return metrics
 
 
-def query(prometheus_url: str, promql: str) -> float | None:
-    """First sample of an instant query; None when there is no data."""
+def query(prometheus_url: str, promql: str) -> list[float]:
+    """The sample values of an instant query's vector (Argo's ``result``); empty when there is no data."""
     try:
         response = httpx.get(
             f"{prometheus_url.rstrip('/')}/api/v1/query", params={"query": promql}, timeout=15
@@ -91,8 +128,7 @@ def query(prometheus_url: str, promql: str) -> float | None:
         raise ReleaseError(f"cannot query Prometheus at {prometheus_url}: {exc}") from None
     if body.get("status") != "success":
         raise ReleaseError(f"Prometheus at {prometheus_url} refused an analysis query: {body.get('error')}")
-    result = body["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
+    return [float(sample["value"][1]) for sample in body["data"]["result"]]
 
 
 def run_analysis(
@@ -112,11 +148,15 @@ def run_analysis(
             if round_index >= metric.count:
                 continue
             value = query(prometheus_url, metric.query)
-            ok = metric.passes(value)
+            try:
+                ok = metric.passes(value)
+            except MeasurementError:
+                ok = False  # Argo would count an Error; here it fails the measurement outright
             failures[metric.name] += 0 if ok else 1
+            shown = ", ".join(f"{v:.4g}" for v in value) or "no data"
             log(
                 f"analysis {metric.name} #{round_index + 1}/{metric.count}: "
-                f"{'no data' if value is None else f'{value:.4g}'} -> {'ok' if ok else 'failed'}"
+                f"[{shown}] -> {'ok' if ok else 'failed'}"
             )
             if failures[metric.name] > metric.failure_limit:
                 return False, (

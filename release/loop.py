@@ -439,7 +439,7 @@ def release(cluster: Cluster, training: TrainingSettings, request: ReleaseReques
                 deadline=deadline,
             )
         else:
-            outcome = native_analysis(cluster, version, stable, deadline)
+            outcome = native_analysis(cluster, version, deadline)
     except ClusterTimeoutError as exc:
         raise ClusterTimeoutError(f"{exc}{hint}") from None
     except KeyboardInterrupt:
@@ -470,25 +470,19 @@ def release(cluster: Cluster, training: TrainingSettings, request: ReleaseReques
     raise ReleaseRejectedError(f"v{version} was rejected and rolled back: {reason}")
 
 
-def native_analysis(cluster: Cluster, version: str, stable: str, deadline: Deadline) -> Outcome:
+def native_analysis(cluster: Cluster, version: str, deadline: Deadline) -> Outcome:
     """Wait for the candidate track, then run the chart's analysis queries against Prometheus."""
     values = cluster.installed_values()
     cluster.kube.wait_deployments_ready(server_deployments(values, cluster.release), deadline, cluster.log)
     user_values = cluster.helm.get_values(cluster.release, computed=False) or {}
-    as_argo = chart.merge(
-        {"rollout": {"strategy": "canary", "provider": "argo", "analysis": {"stableModelVersion": stable}}},
-    )
     objects = cluster.helm.template(
-        cluster.release, cluster.settings.chart, user_values, cluster.settings.values_files, as_argo
+        cluster.release, cluster.settings.chart, user_values, cluster.settings.values_files, {}
     )
-    templates = [
-        obj
-        for obj in objects
-        if obj["kind"] == "AnalysisTemplate" and obj["metadata"]["name"].endswith("-analysis")
-    ]
+    spec = analysis.analysis_spec(objects, chart.suffixed(values, cluster.release, "analysis"))
+    candidate, stable_track = native_tracks(values)
     metrics = (
-        analysis.metrics_of(templates[0], {"canary-model-version": version, "stable-model-version": stable})
-        if templates
+        analysis.metrics_of(spec, {"candidate-track": candidate, "stable-track": stable_track})
+        if spec
         else []
     )
     assert cluster.settings.prometheus_url is not None  # noqa: S101 - checked before the release started
@@ -501,6 +495,14 @@ def native_analysis(cluster: Cluster, version: str, stable: str, deadline: Deadl
         server_deployments(cluster.installed_values(), cluster.release), deadline, cluster.log
     )
     return Outcome(True, summary)
+
+
+def native_tracks(values: dict[str, Any]) -> tuple[str, str]:
+    """(candidate, stable) values of the native pods' ``housing.io/track`` label."""
+    if chart.dig(values, "rollout.strategy") == "canary":
+        return "canary", "stable"
+    active = str(chart.dig(values, "rollout.native.blueGreen.activeColor", "blue"))
+    return ("green" if active == "blue" else "blue"), active
 
 
 def candidate_tag(values: dict[str, Any]) -> str:

@@ -449,7 +449,10 @@ def test_canary_analysis_checks_success_latency_and_shift(rendered: Render) -> N
         'rollouts_pod_template_hash="{{args.stable-track}}"'
         in metrics["prediction-shift"]["provider"]["prometheus"]["query"]
     )
-    assert metrics["success-rate"]["successCondition"] == f"result[0] >= {analysis['successRate']['min']}"
+    assert (
+        metrics["success-rate"]["successCondition"]
+        == f"len(result) > 0 && result[0] >= {analysis['successRate']['min']}"
+    )
 
 
 def test_blue_green_analysis_has_a_finite_count(rendered: Render) -> None:

@@ -7,6 +7,7 @@ counts as failing, as in Argo. Each case states which checks pass, or which aler
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Callable
@@ -127,30 +128,38 @@ def alert_rules_file(rendered: Rendered, directory: Path) -> Path:
     return path
 
 
+def analysis_spec(rendered: Rendered) -> dict[str, Any]:
+    """analysis.json of the chart's analysis ConfigMap (housing.analysisSpec)."""
+    spec: dict[str, Any] = json.loads(rendered.one("ConfigMap", "housing-analysis")["data"]["analysis.json"])
+    return spec
+
+
 def analysis_rules_file(rendered: Rendered, directory: Path) -> tuple[Path, list[str]]:
-    """One alert per Prometheus analysis metric, firing while the metric passes, for the tracks of ARGS."""
-    rollout = rendered.one("Rollout")
-    declared = {a["name"] for a in rollout["spec"]["strategy"]["canary"]["analysis"]["args"]}
-    assert declared == set(ARGS)
+    """One alert per analysis metric, firing while the metric passes, for the tracks of ARGS.
+
+    The chart guards every condition, `len(result) > 0 && result[0] OP X`: the alert `(query) OP X`
+    fires exactly when the vector has a sample that passes, so no data and NaN do not pass.
+    """
     rules: list[dict[str, Any]] = []
     names: list[str] = []
-    for template in rendered.of_kind("AnalysisTemplate"):
-        for metric in template["spec"]["metrics"]:
-            if "prometheus" not in metric["provider"]:
-                continue
-            query = re.sub(
-                r"\{\{args\.([a-z-]+)\}\}",
-                lambda m: ARGS[m.group(1)],
-                metric["provider"]["prometheus"]["query"],
-            )
-            condition = re.fullmatch(r"result\[0\] (>=|<=|>|<) ([0-9.eE+-]+)", metric["successCondition"])
-            assert condition, f"successCondition not understood: {metric['successCondition']}"
-            name = pass_alert(metric["name"])
-            rules.append({"alert": name, "expr": f"({query.strip()}) {condition[1]} {condition[2]}"})
-            names.append(metric["name"])
+    for metric in analysis_spec(rendered)["metrics"]:
+        query = fill_args(metric["query"], ARGS)
+        condition = re.fullmatch(
+            r"len\(result\) > 0 && result\[0\] (>=|<=) ([0-9.eE+-]+)", metric["successCondition"]
+        )
+        assert condition, f"successCondition not understood: {metric['successCondition']}"
+        name = pass_alert(metric["name"])
+        rules.append({"alert": name, "expr": f"({query.strip()}) {condition[1]} {condition[2]}"})
+        names.append(metric["name"])
     path = directory / "analysis.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "analysis", "rules": rules}]}, sort_keys=False))
     return path, names
+
+
+def fill_args(query: str, args: dict[str, str]) -> str:
+    used = set(re.findall(r"\{\{args\.([a-z-]+)\}\}", query))
+    assert used <= set(args), f"undeclared args {used - set(args)}"
+    return re.sub(r"\{\{args\.([a-z-]+)\}\}", lambda m: args[m.group(1)], query)
 
 
 def pass_alert(metric: str) -> str:
@@ -200,13 +209,37 @@ def series_factory(canary: Rendered) -> Callable[[], Series]:
     return lambda: Series(job["metadata"]["name"], canary.values["model"]["name"], TRACK_LABEL)
 
 
-def test_promtool_check_rules_accepts_the_rendered_rules(canary: Rendered, tmp_path: Path) -> None:
-    alerts = alert_rules_file(canary, tmp_path)
-    analysis, _ = analysis_rules_file(canary, tmp_path)
-    for path in (alerts, analysis):
-        result = promtool("check", "rules", str(path))
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "SUCCESS" in result.stdout
+def every_query(r: Rendered) -> list[str]:
+    """Every PromQL query the scenario renders: alerts, analysis and evidence, dashboard panels."""
+    queries = [rule["expr"] for g in r.one("PrometheusRule")["spec"]["groups"] for rule in g["rules"]]
+    args = ARGS | {"track": CANARY_TRACK, "range": "420s"}
+    for config in r.of_kind("ConfigMap"):
+        if "analysis.json" in config["data"]:
+            spec = json.loads(config["data"]["analysis.json"])
+            queries += [fill_args(m["query"], args) for m in spec["metrics"]]
+            queries.append(fill_args(spec["evidence"]["requestsQuery"], args))
+    for template in r.of_kind("AnalysisTemplate"):
+        queries += [
+            fill_args(m["provider"]["prometheus"]["query"], args)
+            for m in template["spec"]["metrics"]
+            if "prometheus" in m["provider"]
+        ]
+    dashboard = r.one("ConfigMap", "housing-dashboard")
+    for panel in json.loads(dashboard["data"]["housing.json"])["panels"]:
+        queries += [t["expr"].replace("$__rate_interval", "1m") for t in panel.get("targets", [])]
+    return queries
+
+
+@pytest.mark.parametrize("scenario", ["canary", "blue-green", "native-canary", "native-blue-green"])
+def test_promtool_checks_every_rendered_query(rendered: Render, tmp_path: Path, scenario: str) -> None:
+    queries = every_query(rendered(scenario))
+    assert len(queries) > 20
+    rules = [{"record": f"housing:check_{index}", "expr": query} for index, query in enumerate(queries)]
+    path = tmp_path / "queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}, sort_keys=False))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout
 
 
 # --- analysis: healthy canary passes, erroring / slow / shifted canary fails ---
@@ -376,7 +409,8 @@ def test_restart_alert_watches_this_release_only(
     run_promtool_test(tmp_path, rules, series, checks)
 
 
-IDLE_PREVIEW_CASES = {
+IdleCase = tuple[str, list[tuple[str, dict[str, str], bool]], list[str]]
+IDLE_PREVIEW_CASES: dict[str, IdleCase] = {
     # scenario: (track label, [(track, extra labels, predicting)], tracks expected to fire)
     "blue-green": (
         TRACK_LABEL,

@@ -206,20 +206,6 @@ args:
 {{- end }}
 
 {{/*
-Measurement settings shared by every analysis metric.
-*/}}
-{{- define "housing.analysisMetricCommon" -}}
-interval: {{ .interval }}
-{{- if gt (int .count) 0 }}
-count: {{ .count }}
-{{- end }}
-initialDelay: {{ .initialDelay }}
-failureLimit: {{ .failureLimit }}
-inconclusiveLimit: {{ .inconclusiveLimit }}
-consecutiveErrorLimit: {{ .consecutiveErrorLimit }}
-{{- end }}
-
-{{/*
 PromQL matchers of the prediction routes and of error responses (Go quoting = PromQL string quoting).
 */}}
 {{- define "housing.predictMatcher" -}}

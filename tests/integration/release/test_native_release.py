@@ -2,9 +2,10 @@
 analysis queries, the fake Kubernetes API (playing the Deployment controller on what the REAL
 ``helm template`` renders) and a recording fake of Helm's cluster-side commands.
 
-Prometheus scrapes two tracks that publish the service's own metrics (``ServiceMetrics``) labelled with
-the stable and the candidate model version; a thread plays their traffic, so a good candidate and one
-answering 10 % of its requests with 500 differ only where the analysis looks.
+Prometheus scrapes two tracks that publish the service's own metrics (``ServiceMetrics``) of the stable
+and the candidate model version, with the target label ``housing_io_track`` the chart's ServiceMonitor
+attaches (podTargetLabels: the native Deployments' ``housing.io/track``); a thread plays their traffic,
+so a good candidate and one answering 10 % of its requests with 500 differ only where the analysis looks.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ pytestmark = pytest.mark.integration
 
 REPOSITORY = "localhost/housing-service"
 NEW_IMAGE = f"{REPOSITORY}:2-bbb"
+# The native pods' housing.io/track of the stable (v1) and candidate (v2) version, per strategy.
+TRACKS = {"canary": {"1": "stable", "2": "canary"}, "blueGreen": {"1": "blue", "2": "green"}}
 # Fast analysis: three measurements a second apart, no failure tolerated.
 ANALYSIS = {"interval": "1s", "count": 3, "initialDelay": "3s", "failureLimit": 0, "window": "30s"}
 PREDICTIONS = (0.7, 1.2, 1.8, 2.3, 2.9, 3.6, 4.2)
@@ -71,22 +74,30 @@ def tracks(
 ) -> Iterator[tuple[Tracks, str]]:
     """Both tracks' exporters, their traffic, and a Prometheus scraping them as the ServiceMonitor does.
 
-    Parametrize indirectly with n to make every n-th candidate request fail from the first one on.
+    Parametrize indirectly with n to make every n-th candidate request fail from the first one on;
+    the test's ``strategy`` parameter (default canary) names the tracks.
     """
+    callspec = getattr(request.node, "callspec", None)
+    names = TRACKS[callspec.params.get("strategy", "canary") if callspec else "canary"]
     state = Tracks(training.model_name, candidate_error_every=getattr(request, "param", 0))
     metrics: dict[str, ServiceMetrics] = {}
     servers = []
+    targets: dict[str, str] = {}
     for version in ("1", "2"):
         registry = CollectorRegistry()
         metrics[version] = ServiceMetrics(training.model_name, version, f"run-{version}", registry)
         port = free_port()
         servers.append(start_http_server(port, addr="127.0.0.1", registry=registry))
         state.targets.append(f"127.0.0.1:{port}")
+        targets[version] = state.targets[-1]
     traffic = threading.Thread(target=state.play, args=(metrics,), daemon=True)
     traffic.start()
     scrape = {
         "job_name": "housing-metrics",  # the chart's metrics Service, as the ServiceMonitor names the job
-        "static_configs": [{"targets": state.targets, "labels": {"namespace": NAMESPACE}}],
+        "static_configs": [
+            {"targets": [target], "labels": {"namespace": NAMESPACE, "housing_io_track": names[version]}}
+            for version, target in targets.items()
+        ],
     }
     try:
         with prometheus_server(tmp_path / "prometheus", [scrape]) as url:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from release import chart
-from release.analysis import Metric, metrics_of, seconds
+from release.analysis import MeasurementError, Metric, analysis_spec, metrics_of, seconds
 from release.helm import Helm, explain
 from release.loop import candidate_overrides, native_promotion_overrides, serving_overrides
 from tests.unit.release.fake_helm import CHART_DEFAULTS
@@ -145,29 +145,76 @@ def test_plain_deploy_values(helm: Helm) -> None:
     assert image(rendered[("Deployment", "housing")]) == "ghcr.io/x/housing-service:3-ccc"
 
 
-def test_native_analysis_reads_the_charts_own_template(helm: Helm) -> None:
-    rendered = render(
-        helm,
-        {"image": {"tag": "2-b"}, "rollout": {"strategy": "canary", "analysis": {"stableModelVersion": "1"}}},
-    )
-    metrics = metrics_of(
-        rendered[("AnalysisTemplate", "housing-analysis")],
-        {"canary-model-version": "2", "stable-model-version": "1"},
-    )
+@pytest.mark.parametrize(
+    ("values", "track_label"),
+    [
+        ({"rollout": {"strategy": "canary", "provider": "native"}}, "housing_io_track"),
+        ({"rollout": {"strategy": "blueGreen", "provider": "native"}}, "housing_io_track"),
+        ({"rollout": {"strategy": "canary", "provider": "argo"}}, "rollouts_pod_template_hash"),
+    ],
+)
+def test_native_analysis_reads_the_charts_analysis_config_map(
+    helm: Helm, values: dict[str, Any], track_label: str
+) -> None:
+    objects = helm.template("housing", CHART, {}, [], chart.merge({"image": {"tag": "2-b"}}, values))
+    spec = analysis_spec(objects, "housing-analysis")
+    assert spec is not None
+    assert spec["trackLabel"] == track_label
+    metrics = metrics_of(spec, {"candidate-track": "canary", "stable-track": "stable"})
     assert [metric.name for metric in metrics] == ["success-rate", "latency-p95", "prediction-shift"]
     assert all("{{args." not in metric.query for metric in metrics)
-    assert 'model_version="2"' in metrics[0].query
-    assert 'model_version="1"' in metrics[2].query
+    assert f'{track_label}="canary"' in metrics[0].query
+    assert f'{track_label}="stable"' in metrics[2].query
     success, latency = metrics[0], metrics[1]
-    assert success.passes(0.995)
-    assert [success.passes(value) for value in (0.98, None, float("nan"))] == [False, False, False]
-    assert latency.passes(0.1)
-    assert not latency.passes(0.3)
+    assert success.passes([0.995])
+    assert [success.passes(value) for value in ([0.98], [], [float("nan")])] == [False, False, False]
+    assert latency.passes([0.1])
+    assert not latency.passes([0.3])
     assert (success.interval, success.count, success.failure_limit, success.initial_delay) == (60, 5, 1, 30)
+    assert analysis_spec(objects, "housing-other") is None
+
+
+def condition(text: str) -> Metric:
+    return Metric("m", "q", text, 1, 1, 0, 0)
+
+
+# The forms housing.analysisSpec emits, and Argo's bare form, judged as utils/evaluate/evaluate.go
+# judges them (docs/features/analysis.md, "Empty array": the guard makes [] a failure, not an error).
+CONDITIONS: list[tuple[str, list[float], bool | None]] = [
+    ("len(result) > 0 && result[0] >= 0.99", [0.995], True),
+    ("len(result) > 0 && result[0] >= 0.99", [0.99], True),
+    ("len(result) > 0 && result[0] >= 0.99", [0.5], False),
+    ("len(result) > 0 && result[0] >= 0.99", [], False),
+    ("len(result) > 0 && result[0] >= 0.99", [float("nan")], False),
+    ("len(result) > 0 && result[0] <= 0.25", [0.1], True),
+    ("len(result) > 0 && result[0] <= 0.25", [float("inf")], False),
+    ("len(result) > 0 && result[0] <= 0.25", [], False),
+    ("result[0] >= 0.5", [0.7, 0.1], True),
+    ("result[0] >= 0.5", [], None),  # None: a measurement error, as Argo's index out of range
+    ("result[1] < 2", [9, 1], True),
+    ("len(result) == 2", [1, 2], True),
+]
+
+
+@pytest.mark.parametrize(("text", "result", "expected"), CONDITIONS)
+def test_success_conditions_are_judged_like_argo(
+    text: str, result: list[float], expected: bool | None
+) -> None:
+    if expected is None:
+        with pytest.raises(MeasurementError):
+            condition(text).passes(result)
+    else:
+        assert condition(text).passes(result) is expected
+
+
+@pytest.mark.parametrize("text", ["result[0] >= 0.5 || true", "asInt(result[0]) > 1", "result > 0", ""])
+def test_unsupported_conditions_are_refused(text: str) -> None:
+    with pytest.raises(Exception, match="unsupported successCondition"):
+        condition(text).passes([1.0])
 
 
 def test_durations() -> None:
     assert [seconds(value) for value in ("30s", "1m30s", "2m", "1h", 15)] == [30, 90, 120, 3600, 15]
     with pytest.raises(Exception, match="cannot read the duration"):
         seconds("soon")
-    assert not Metric("m", "q", "result[0] >= 0.5", 1, 1, 0, 0).passes(0.4)
+    assert not Metric("m", "q", "result[0] >= 0.5", 1, 1, 0, 0).passes([0.4])

@@ -1,0 +1,67 @@
+{{/*
+The analysis, rendered once for both providers: the Argo AnalysisTemplate wraps each metric in a
+Prometheus provider, the `<fullname>-analysis` ConfigMap carries it as analysis.json for the release
+loop (native measurements and the evidence of every release). Placeholders are Argo's
+`{{args.NAME}}`: candidate-track and stable-track in the metrics, track and range (a Prometheus
+duration) in the evidence query.
+
+Every condition guards `result[0]` with `len(result) > 0` (docs/features/analysis.md, "Empty array"):
+an empty vector then fails the measurement instead of erroring it, and NaN, the value of a ratio or
+quantile over no traffic, fails every comparison (utils/evaluate/evaluate.go). Missing data never
+passes.
+*/}}
+{{- define "housing.analysisSpec" -}}
+{{- $a := .Values.rollout.analysis }}
+{{- if and (eq .Values.rollout.strategy "blueGreen") (eq (int $a.count) 0) }}
+{{- fail "rollout.analysis.count must be > 0 for blue/green pre-promotion analysis, or promotion never happens" }}
+{{- end }}
+{{- if and (eq .Values.rollout.provider "native") (eq (int $a.count) 0) }}
+{{- fail "rollout.analysis.count must be > 0 with rollout.provider=native: the release loop measures a finite number of times" }}
+{{- end }}
+{{- $sel := include "housing.metricSelector" . }}
+{{- $track := include "housing.trackLabel" . }}
+{{- $candidate := printf "%s, %s=\"{{args.candidate-track}}\"" $sel $track }}
+{{- $stable := printf "%s, %s=\"{{args.stable-track}}\"" $sel $track }}
+{{- $predict := include "housing.predictMatcher" . }}
+{{- $errors := printf "status_code!~%q" .Values.errorStatusRegex }}
+{{- $w := $a.window }}
+{{- $metrics := list }}
+{{- if $a.successRate.enabled }}
+{{- $query := printf "sum(rate(housing_http_requests_total{%s, %s, %s}[%s]))\n/\nsum(rate(housing_http_requests_total{%s, %s}[%s]))\n" $candidate $predict $errors $w $candidate $predict $w }}
+{{- $metrics = append $metrics (dict "name" "success-rate" "query" $query "successCondition" (printf "len(result) > 0 && result[0] >= %v" $a.successRate.min)) }}
+{{- end }}
+{{- if $a.latency.enabled }}
+{{- $query := printf "histogram_quantile(0.95,\n  sum by (le) (rate(housing_http_request_duration_seconds_bucket{%s, %s}[%s]))\n)\n" $candidate $predict $w }}
+{{- $metrics = append $metrics (dict "name" "latency-p95" "query" $query "successCondition" (printf "len(result) > 0 && result[0] <= %v" $a.latency.maxP95Seconds)) }}
+{{- end }}
+{{- if $a.predictionShift.enabled }}
+{{- /* Kolmogorov-Smirnov distance between the candidate's and stable's prediction distributions: the
+largest gap between their cumulative shares over the histogram's buckets. */}}
+{{- $cdf := "sum by (le) (rate(housing_prediction_value_bucket{%s}[%s]))\n  / ignoring (le) group_left\n    sum(rate(housing_prediction_value_count{%s}[%s]))" }}
+{{- $query := printf "max(abs(\n    %s\n  -\n    %s\n))\n" (printf $cdf $candidate $w $candidate $w) (printf $cdf $stable $w $stable $w) }}
+{{- $metrics = append $metrics (dict "name" "prediction-shift" "query" $query "successCondition" (printf "len(result) > 0 && result[0] <= %v" $a.predictionShift.maxDistance)) }}
+{{- end -}}
+trackLabel: {{ $track | toJson }}
+metrics:
+{{- range $metrics }}
+  - name: {{ .name | toJson }}
+    query: {{ .query | toJson }}
+    successCondition: {{ .successCondition | toJson }}
+    interval: {{ $a.interval | toJson }}
+    count: {{ int $a.count }}
+    failureLimit: {{ int $a.failureLimit }}
+    consecutiveErrorLimit: {{ int $a.consecutiveErrorLimit }}
+    initialDelay: {{ $a.initialDelay | toJson }}
+{{- end }}
+evidence:
+  requestsQuery: {{ printf "sum(increase(housing_http_requests_total{%s, %s=\"{{args.track}}\", %s}[{{args.range}}]))" $sel $track $predict | toJson }}
+  minRequests: {{ int $a.minRequests }}
+  minMeasurements: {{ int $a.minMeasurements }}
+{{- end }}
+
+{{/*
+Whether the chart renders an analysis: rollout.analysis.enabled with a canary or blue/green strategy.
+*/}}
+{{- define "housing.analysisEnabled" -}}
+{{- if and .Values.rollout.analysis.enabled (ne .Values.rollout.strategy "rollingUpdate") }}true{{ end }}
+{{- end }}

@@ -140,7 +140,10 @@ def test_analysis_values_reach_the_config_map(helm: str, tmp_path: Path) -> None
     [
         (["rollout.analysis.minRequests=0"], "schema"),
         (["rollout.analysis.minMeasurements=0"], "schema"),
-        (["rollout.analysis.count=0"], "finite number of times"),
+        (["rollout.analysis.count=0", "rollout.analysis.load.runTime=10m"], "finite number of times"),
+        (["rollout.analysis.count=0"], "load.runTime is required when rollout.analysis.count is 0"),
+        (["rollout.analysis.load.requestsPerSecond=0"], "schema"),
+        (["rollout.analysis.load.runTime=ten-minutes"], "schema"),
     ],
 )
 def test_bad_analysis_values_are_refused(helm: str, set_values: list[str], message: str) -> None:

@@ -435,7 +435,7 @@ def test_argo_rollout_references_existing_services_and_templates(rendered: Rende
 
 def test_canary_analysis_checks_success_latency_and_shift(rendered: Render) -> None:
     template = rendered("canary").one("AnalysisTemplate", "housing-analysis")
-    metrics = {m["name"]: m for m in template["spec"]["metrics"]}
+    metrics = {m["name"]: m for m in template["spec"]["metrics"] if "prometheus" in m["provider"]}
     assert set(metrics) == {"success-rate", "latency-p95", "prediction-shift"}
     analysis = rendered("canary").values["rollout"]["analysis"]
     for metric in metrics.values():
@@ -457,7 +457,7 @@ def test_canary_analysis_checks_success_latency_and_shift(rendered: Render) -> N
 
 def test_blue_green_analysis_has_a_finite_count(rendered: Render) -> None:
     template = rendered("blue-green").one("AnalysisTemplate")
-    assert all(m["count"] == 3 for m in template["spec"]["metrics"])
+    assert all(m["count"] == 3 for m in template["spec"]["metrics"] if "prometheus" in m["provider"])
 
 
 def test_load_test_runs_as_analysis_job_and_helm_test(rendered: Render) -> None:

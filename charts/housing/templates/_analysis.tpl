@@ -65,3 +65,56 @@ Whether the chart renders an analysis: rollout.analysis.enabled with a canary or
 {{- define "housing.analysisEnabled" -}}
 {{- if and .Values.rollout.analysis.enabled (ne .Values.rollout.strategy "rollingUpdate") }}true{{ end }}
 {{- end }}
+
+{{/*
+Seconds of a duration in Argo's, Prometheus' and Locust's syntax (`30s`, `1m30s`, `2m`, `1h`, `500ms`, `1d`).
+*/}}
+{{- define "housing.durationSeconds" -}}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d|w|y)" (toString .) -1 }}
+{{- $amount := regexReplaceAll "[a-z]+$" . "" | float64 }}
+{{- $unit := regexReplaceAll "^[0-9]+" . "" }}
+{{- $total = addf $total (mulf $amount (get (dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 "d" 86400.0 "w" 604800.0 "y" 31536000.0) $unit)) }}
+{{- end }}
+{{- if regexMatch "^[0-9]+$" (toString .) }}{{ $total = float64 . }}{{ end }}
+{{- $total | ceil | int }}
+{{- end }}
+
+{{/*
+Seconds the analysis load runs: `rollout.analysis.load.runTime`, or the analysis' own length
+(initialDelay + count × interval) plus `marginSeconds`.
+*/}}
+{{- define "housing.analysisLoadSeconds" -}}
+{{- $a := .Values.rollout.analysis }}
+{{- if $a.load.runTime }}
+{{- include "housing.durationSeconds" $a.load.runTime }}
+{{- else if eq (int $a.count) 0 }}
+{{- fail "rollout.analysis.load.runTime is required when rollout.analysis.count is 0 (the analysis runs until the rollout ends)" }}
+{{- else }}
+{{- add (include "housing.durationSeconds" $a.initialDelay | int) (mul (int $a.count) (include "housing.durationSeconds" $a.interval | int)) (int $a.load.marginSeconds) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The load generator of the analysis: `housing loadtest` against the candidate's Service at about
+`requestsPerSecond` (each user waits users / rate seconds between requests). It only makes traffic:
+the Prometheus analysis judges the candidate, so the Locust gates are left wide open and the Job fails
+only when the load cannot run at all.
+Usage: include "housing.analysisLoadContainer" (dict "root" $ "url" "http://...")
+*/}}
+{{- define "housing.analysisLoadContainer" -}}
+{{- $values := .root.Values }}
+{{- $load := $values.rollout.analysis.load }}
+{{- $settings := dict "users" $load.users "spawnRate" $load.users "runTime" (printf "%ss" (include "housing.analysisLoadSeconds" .root)) "p95Ms" 3600000 "p99Ms" 3600000 "maxErrorRate" 1 "minRps" 0 "resources" $load.resources }}
+{{- $wait := printf "%.3f" (divf $load.users $load.requestsPerSecond) }}
+{{- $env := list (dict "name" "HOUSING_LOAD_WAIT_MIN_S" "value" $wait) (dict "name" "HOUSING_LOAD_WAIT_MAX_S" "value" $wait) }}
+{{- include "housing.loadTestContainer" (dict "root" .root "url" .url "settings" $settings "env" $env) }}
+{{- end }}
+
+{{/*
+URL of the candidate's Service: `<fullname>-canary` for canaries, `<fullname>-preview` for blue/green.
+*/}}
+{{- define "housing.candidateUrl" -}}
+{{- $service := ternary "canary" "preview" (eq .Values.rollout.strategy "canary") }}
+{{- printf "http://%s.%s.svc:%v" (include "housing.suffixed" (list . $service)) .Release.Namespace .Values.service.port }}
+{{- end }}

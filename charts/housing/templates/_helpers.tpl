@@ -238,14 +238,15 @@ A string escaped for use inside a JSON string literal.
 {{- end }}
 
 {{/*
-Container running the SLO-gated Locust load test (`housing loadtest`) against a URL.
+Container running the SLO-gated Locust load test (`housing loadtest`) against a URL, with the
+`loadTest` settings or others of the same keys (`settings`), plus extra environment (`env`).
 Usage: include "housing.loadTestContainer" (dict "root" $ "url" "http://...")
 */}}
 {{- define "housing.loadTestContainer" -}}
-{{- $l := .root.Values.loadTest -}}
+{{- $l := default .root.Values.loadTest .settings -}}
 - name: loadtest
   image: {{ include "housing.loadTestImage" .root | quote }}
-  imagePullPolicy: {{ $l.image.pullPolicy }}
+  imagePullPolicy: {{ .root.Values.loadTest.image.pullPolicy }}
   command: ["housing"]
   args:
     - loadtest
@@ -258,6 +259,10 @@ Usage: include "housing.loadTestContainer" (dict "root" $ "url" "http://...")
     - --max-error-rate={{ $l.maxErrorRate }}
     - --min-rps={{ $l.minRps }}
     - --out=/tmp/loadtest
+  {{- with .env }}
+  env:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   resources:
     {{- toYaml $l.resources | nindent 4 }}
   securityContext:

@@ -32,6 +32,8 @@ from training.artifacts import (
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DATA_PATH = PROJECT_ROOT.parent / "shared" / "data" / "cal_housing.csv.gz"
+# Holds the sitecustomize.py that injects faults into served processes (see with_faults).
+FAULTS_DIR = PROJECT_ROOT / "tests" / "faults"
 FEATURES = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude"]
 MODEL_NAME = "housing-price-test"
 HGB_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
@@ -144,6 +146,16 @@ def service_env(bentoml_home: Path, **settings: str) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update({f"HOUSING_SERVICE_{key.upper()}": value for key, value in settings.items()})
     return env
+
+
+def with_faults(env: dict[str, str], **faults: str) -> dict[str, str]:
+    """``env`` plus the test-only faults of tests/faults/sitecustomize.py (e.g. ``raise_rate="0.5"``)."""
+    paths = [str(FAULTS_DIR), *filter(None, [env.get("PYTHONPATH")])]
+    return {
+        **env,
+        "PYTHONPATH": os.pathsep.join(paths),
+        **{f"HOUSING_TEST_FAULT_{name.upper()}": value for name, value in faults.items()},
+    }
 
 
 def server_home(shared_home: Path, log_path: Path) -> Path:

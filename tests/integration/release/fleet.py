@@ -74,12 +74,14 @@ def build_bentos(root: Path, shifts: dict[str, float]) -> Bentos:
 
 @dataclass(frozen=True)
 class Track:
-    """One track: the value of its target label, the Bento its pod serves, injected faults, settings."""
+    """One track: the value of its target label, the Bento its pod serves, injected faults, settings,
+    and its own traffic rate (requests/s) when the fleet's would overload it."""
 
     name: str
     bento: str
     faults: Mapping[str, str] = field(default_factory=dict)
     settings: Mapping[str, str] = field(default_factory=dict)
+    rate: float | None = None
 
     @property
     def becomes_ready(self) -> bool:
@@ -226,7 +228,7 @@ def running_fleet(
                 wait_ready(servers[track.name])
         targets = {name: server.base_url.removeprefix("http://") for name, server in servers.items()}
         prometheus = stack.enter_context(prometheus_server(root / "prometheus", [scrape.config(targets)]))
-        traffic = {name: Traffic(server.base_url, rate) for name, server in servers.items()}
+        traffic = {t.name: Traffic(servers[t.name].base_url, t.rate or rate) for t in tracks}
         for generator in traffic.values():
             generator.start()
             stack.callback(generator.stop)

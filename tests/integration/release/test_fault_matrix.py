@@ -1,5 +1,6 @@
 """The native release loop against REAL tracks (tests/integration/release/fleet.py): a good candidate is
-promoted, a candidate whose predictions are shifted is caught by the chart's prediction-shift query.
+promoted, a candidate whose predictions are shifted is caught by the chart's prediction-shift query,
+one that errs by success-rate and a slow one by latency-p95.
 
 Both tracks serve Bentos of two registered versions of one model (same data, same seed), so the good
 candidate differs from stable only in its pods. The shifted candidate is that good Bento with
@@ -35,10 +36,15 @@ NEW_IMAGE = f"{REPOSITORY}:2-bbb"
 SHIFT = "1.0"  # $100k added to every prediction of the shifted candidate
 # Four measurements two seconds apart over a 30s window, none may fail.
 ANALYSIS = {"interval": "2s", "count": 4, "initialDelay": "2s", "failureLimit": 0, "window": "30s"}
-CASES = {
-    # case: (faults of the candidate, expected outcome: None = promoted, else the failing metric)
-    "good": ({}, None),
-    "shifted": ({"shift": SHIFT}, "prediction-shift"),
+RATE = 8.0  # requests/s on each track
+CASES: dict[str, tuple[dict[str, str], str | None, float]] = {
+    # case: (faults of the candidate, None = promoted or the metric that rejects it, candidate's rate)
+    "good": ({}, None, RATE),
+    "shifted": ({"shift": SHIFT}, "prediction-shift", RATE),
+    "erroring": ({"raise_rate": "0.1"}, "success-rate", RATE),  # 1 prediction in 10 raises: 500
+    # 0.3s per prediction on one worker: about 3 requests/s at most, so 2/s queue nothing and time
+    # nothing out, and p95 lands above the 0.25s objective.
+    "slow": ({"delay_seconds": "0.3"}, "latency-p95", 2.0),
 }
 
 
@@ -64,7 +70,17 @@ def installed(bentos: Bentos) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(params=list(CASES))
+# The service of this branch lets an exception of the predictor escape uncounted (BentoML then answers
+# a plain 500 after 30 s): success-rate never sees it. Branch `service` fixes that (d59071e, "Every
+# response is counted once"); once merged this case passes and the strict marker says so.
+UNCOUNTED_FAULTS = pytest.mark.xfail(
+    reason="predictor exceptions are not counted by housing_http_requests_total before service@d59071e",
+    raises=AssertionError,
+    strict=True,
+)
+
+
+@pytest.fixture(params=[pytest.param(c, marks=UNCOUNTED_FAULTS) if c == "erroring" else c for c in CASES])
 def case(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -77,12 +93,12 @@ def fleet(bentos: Bentos, case: str, tmp_path: Path) -> Iterator[tuple[Fleet, Sc
         settings.release_name, settings.chart, installed(bentos), [], {}
     )
     scrape = Scrape.of_chart(objects)
-    faults, _ = CASES[case]
+    faults, _, rate = CASES[case]
     tracks = [
         Track("stable", bentos.tags["stable"]),
-        Track("canary", bentos.tags["candidate"], faults=faults),
+        Track("canary", bentos.tags["candidate"], faults=faults, rate=rate),
     ]
-    with running_fleet(tracks, bentos.home, tmp_path / "fleet", scrape) as running:
+    with running_fleet(tracks, bentos.home, tmp_path / "fleet", scrape, RATE) as running:
         running.wait_for_traffic(["stable", "canary"])
         yield running, scrape
 
@@ -103,11 +119,13 @@ def test_native_release_judges_the_candidates_real_predictions(
         image=NEW_IMAGE,
         git_sha=None,
         auto_promote=True,
-        retry=False,
+        retry=True,
     )
-    _, failing = CASES[case]
+    _, failing, _ = CASES[case]
     training = training_of(bentos)
     client = registry.connect(training)
+    # Each case starts from v1 in production, whatever an earlier case did to v2.
+    client.set_registered_model_alias(MODEL_NAME, registry.PRODUCTION, bentos.versions.versions["stable"])
     if failing is None:
         assert release(target, training, request) == candidate
     else:
@@ -123,4 +141,8 @@ def test_native_release_judges_the_candidates_real_predictions(
     assert not [line for line in measured if "no data" in line], measured
     statuses = {name: dict(t.statuses) for name, t in running.traffic.items()}
     record_figures(f"fault_matrix_{case}", {"measurements": measured, "statuses": statuses})
-    assert all(set(counts) == {200} for counts in statuses.values()), statuses
+    assert set(statuses["stable"]) == {200}, statuses
+    if failing in (None, "prediction-shift"):
+        assert set(statuses["canary"]) == {200}, statuses
+    if failing == "success-rate":
+        assert 500 in statuses["canary"], statuses

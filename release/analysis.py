@@ -64,19 +64,18 @@ class Metric:
         evaluated left to right and stopping at the first false one. Indexing past the end is an
         error, as in Argo's expression language; NaN fails every comparison but ``!=``.
         """
-        for term in self.condition.split("&&"):
-            match = COMPARISON.match(term)
-            if match is None:
-                raise ReleaseError(f"metric {self.name}: unsupported successCondition {self.condition!r}")
+        terms = [(term.strip(), COMPARISON.match(term)) for term in self.condition.split("&&")]
+        if not all(match for _, match in terms):
+            raise ReleaseError(f"metric {self.name}: unsupported successCondition {self.condition!r}")
+        for term, match in terms:
+            assert match is not None  # noqa: S101 - checked above, for the type checker
             length, index, op, threshold = match.groups()
             if length:
                 value = float(len(result))
             elif int(index) < len(result):
                 value = result[int(index)]
             else:
-                raise MeasurementError(
-                    f"metric {self.name}: {term.strip()} on a result of {len(result)} samples"
-                )
+                raise MeasurementError(f"metric {self.name}: {term} on a result of {len(result)} samples")
             if not OPERATORS[op](value, float(threshold)):
                 return False
         return True

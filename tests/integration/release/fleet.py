@@ -175,6 +175,18 @@ class Fleet:
     scrape: Scrape
     servers: dict[str, Server]
     traffic: dict[str, Traffic]
+    # Since when Prometheus has seen every track, and what each track had answered by then.
+    seen_since: float = field(default_factory=time.monotonic)
+    answered_before: dict[str, int] = field(default_factory=dict)
+
+    def answered(self, track: str) -> int:
+        """Requests the track answered with an HTTP status since ``seen_since``."""
+        statuses = self.traffic[track].statuses
+        total = sum(n for status, n in statuses.items() if isinstance(status, int))
+        return total - self.answered_before.get(track, 0)
+
+    def seconds_seen(self) -> int:
+        return int(time.monotonic() - self.seen_since)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         response = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": promql}, timeout=10)
@@ -195,6 +207,9 @@ class Fleet:
         while time.monotonic() < deadline:
             seen = {sample["metric"].get(label, "") for sample in self.query(promql)}
             if set(tracks) <= seen:
+                # A counter's first sample is never part of an increase: count from here on.
+                self.seen_since = time.monotonic()
+                self.answered_before = {track: self.answered(track) for track in self.traffic}
                 return
             time.sleep(0.5)
         raise AssertionError(f"no prediction rate in Prometheus for {set(tracks) - seen} after {timeout}s")

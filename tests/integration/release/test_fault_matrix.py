@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from release.analysis import analysis_spec, fill
 from release.config import ReleaseSettings
 from release.errors import ReleaseRejectedError
 from release.helm import Helm
@@ -86,13 +87,15 @@ def case(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def fleet(bentos: Bentos, case: str, tmp_path: Path) -> Iterator[tuple[Fleet, Scrape]]:
+def fleet(bentos: Bentos, case: str, tmp_path: Path) -> Iterator[tuple[Fleet, dict[str, Any]]]:
     """The stable and canary tracks of the native canary, as the chart labels them, with traffic."""
     settings = ReleaseSettings(namespace=NAMESPACE)
     objects = Helm.from_settings(settings).template(
         settings.release_name, settings.chart, installed(bentos), [], {}
     )
     scrape = Scrape.of_chart(objects)
+    spec = analysis_spec(objects, f"{settings.release_name}-analysis")
+    assert spec is not None
     faults, _, rate = CASES[case]
     tracks = [
         Track("stable", bentos.tags["stable"]),
@@ -100,14 +103,14 @@ def fleet(bentos: Bentos, case: str, tmp_path: Path) -> Iterator[tuple[Fleet, Sc
     ]
     with running_fleet(tracks, bentos.home, tmp_path / "fleet", scrape, RATE) as running:
         running.wait_for_traffic(["stable", "canary"])
-        yield running, scrape
+        yield running, spec
 
 
 def test_native_release_judges_the_candidates_real_predictions(
-    fake: FakeKube, bentos: Bentos, fleet: tuple[Fleet, Scrape], case: str
+    fake: FakeKube, bentos: Bentos, fleet: tuple[Fleet, dict[str, Any]], case: str
 ) -> None:
-    running, scrape = fleet
-    assert scrape.track_label == "housing_io_track"
+    running, spec = fleet
+    assert running.scrape.track_label == spec["trackLabel"] == "housing_io_track"
     candidate = bentos.versions.versions["candidate"]
     lines: list[str] = []
     target, helm = cluster_with(installed(bentos), lines, prometheus_url=running.prometheus)
@@ -139,8 +142,26 @@ def test_native_release_judges_the_candidates_real_predictions(
     assert measured, lines
     # Every measurement had data: the tracks were told apart by their target label alone.
     assert not [line for line in measured if "no data" in line], measured
+    # The evidence query counts what each track answered while Prometheus watched it.
+    seconds = running.seconds_seen()
     statuses = {name: dict(t.statuses) for name, t in running.traffic.items()}
-    record_figures(f"fault_matrix_{case}", {"measurements": measured, "statuses": statuses})
+    counted, answered = {}, {}
+    for track in running.traffic:
+        promql = fill(spec["evidence"]["requestsQuery"], {"track": track, "range": f"{seconds}s"})
+        answered[track] = running.answered(track)
+        (sample,) = running.query(promql)
+        counted[track] = float(sample["value"][1])
+    # Up to two scrape intervals of requests are not yet scraped, or extrapolated past the range.
+    for track, count in counted.items():
+        assert abs(count - answered[track]) <= 0.1 * answered[track] + 3 * RATE, (counted, answered)
+    record_figures(
+        f"fault_matrix_{case}",
+        {
+            "measurements": measured,
+            "statuses": statuses,
+            "evidence": {"seconds": seconds, "counted": counted, "answered": answered},
+        },
+    )
     assert set(statuses["stable"]) == {200}, statuses
     if failing in (None, "prediction-shift"):
         assert set(statuses["canary"]) == {200}, statuses

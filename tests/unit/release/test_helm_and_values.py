@@ -10,6 +10,7 @@ import pytest
 
 from release import chart
 from release.analysis import MeasurementError, Metric, analysis_spec, metrics_of, seconds
+from release.errors import ReleaseError
 from release.helm import Helm, explain
 from release.loop import candidate_overrides, native_promotion_overrides, serving_overrides
 from tests.unit.release.fake_helm import CHART_DEFAULTS
@@ -207,10 +208,21 @@ def test_success_conditions_are_judged_like_argo(
         assert condition(text).passes(result) is expected
 
 
-@pytest.mark.parametrize("text", ["result[0] >= 0.5 || true", "asInt(result[0]) > 1", "result > 0", ""])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "result[0] >= 0.5 || true",
+        "asInt(result[0]) > 1",
+        "result > 0",
+        "",
+        "len(result) > 0 && isNaN(result[0])",
+    ],
+)
 def test_unsupported_conditions_are_refused(text: str) -> None:
-    with pytest.raises(Exception, match="unsupported successCondition"):
-        condition(text).passes([1.0])
+    """Refused whatever the result, even when an earlier term would already be false."""
+    for result in ([1.0], []):
+        with pytest.raises(ReleaseError, match="unsupported successCondition"):
+            condition(text).passes(result)
 
 
 def test_durations() -> None:

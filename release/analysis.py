@@ -3,7 +3,8 @@
 It measures the way Argo's AnalysisRun controller does (``analysis/analysis.go``): each metric waits
 ``initialDelay``, then takes a measurement every ``interval`` until ``count`` measurements completed.
 A measurement is Successful or Failed by its ``successCondition``; an empty result vector cannot be
-indexed by ``result[0]`` and is an Error, which does not count and is retried after 10 s. The metric
+indexed by ``result[0]`` and is an Error, which does not count and is retried after 10 s (the chart
+guards it with ``len(result) > 0``, which makes no data a Failed measurement). The metric
 fails once ``failed > failureLimit`` and errs once ``consecutiveErrors > consecutiveErrorLimit``; the
 first failed metric ends the run. Missing data is therefore never a pass: it ends as Error, or as too
 few successful measurements for the evidence rule.
@@ -11,7 +12,6 @@ few successful measurements for the evidence rule.
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 from collections.abc import Callable
@@ -21,7 +21,9 @@ from release.errors import ReleaseError
 from release.evidence import MetricRecord, MetricSpec, Prometheus, fill
 from release.kube import Clock
 
-CONDITION = re.compile(r"^\s*result\[0\]\s*(>=|<=|>|<|==|!=)\s*([-+0-9.eE]+)\s*$")
+# One comparison of a successCondition: `len(result)` or `result[N]` against a number. The chart joins
+# them with `&&` (`len(result) > 0 && result[0] >= 0.99`, the guard Argo's analysis docs advise).
+COMPARISON = re.compile(r"^\s*(?:(len)\(result\)|result\[(\d+)\])\s*(>=|<=|==|!=|>|<)\s*([-+0-9.eE]+)\s*$")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
@@ -34,18 +36,30 @@ ERROR_RETRY_SECONDS = 10.0  # Argo's DefaultErrorRetryInterval
 
 
 def assess(condition: str, values: list[float]) -> str:
-    """Phase of one measurement: Successful, Failed (NaN compares false, as in Argo's expr) or Error."""
-    match = CONDITION.match(condition)
-    if match is None:
+    """Phase of one measurement, as Argo's ``utils/evaluate/evaluate.go`` judges the chart's conditions.
+
+    Terms joined by ``&&`` are evaluated left to right and stop at the first false one. Indexing past
+    the end of the vector cannot be evaluated: an Error (an unguarded ``result[0]`` on no data). NaN
+    fails every comparison but ``!=``, as in Argo's expression language.
+    """
+    terms = [COMPARISON.match(term) for term in condition.split("&&")]
+    if not all(terms):
         raise ReleaseError(
-            f"unsupported successCondition {condition!r} (the loop reads `result[0] OP number`)"
+            f"unsupported successCondition {condition!r} (the loop reads `len(result)` and `result[N]` "
+            "compared with numbers, joined by &&)"
         )
-    if not values:
-        return "Error"
-    value = values[0]
-    if math.isnan(value):
-        return "Failed"
-    return "Successful" if OPERATORS[match.group(1)](value, float(match.group(2))) else "Failed"
+    for match in terms:
+        assert match is not None  # noqa: S101 - checked above, for the type checker
+        length, index, op, threshold = match.groups()
+        if length:
+            value = float(len(values))
+        elif int(index) < len(values):
+            value = values[int(index)]
+        else:
+            return "Error"
+        if not OPERATORS[op](value, float(threshold)):
+            return "Failed"
+    return "Successful"
 
 
 @dataclass

@@ -5,9 +5,6 @@ REAL ``helm template`` renders it: Rollouts (spec replaced, ``metadata.generatio
 as the API server does for a spec change), AnalysisTemplates, ConfigMaps and Deployments; the
 Deployments are ready at once and get one Ready pod per pod template (the Deployment controller's part).
 
-:func:`contract_analysis` stands in for the chart side of CONTRACT.md until the ``analysis`` branch
-lands: when the chart renders no ``<fullname>-analysis`` ConfigMap it adds one of the contract's shape
-and points the Argo AnalysisTemplate and the Rollout's analysis arguments at pod template hashes.
 """
 
 from __future__ import annotations
@@ -18,10 +15,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from release import chart
-from service.metrics import ServiceMetrics
 from tests.fakes.clock import AnyClock
 from tests.unit.release.fake_helm import CHART_DEFAULTS, RecordingFakeHelm
 from tests.unit.release.fake_kube import FakeKube
@@ -34,97 +28,6 @@ KINDS = {
     "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments/",
 }
 PODS = "/api/v1/namespaces/{ns}/pods/"
-
-
-def route_label() -> str:
-    """The service's route label: ``endpoint`` until the ``analysis`` branch renames it ``route``."""
-    labels = ServiceMetrics("m", "1", "r", CollectorRegistry()).http_requests._labelnames
-    return "route" if "route" in labels else "endpoint"
-
-
-def contract_analysis(
-    values: dict[str, Any], release: str, objects: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """``objects`` with the analysis ConfigMap of CONTRACT.md, when the chart does not render it yet."""
-    name = chart.suffixed(values, release, "analysis")
-    strategy = chart.dig(values, "rollout.strategy")
-    analysis = chart.dig(values, "rollout.analysis", {})
-    if strategy == "rollingUpdate" or not analysis.get("enabled"):
-        return objects
-    if any(obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == name for obj in objects):
-        return objects
-    argo = chart.dig(values, "rollout.provider") == "argo"
-    track_label = "rollouts_pod_template_hash" if argo else "housing_io_track"
-    selector = (
-        f'job="{chart.suffixed(values, release, "metrics")}", namespace="{NAMESPACE}", '
-        f'model_name="{chart.dig(values, "model.name")}"'
-    )
-    predict = f'{route_label()}=~"{values.get("predictEndpointRegex", "/predict.*")}"'
-    window = analysis.get("window", "2m")
-    candidate = f'{selector}, {track_label}="{{{{args.candidate-track}}}}", {predict}'
-    common = {
-        "interval": analysis["interval"],
-        "count": analysis["count"],
-        "failureLimit": analysis["failureLimit"],
-        "consecutiveErrorLimit": analysis["consecutiveErrorLimit"],
-        "initialDelay": analysis["initialDelay"],
-    }
-    metrics = [
-        {
-            "name": "success-rate",
-            "query": (
-                f'sum(rate(housing_http_requests_total{{{candidate}, status_code!~"5.."}}[{window}])) / '
-                f"sum(rate(housing_http_requests_total{{{candidate}}}[{window}]))"
-            ),
-            "successCondition": f"result[0] >= {analysis['successRate']['min']}",
-            **common,
-        }
-    ]
-    spec = {
-        "trackLabel": track_label,
-        "metrics": metrics,
-        "evidence": {
-            "requestsQuery": (
-                f'sum(increase(housing_http_requests_total{{{selector}, {track_label}="{{{{args.track}}}}", '
-                f"{predict}}}[{{{{args.range}}}}]))"
-            ),
-            "minRequests": int(analysis.get("minRequests", 200)),
-            "minMeasurements": int(analysis.get("minMeasurements", 3)),
-        },
-    }
-    config_map = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/component": "analysis"}},
-        "data": {"analysis.json": json.dumps(spec)},
-    }
-    result = [*objects, config_map]
-    if argo:
-        args = [
-            {"name": "candidate-track", "valueFrom": {"podTemplateHashValue": "Latest"}},
-            {"name": "stable-track", "valueFrom": {"podTemplateHashValue": "Stable"}},
-        ]
-        address = analysis["prometheusAddress"]
-        for obj in result:
-            if obj["kind"] == "AnalysisTemplate" and obj["metadata"]["name"] == name:
-                obj["spec"]["args"] = [{"name": "candidate-track"}, {"name": "stable-track"}]
-                obj["spec"]["metrics"] = [
-                    {
-                        "name": metric["name"],
-                        "successCondition": metric["successCondition"],
-                        **common,
-                        "provider": {"prometheus": {"address": address, "query": metric["query"]}},
-                    }
-                    for metric in metrics
-                ]
-            if obj["kind"] == "Rollout":
-                strategy_spec = obj["spec"]["strategy"]
-                ref = strategy_spec.get("canary", {}).get("analysis") or strategy_spec.get(
-                    "blueGreen", {}
-                ).get("prePromotionAnalysis")
-                if ref is not None:
-                    ref["args"] = args
-    return result
 
 
 def template_hash(template: dict[str, Any]) -> str:

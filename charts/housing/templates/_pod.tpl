@@ -1,6 +1,8 @@
 {{/*
 Pod template of the serving container, shared by the Deployment, the Rollout and the native tracks.
-Usage: include "housing.podTemplate" (dict "root" $ "track" "stable" "tag" $tag)
+Usage: include "housing.podTemplate" (dict "root" $ "track" "stable" "tag" $tag "hashLabel" "pod-template-hash")
+`hashLabel` is the label its controller puts on every pod of one revision: `pod-template-hash` for a
+Deployment, `rollouts-pod-template-hash` for an Argo Rollout (whose pods lack the former).
 */}}
 {{- define "housing.podTemplate" -}}
 {{- $root := .root }}
@@ -123,8 +125,9 @@ spec:
       labelSelector:
         matchLabels:
           {{- include "housing.serverSelectorLabels" $root | nindent 10 }}
+      # Spread each revision on its own, not old and new pods together.
       matchLabelKeys:
-        - pod-template-hash
+        - {{ .hashLabel }}
   {{- end }}
   {{- with $values.nodeSelector }}
   nodeSelector:

@@ -25,7 +25,7 @@ from release.helm import Helm
 from release.kube import Clock, connect
 from service.metrics import ServiceMetrics
 from tests.fakes.clock import AnyClock, ScaledClock
-from tests.fakes.cluster import contract_analysis, serve_chart
+from tests.fakes.cluster import serve_chart
 from tests.support import REPO_ROOT, free_port, prometheus_server, require_tool
 from tests.unit.release.fake_helm import RecordingFakeHelm
 from tests.unit.release.fake_kube import FakeKube
@@ -110,9 +110,7 @@ def cluster_with(
 
 
 def serve(fake: FakeKube, cluster: Cluster, helm: RecordingFakeHelm, clock: AnyClock | None = None) -> None:
-    """Every Helm change lands in the fake API as the real chart renders it (plus the contract's
-    analysis ConfigMap until the chart has it)."""
-    helm.rendered = lambda values, objects: contract_analysis(values, cluster.release, objects)
+    """Every Helm change lands in the fake API as the real chart renders it."""
     serve_chart(
         fake,
         helm,

@@ -27,7 +27,7 @@ from tests.integration.release.conftest import (
     version_tags,
     wait_for_series,
 )
-from tests.unit.release.fake_helm import CHART_DEFAULTS, RecordingFakeHelm
+from tests.unit.release.fake_helm import RecordingFakeHelm
 from tests.unit.release.fake_kube import FakeKube, Request, Response
 from training.config import TrainingSettings
 
@@ -82,11 +82,9 @@ def installed(training: TrainingSettings, prometheus: str, strategy: dict[str, A
         "consecutiveErrorLimit": 4,
         "window": "30s",
     }
-    defaults = CHART_DEFAULTS["rollout"]["analysis"]
-    if "stableModelVersion" in defaults:  # the chart before the `analysis` branch still requires it
-        analysis["stableModelVersion"] = "1"
-    if "load" in defaults:  # the in-cluster load Job is no part of these tests: the exporters get traffic
-        analysis["load"] = {"enabled": False}
+    # The in-cluster load Job is no part of these tests (the fake runs no Job-provider metric): the
+    # exporters get the traffic.
+    analysis["load"] = {"enabled": False}
     return {
         "image": {"repository": REPOSITORY, "tag": "1-aaa"},
         "model": {"name": training.model_name, "version": "1"},

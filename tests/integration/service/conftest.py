@@ -321,11 +321,11 @@ print(target.tag)
 
 
 def requests_counted(base_url: str) -> Counter[tuple[str, str]]:
-    """The server's housing_http_requests_total by (endpoint, status_code), from its /metrics."""
+    """The server's housing_http_requests_total by (route, status_code), from its /metrics."""
     counts: Counter[tuple[str, str]] = Counter()
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "housing_http_requests_total":
-                counts[sample.labels["endpoint"], sample.labels["status_code"]] += int(sample.value)
+                counts[sample.labels["route"], sample.labels["status_code"]] += int(sample.value)
     return counts

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.unit
 
 CANARY = {
     "image": {"tag": "3-ccc"},
-    "rollout": {"strategy": "canary", "analysis": {"stableModelVersion": "2"}},
+    "rollout": {"strategy": "canary"},
 }
 
 

@@ -146,8 +146,14 @@ def test_one_measurement_is_judged_as_argo_judges_it() -> None:
     assert assess("result[0] >= 0.99", [0.9]) == "Failed"
     assert assess("result[0] >= 0.99", [float("nan")]) == "Failed"
     assert assess("result[0] <= 0.25", []) == "Error"
+    # The chart's guarded form (docs/features/analysis.md): no data is a failed measurement, never a pass.
+    guarded = "len(result) > 0 && result[0] >= 0.99"
+    assert assess(guarded, [0.995]) == "Successful"
+    assert assess(guarded, []) == "Failed"
+    assert assess(guarded, [float("nan")]) == "Failed"
+    assert assess("len(result) > 0 && result[0] != 1", [float("nan")]) == "Successful"
     with pytest.raises(ReleaseError, match="unsupported successCondition"):
-        assess("len(result) > 0", [1.0])
+        assess("result[0] >= 0.99 || true", [1.0])
 
 
 def test_durations() -> None:

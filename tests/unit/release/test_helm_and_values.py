@@ -92,10 +92,6 @@ def test_argo_canary_release_values_render_the_new_image_and_no_stable_version(
     helm: Helm, cluster: Cluster
 ) -> None:
     installed: dict[str, Any] = {"image": {"tag": "1-aaa"}, "rollout": {"strategy": "canary"}}
-    if (
-        "stableModelVersion" in CHART_DEFAULTS["rollout"]["analysis"]
-    ):  # the chart before the `analysis` branch
-        installed = chart.merge(installed, chart.nested("rollout.analysis.stableModelVersion", "1"))
     driver = ArgoCanary(cluster, chart.merge(CHART_DEFAULTS, installed))
     overrides = driver.overrides("localhost/housing-service:2-bbb", "2")
     assert "stableModelVersion" not in str(overrides)  # CONTRACT.md: tracks come from pods

@@ -54,12 +54,12 @@ async def http(api: PredictionAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def counted(api: PredictionAPI) -> Counter[tuple[str, str]]:
-    """housing_http_requests_total by (endpoint, status_code)."""
+    """housing_http_requests_total by (route, status_code)."""
     counts: Counter[tuple[str, str]] = Counter()
     for family in api.metrics.http_requests.collect():
         for sample in family.samples:
             if sample.name.endswith("_total"):
-                counts[sample.labels["endpoint"], sample.labels["status_code"]] += int(sample.value)
+                counts[sample.labels["route"], sample.labels["status_code"]] += int(sample.value)
     return counts
 
 

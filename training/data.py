@@ -172,6 +172,7 @@ def load_dataset(
     """
     example = example or load_example(DEFAULT_EXAMPLE)
     source_spec, task = example.spec.dataset, example.spec.task
+    given = path is not None
     path = path or example.default_csv()
     if path is None:
         assert source_spec.sklearn is not None  # noqa: S101 - DatasetSource holds exactly one source
@@ -188,9 +189,10 @@ def load_dataset(
     missing = [column for column in [*features, target] if column not in raw.columns]
     if missing:
         hint = "the raw layout its prepare hook knows, or " if prepare is not None else ""
+        origin = f"; {source} came from --data / HOUSING_DATA_PATH" if given else ""
         raise DataError(
             f"data lacks columns {missing}; expected {hint}the columns {[*features, target]} "
-            f"(found {list(raw.columns)})"
+            f"of example {example.spec.name!r} (found {list(raw.columns)}){origin}"
         )
     raw = raw.reset_index(drop=True)
     feature_frame = _numeric(raw, features)

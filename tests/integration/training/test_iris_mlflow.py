@@ -100,6 +100,11 @@ def test_iris_trains_registers_gates_and_records_its_contract(
     assert float(rejected.tags["promotion.diff"]) > 0
     assert float(rejected.tags["promotion.ci_low"]) > 0
 
+    # `housing promote` runs the same log-loss gate: refused with exit 5, production untouched.
+    result = CliRunner().invoke(app, ["promote", "--example", "iris", "--version", "2"], env=env)
+    assert result.exit_code == 5, result.output
+    assert client.get_model_version_by_alias("iris-species", "production").version == "1"
+
     result = CliRunner().invoke(app, ["models", "--example", "iris", "--json"], env=env)
     assert result.exit_code == 0, result.output
     listed = {row["version"]: row for row in json.loads(result.stdout)}

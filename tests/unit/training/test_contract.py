@@ -137,3 +137,21 @@ def test_request_model_of_the_housing_example_keeps_californias_box() -> None:
     model.model_validate(row)
     with pytest.raises(ValidationError, match="Latitude"):
         model.model_validate(row | {"Latitude": 45.0})
+
+
+def test_contracts_is_the_bottom_layer() -> None:
+    """Importing every contracts module loads none of the project's other packages, nor numpy/pandas."""
+    import subprocess
+    import sys
+
+    from tests.support import REPO_ROOT
+
+    probe = (
+        "import sys, contracts.artifacts, contracts.model, contracts.request\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'training', 'service', 'load', 'release', 'examples', 'numpy', 'pandas'}))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert completed.stdout.strip() == "[]"

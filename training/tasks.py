@@ -70,8 +70,15 @@ RMSE = Metric("rmse", "RMSE", higher_is_better=False, per_row=_squared_error, fi
 MAE = Metric("mae", "MAE", higher_is_better=False, per_row=_absolute_error)
 LOG_LOSS = Metric("log_loss", "log-loss", higher_is_better=False, per_row=_log_loss)
 ACCURACY = Metric("accuracy", "accuracy", higher_is_better=True, per_row=_correct)
-LABELS = {"rmse": "RMSE", "mae": "MAE", "r2": "R2", "log_loss": "log-loss", "accuracy": "accuracy"}
-LABELS["f1_macro"] = "macro F1"
+# How tables and reasons name each metric.
+LABELS = {
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "r2": "R2",
+    "log_loss": "log-loss",
+    "accuracy": "accuracy",
+    "f1_macro": "macro F1",
+}
 # Metrics reported for every candidate and version, in table order.
 REPORTED: dict[str, tuple[str, ...]] = {
     "regression": ("rmse", "mae", "r2"),

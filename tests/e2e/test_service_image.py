@@ -21,13 +21,13 @@ import httpx
 import pytest
 import yaml
 
+from contracts.artifacts import GOLDEN_SET_FILE, GoldenSet
 from tests.chart.helm import CHART_DIR, helm_binary
 from tests.e2e import test_images
 from tests.e2e.test_images import UV_BASE_IMAGE
 from tests.integration.service import conftest as service_fixtures
 from tests.integration.service.conftest import RegisteredModel, run_cli, service_env
 from tests.support import VENV_BIN, free_port
-from training.artifacts import GOLDEN_SET_FILE, GoldenSet
 
 # Fixtures shared with the training image and service tests, made visible to this module by name.
 container_tools = test_images.container_tools

@@ -34,7 +34,8 @@ ContextOption = Annotated[
 ]
 ValuesOption = Annotated[
     list[Path] | None,
-    typer.Option("--values", "-f", exists=True, dir_okay=False, help="Extra Helm values file (repeatable)."),
+    # Existence is checked by ReleaseSettings (one `error:` line, exit 2), not by click's usage error.
+    typer.Option("--values", "-f", help="Extra Helm values file (repeatable)."),
 ]
 TimeoutOption = Annotated[
     float | None, typer.Option("--timeout", help="Seconds to wait [env: HOUSING_RELEASE_TIMEOUT_SECONDS].")
@@ -66,10 +67,9 @@ def cluster_for(
         release_name=helm_release,
         kube_context=kube_context,
         timeout_seconds=timeout,
+        extra_values_files=values or (),
         **more,
     )
-    if values:
-        settings = settings.model_copy(update={"values_files": [*settings.values_files, *values]})
     return Cluster(settings, Helm.from_settings(settings), connect(settings), say)
 
 

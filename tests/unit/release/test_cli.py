@@ -172,3 +172,51 @@ def test_values_files_from_the_command_line_come_after_the_environments(
     monkeypatch.setenv("HOUSING_RELEASE_VALUES_FILES", json.dumps([str(tmp_path / "gone.yaml")]))
     with pytest.raises(ConfigError, match=r"^invalid setting HOUSING_RELEASE_VALUES_FILES\.0: Path does not"):
         load_settings(extra_values_files=[tmp_path / "cli.yaml"])
+
+
+def test_deploy_refuses_a_strategy_switch_that_would_replace_the_serving_deployment(
+    fake: FakeKube, cli_env: dict[str, str]
+) -> None:
+    """A rollingUpdate release (Deployment ``housing``) asked to become an Argo canary (Rollout
+    ``housing``): Helm would delete the Deployment while the Rollout's pods still load."""
+    fake.serve_group("argoproj.io/v1alpha1", {"Rollout": "rollouts", "AnalysisTemplate": "analysistemplates"})
+    fake.serve_group(
+        "monitoring.coreos.com/v1", {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
+    )
+    fake.install_helm_release(
+        "housing", 4, CHART_DEFAULTS, {"image": {"repository": "localhost/housing-service", "tag": "3-ccc"}}
+    )
+    labels = {
+        "app.kubernetes.io/name": "housing",
+        "app.kubernetes.io/instance": "housing",
+        "app.kubernetes.io/component": "server",
+    }
+    fake.put(
+        "/apis/apps/v1/namespaces/housing/deployments/housing",
+        {"metadata": {"name": "housing", "labels": labels}, "spec": {"replicas": 2}},
+    )
+    secrets_before = [path for path in fake.objects if "/secrets/" in path]
+
+    code, out, err = invoke(
+        cli_env,
+        "deploy",
+        "--strategy",
+        "canary",
+        "--provider",
+        "argo",
+        "--image",
+        "localhost/housing-service:4-ddd",
+    )
+
+    assert code == 6, err
+    assert out == "deploying localhost/housing-service:4-ddd (model v4) as canary/argo\n"
+    assert err == (
+        "error: refusing to replace the serving workload(s) Deployment/housing with Rollout/housing: Helm "
+        "would delete the running pods before the new ones are ready (an outage). Switch safely: 1) kubectl "
+        "-n housing annotate deployment/housing helm.sh/resource-policy=keep (Helm then leaves it running "
+        "and this check lets the upgrade through); 2) run the upgrade again; 3) wait until the new workload "
+        "is ready and serving; 4) kubectl -n housing delete deployment/housing\n"
+    )
+    # Refused before `helm upgrade`: no new release record, nothing written to the cluster.
+    assert [path for path in fake.objects if "/secrets/" in path] == secrets_before
+    assert fake.made("POST") == fake.made("PUT") == fake.made("PATCH") == []

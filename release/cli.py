@@ -173,8 +173,14 @@ def rollout_promote(
     helm_release: HelmReleaseOption = None,
     kube_context: ContextOption = None,
 ) -> None:
-    """Argo: next step / promote the preview. Native: the candidate takes all traffic (helm upgrade)."""
-    say(_rollout_driver(namespace, helm_release, kube_context).promote(full=full))
+    """Argo: next step / promote the preview. Native: the candidate takes all traffic (helm upgrade).
+
+    Native blue/green: the preview is scaled to the active colour's size first, then the Service switches;
+    the command then waits scaleDownDelaySeconds and scales the old colour down (Ctrl-C leaves it running).
+    """
+    driver = _rollout_driver(namespace, helm_release, kube_context)
+    say(driver.promote(full=full))
+    driver.settle()
 
 
 @rollout_app.command("abort")

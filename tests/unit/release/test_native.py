@@ -5,6 +5,7 @@ the fake Helm."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from release.errors import ReleaseError
 from release.helm import Helm
 from release.kube import Kube
 from tests.fakes.clock import ManualClock
-from tests.fakes.cluster import selected_colour, serve_chart
+from tests.fakes.cluster import ready_deployment, selected_colour, serve_chart
 from tests.unit.release.fake_helm import CHART_DEFAULTS, RecordingFakeHelm
 from tests.unit.release.fake_kube import FakeKube
 from training.cli import app
@@ -151,10 +152,17 @@ SWITCHING: dict[str, Any] = {**BLUE_GREEN, "replicaCount": 3}
 
 
 def served_blue_green(
-    fake: FakeKube, settings: ReleaseSettings, kube: Kube, installed: dict[str, Any]
+    fake: FakeKube,
+    settings: ReleaseSettings,
+    kube: Kube,
+    installed: dict[str, Any],
+    scale_up_seconds: float = 0.0,
 ) -> tuple[Cluster, RecordingFakeHelm, list[str], list[tuple[str, int]], ManualClock]:
     """A Cluster whose every Helm change lands in the fake API as the real chart renders it; after each
-    change, records the colour the main Service selects and that colour's ready pods."""
+    change, records the colour the main Service selects and that colour's ready pods.
+
+    ``scale_up_seconds``: a Deployment given more replicas keeps its old ready count for that many real
+    seconds (new pods start and load their model), whatever Helm applies meanwhile."""
     lines: list[str] = []
     target, helm = cluster(fake, settings, kube, installed)
     target.log = lines.append
@@ -165,14 +173,32 @@ def served_blue_green(
     assert applied is not None
     serving: list[tuple[str, int]] = []
 
+    starting: dict[str, int] = {}  # Deployment path -> ready pods while its new pods start
+
     def record(values: dict[str, Any]) -> None:
+        before = {path: obj["spec"].get("replicas", 1) for path, obj in deployments(fake)}
         applied(values)
+        for path, obj in deployments(fake):
+            if scale_up_seconds and path in before and obj["spec"].get("replicas", 1) > before[path]:
+                starting[path] = before[path]
+                threading.Timer(scale_up_seconds, started, [path]).start()
+            if path in starting:
+                obj["status"] |= {"readyReplicas": starting[path], "availableReplicas": starting[path]}
         serving.append(selected_colour(fake))
         lines.append(f"[serving {serving[-1][0]} with {serving[-1][1]} ready pods]")
+
+    def started(path: str) -> None:
+        with fake.lock:
+            del starting[path]
+            ready_deployment(fake, fake.objects[path], clock)
 
     helm.on_change = record
     serving.append(selected_colour(fake))
     return target, helm, lines, serving, clock
+
+
+def deployments(fake: FakeKube) -> list[tuple[str, dict[str, Any]]]:
+    return [(path, obj) for path, obj in fake.objects.items() if path.startswith(f"{DEPLOYMENTS}/")]
 
 
 def blue_green_of(helm: RecordingFakeHelm) -> dict[str, Any]:
@@ -231,6 +257,16 @@ def test_blue_green_promotion_scales_the_preview_up_then_switches_then_scales_th
     # A second settle has nothing left to do.
     driver.settle()
     assert len(helm.calls) == 3
+
+
+def test_the_switch_waits_until_the_scaled_up_preview_is_ready(
+    fake: FakeKube, settings: ReleaseSettings, kube: Kube
+) -> None:
+    """Green's 2 new pods take 0.5 s to become ready: the Service must not switch before."""
+    target, _, lines, serving, _ = served_blue_green(fake, settings, kube, SWITCHING, scale_up_seconds=0.5)
+    installed_driver(target).promote(full=False)
+    assert serving == [("blue", 3), ("blue", 3), ("green", 3)]
+    assert "Deployment housing-green is ready (3/3 available, image localhost/housing-service:2-bbb)" in lines
 
 
 def test_an_idle_colour_already_at_full_size_switches_without_a_scale_up(

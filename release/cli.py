@@ -209,13 +209,13 @@ def rollout_retry(
 @handle_errors
 def rollout_undo(
     to_revision: Annotated[
-        int | None, typer.Option("--to-revision", help="Argo: Rollout revision; native: Helm revision.")
+        int | None, typer.Option("--to-revision", help="Helm revision (default: the previous one).")
     ] = None,
     namespace: NamespaceOption = None,
     helm_release: HelmReleaseOption = None,
     kube_context: ContextOption = None,
 ) -> None:
-    """Back to the previous version. Argo: the previous ReplicaSet's template; otherwise helm rollback."""
+    """Back to the previous version with helm rollback (Helm stays the only writer of the workload)."""
     say(_rollout_driver(namespace, helm_release, kube_context).undo(to_revision))
 
 

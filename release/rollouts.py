@@ -3,7 +3,10 @@
 - promote: clear ``status.pauseConditions`` and ``spec.paused`` (or, mid-analysis, advance
   ``status.currentStepIndex``); ``--full`` sets ``status.promoteFull``.
 - abort: ``status.abort = true``; retry: ``status.abort = false``.
-- undo: ``spec.template`` back to the template of the previous revision's ReplicaSet.
+
+``undo`` is not here: ``kubectl argo rollouts undo`` patches ``spec.template``, a field Helm owns (Helm 4
+applies server-side), so the next ``helm upgrade`` would conflict with it or undo it. Undo goes through
+``helm rollback`` (the drivers' ``undo``), so the chart stays the only writer of the Rollout's spec.
 """
 
 from __future__ import annotations
@@ -11,12 +14,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from release.errors import ReleaseError
-from release.kube import JSON_PATCH, MERGE_PATCH, Kube
+from release.kube import MERGE_PATCH, Kube
 
 GROUP = "argoproj.io"
 VERSION = "v1alpha1"
-REVISION_ANNOTATION = "rollout.argoproj.io/revision"
 POD_HASH_LABEL = "rollouts-pod-template-hash"
 
 
@@ -87,49 +88,6 @@ class Rollouts:
         """``kubectl argo rollouts retry rollout`` (cmd/retry/retry.go): clear ``status.abort``."""
         self._patch(name, {"status": {"abort": False}}, status=True)
         return f"Rollout {name} retried: the update to the new version starts again"
-
-    def replica_sets(self, rollout: dict[str, Any]) -> list[dict[str, Any]]:
-        labels = rollout["spec"]["selector"]["matchLabels"]
-        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-        listing = self.kube.json(
-            lambda: self.kube.apps.list_namespaced_replica_set(
-                self.kube.namespace, label_selector=selector, _preload_content=False
-            ),
-            f"list ReplicaSets of Rollout {rollout['metadata']['name']}",
-        )
-        uid = rollout["metadata"].get("uid")
-        return [
-            rs
-            for rs in listing.get("items", [])
-            if any(owner.get("uid") == uid for owner in rs["metadata"].get("ownerReferences", []))
-        ]
-
-    def undo(self, name: str, to_revision: int | None) -> str:
-        rollout = self.get(name)
-        by_revision = {
-            int(rs["metadata"].get("annotations", {}).get(REVISION_ANNOTATION, 0)): rs
-            for rs in self.replica_sets(rollout)
-        }
-        current = int(rollout["metadata"].get("annotations", {}).get(REVISION_ANNOTATION, 0))
-        if to_revision is None:
-            older = [revision for revision in by_revision if revision < current]
-            if not older:
-                raise ReleaseError(f"Rollout {name} has no revision before {current} to go back to")
-            to_revision = max(older)
-        if to_revision not in by_revision:
-            raise ReleaseError(f"Rollout {name} has no ReplicaSet of revision {to_revision}")
-        template = json.loads(json.dumps(by_revision[to_revision]["spec"]["template"]))
-        template.get("metadata", {}).get("labels", {}).pop(POD_HASH_LABEL, None)
-        self._patch(
-            name,
-            [{"op": "replace", "path": "/spec/template", "value": template}],
-            status=False,
-            content_type=JSON_PATCH,
-        )
-        return (
-            f"Rollout {name} rolled back to revision {to_revision}; Helm still records the newer image, "
-            "so the next `helm upgrade` must name the version you want"
-        )
 
     def analysis_runs(self, rollout: dict[str, Any], pod_hash: str | None = None) -> list[dict[str, Any]]:
         """The AnalysisRuns the Rollout owns (of one pod template hash), oldest first."""

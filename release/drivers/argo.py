@@ -223,7 +223,11 @@ class ArgoDriver(ABC):
         return self.rollouts.retry(self.name)
 
     def undo(self, to_revision: int | None) -> str:
-        return self.rollouts.undo(self.name, to_revision)
+        # Through Helm, not by patching spec.template as `kubectl argo rollouts undo` does: Helm owns that
+        # field (server-side apply), and the next upgrade would fight the patch. Argo then rolls back to
+        # the earlier ReplicaSet as it does for any template change (fast if still within its window).
+        self.cluster.helm.rollback(self.cluster.release, to_revision)
+        return f"helm rollback {self.cluster.release} {to_revision or '(previous revision)'} done"
 
     def status(self) -> list[str]:
         rollout = self.rollouts.get(self.name)

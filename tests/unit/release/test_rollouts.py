@@ -7,8 +7,13 @@ from typing import Any
 
 import pytest
 
+from release.cluster import Cluster
+from release.config import ReleaseSettings
+from release.drivers import installed_driver
+from release.helm import Helm
 from release.kube import Kube
 from release.rollouts import Rollouts, describe_rollout, set_weight
+from tests.unit.release.fake_helm import RecordingFakeHelm
 from tests.unit.release.fake_kube import FakeKube
 
 pytestmark = pytest.mark.unit
@@ -126,50 +131,6 @@ def test_retry_clears_status_abort(fake: FakeKube, kube: Kube) -> None:
     )
 
 
-def add_replica_set(fake: FakeKube, owner_uid: str, revision: int, image: str, pod_hash: str) -> None:
-    fake.put(
-        f"/apis/apps/v1/namespaces/housing/replicasets/housing-{pod_hash}",
-        {
-            "metadata": {
-                "name": f"housing-{pod_hash}",
-                "labels": dict(SELECTOR) | {"rollouts-pod-template-hash": pod_hash},
-                "annotations": {"rollout.argoproj.io/revision": str(revision)},
-                "ownerReferences": [{"kind": "Rollout", "name": "housing", "uid": owner_uid}],
-            },
-            "spec": {"template": pod_template(image, pod_hash)},
-        },
-    )
-
-
-def test_undo_puts_back_the_previous_revisions_template(fake: FakeKube, kube: Kube) -> None:
-    uid = fake.put(ROLLOUT_PATH, rollout(currentStepIndex=6, phase="Healthy"))["metadata"]["uid"]
-    add_replica_set(fake, uid, 1, "localhost/housing-service:1-aaa", "h1")
-    add_replica_set(fake, uid, 2, "localhost/housing-service:2-bbb", "h2")
-    add_replica_set(fake, uid, 3, "localhost/housing-service:3-ccc", "h3")
-    add_replica_set(fake, "someone-else", 9, "other:9-x", "h9")
-    message = Rollouts(kube).undo("housing", None)
-    [listing] = fake.made("GET", "/replicasets")
-    assert listing.query["labelSelector"] == [
-        "app.kubernetes.io/component=server,app.kubernetes.io/instance=housing,app.kubernetes.io/name=housing"
-    ]
-    [patch] = fake.made("PATCH")
-    assert (patch.path, patch.content_type) == (ROLLOUT_PATH, "application/json-patch+json")
-    assert patch.body == [
-        {"op": "replace", "path": "/spec/template", "value": pod_template("localhost/housing-service:2-bbb")}
-    ]
-    assert message.startswith("Rollout housing rolled back to revision 2")
-
-
-def test_undo_to_a_missing_revision_fails_clearly(fake: FakeKube, kube: Kube) -> None:
-    uid = fake.put(ROLLOUT_PATH, rollout())["metadata"]["uid"]
-    add_replica_set(fake, uid, 3, "localhost/housing-service:3-ccc", "h3")
-    with pytest.raises(Exception, match="has no revision before 3"):
-        Rollouts(kube).undo("housing", None)
-    with pytest.raises(Exception, match="has no ReplicaSet of revision 7"):
-        Rollouts(kube).undo("housing", 7)
-    assert fake.made("PATCH") == []
-
-
 def test_status_shows_step_weight_pause_and_analysis_measurements(fake: FakeKube, kube: Kube) -> None:
     uid = fake.put(
         ROLLOUT_PATH,
@@ -239,3 +200,19 @@ def test_set_weight_follows_the_steps() -> None:
         60,
         100,
     ]
+
+
+def test_undo_goes_through_helm_and_never_patches_the_rollouts_template(
+    fake: FakeKube, kube: Kube, settings: ReleaseSettings
+) -> None:
+    # `kubectl argo rollouts undo` patches spec.template (pkg/kubectl-argo-rollouts/cmd/undo/undo.go),
+    # a field Helm owns under server-side apply: the next upgrade would conflict with it or revert it.
+    fake.put(ROLLOUT_PATH, rollout(currentStepIndex=6, phase="Healthy"))
+    helm = RecordingFakeHelm(
+        Helm.from_settings(settings), {"image": {"tag": "3-ccc"}, "rollout": {"strategy": "canary"}}
+    )
+    driver = installed_driver(Cluster(settings, helm, kube, lambda _: None))
+    assert driver.undo(None) == "helm rollback housing (previous revision) done"
+    assert driver.undo(2) == "helm rollback housing 2 done"
+    assert helm.calls == [("rollback", None), ("rollback", 2)]
+    assert fake.made("PATCH") == []

@@ -19,6 +19,7 @@ SUITE_OF_FOLDER = {"unit": "unit", "integration": "integration", "e2e": "e2e", "
 # (directly or through another fixture), first match wins: `--dist loadgroup` runs a group on one
 # worker, so each is made once rather than once per worker.
 SHARED_SESSION_FIXTURES = {
+    "base_images": "e2e-images",  # tests/e2e/conftest.py: podman's store, tags and pod names are shared
     "registered_model": "service-model",  # bento_tag, served, ... build on it
     "model": "reliability-model",  # tests/integration/reliability/conftest.py
     "mlflow_url": "mlflow-server",

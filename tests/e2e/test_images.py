@@ -4,36 +4,26 @@ the way the chart and k8s/ run it: non-root, read-only root filesystem, all capa
 as the `housing` CLI and as the MLflow tracking server."""
 
 import json
-import os
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import FAST_CANDIDATES, write_params
-from tests.support import REPO_ROOT, VENV_BIN, free_port, require_tool, unavailable
+from tests.e2e.conftest import TEST_CA_NAME, BuiltImage
+from tests.support import REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 BASE_IMAGE = "localhost/debian-python:bookworm"
 UV_BASE_IMAGE = "localhost/debian-python-uv:bookworm"
-TEST_CA_NAME = "housing-e2e-test-ca"
 # The pod settings of k8s/ and the chart: numeric non-root user, read-only root, scratch /tmp.
 RESTRICTED = [
     "--user", "10001:0", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",  # noqa: S108 - container path
     "--security-opt", "no-new-privileges",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class BuiltImage:
-    ref: str
-    ca_pem: str
-    build_seconds: float
 
 
 def _podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -45,51 +35,6 @@ def _inspect(ref: str) -> dict[str, object]:
     assert result.returncode == 0, result.stderr
     [image] = json.loads(result.stdout)
     return dict(image)
-
-
-@pytest.fixture(scope="module")
-def container_tools() -> None:
-    for tool in ("podman", "buildah", "debootstrap", "openssl"):
-        require_tool(tool)
-    if os.geteuid() != 0:
-        unavailable("the image builds need rootful podman (run as root, see ENVIRONMENT.md)")
-
-
-@pytest.fixture(scope="module")
-def base_images(container_tools: None) -> str:
-    """Both local base images; the script keeps images that already exist."""
-    result = subprocess.run(
-        ["bash", str(REPO_ROOT / "scripts" / "build-base-image.sh")],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return UV_BASE_IMAGE
-
-
-@pytest.fixture(scope="module")
-def training_image(base_images: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
-    scratch = tmp_path_factory.mktemp("ca")
-    key, cert = scratch / "ca.key", scratch / "ca.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", f"/CN={TEST_CA_NAME}", "-keyout", str(key), "-out", str(cert)],
-        capture_output=True, check=True, timeout=60,
-    )  # fmt: skip
-    ref = "localhost/housing-training:0-e2etest"
-    started = time.monotonic()
-    result = subprocess.run(
-        [str(VENV_BIN / "housing"), "images", "--only", "training", "--backend", "podman",
-         "--registry", "localhost", "--model-version", "0", "--git-sha", "e2etest",
-         "--base-image", base_images, "--network", "host", "--ca-bundle", str(cert)],
-        capture_output=True, text=True, timeout=1800, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == ref
-    yield BuiltImage(ref=ref, ca_pem=cert.read_text(), build_seconds=time.monotonic() - started)
-    _podman("rmi", ref)
 
 
 def test_base_images_have_python_uv_and_the_machine_ca(base_images: str) -> None:

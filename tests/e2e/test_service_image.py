@@ -24,15 +24,12 @@ import yaml
 
 from contracts.artifacts import GOLDEN_SET_FILE, GoldenSet
 from tests.chart.helm import CHART_DIR, helm_binary
-from tests.e2e import test_images
 from tests.e2e.test_images import BASE_IMAGE
 from tests.integration.service import conftest as service_fixtures
 from tests.integration.service.conftest import RegisteredModel, run_cli, service_env
 from tests.support import VENV_BIN, free_port
 
-# Fixtures shared with the training image and service tests, made visible to this module by name.
-container_tools = test_images.container_tools
-base_images = test_images.base_images
+# Fixtures shared with the service tests, made visible to this module by name.
 registered_model = service_fixtures.registered_model
 bentoml_home = service_fixtures.bentoml_home
 

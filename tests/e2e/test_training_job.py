@@ -20,13 +20,7 @@ import pytest
 import yaml
 
 from tests.chart.helm import CHART_DIR, helm_binary
-from tests.e2e import test_images
-from tests.e2e.test_images import BuiltImage
-
-# The training image and its prerequisites, shared with the image tests by name.
-container_tools = test_images.container_tools
-base_images = test_images.base_images
-training_image = test_images.training_image
+from tests.e2e.conftest import BuiltImage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

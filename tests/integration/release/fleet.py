@@ -149,21 +149,24 @@ class Targets:
 class Kubelet:
     """Readiness probes of real processes, written into the fake API's pods and Deployments.
 
-    ``bind(label, value, server)``: pods carrying ``label=value`` run in ``server``. A prober thread
-    asks each bound server's ``/readyz`` every ``period`` seconds; a hook of the fake API server
-    writes the last answers into pod and Deployment status before each request is served, so the
-    loop never reads a readiness the probes did not report (Deployments the chart renders are Ready
-    at once in tests/fakes/cluster.py until this corrects them).
+    ``bind(label, value, server, on_pod)``: pods carrying ``label=value`` run in ``server``;
+    ``on_pod`` runs once the first such pod exists (it is then scraped and can get traffic). A prober
+    thread asks each bound server's ``/readyz`` every ``period`` seconds and writes the answers into
+    pod and Deployment status; a hook of the fake API server does the same before each request, so
+    the loop never reads a readiness the probes did not report (tests/fakes/cluster.py makes the
+    chart's Deployments Ready at once until this corrects them).
     """
 
-    def __init__(self, fake: FakeKube, clock: AnyClock, namespace: str, period: float = 0.5) -> None:
-        self.fake, self.clock, self.namespace, self.period = fake, clock, namespace, period
+    def __init__(self, fake: FakeKube, clock: AnyClock, namespace: str, probe: ReadinessProbe) -> None:
+        self.fake, self.clock, self.namespace, self.probe = fake, clock, namespace, probe
         self.bound: dict[tuple[str, str], Server] = {}
         self.ready: dict[tuple[str, str], bool] = {}
-        self.transitions: list[tuple[str, str, bool, float]] = []  # (label, value, ready, real time)
+        self.failures: dict[tuple[str, str], int] = {}
+        self.waiting: dict[tuple[str, str], Callable[[], None]] = {}
+        self.transitions: list[tuple[str, bool, float]] = []  # (label=value, ready, monotonic time)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._probe, daemon=True)
-        fake.hooks.insert(0, self._sync)
+        fake.hooks.insert(0, self._hook)
 
     def start(self) -> None:
         self._thread.start()
@@ -171,43 +174,56 @@ class Kubelet:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
-        self.fake.hooks.remove(self._sync)
+        self.fake.hooks.remove(self._hook)
 
-    def bind(self, label: str, value: str, server: Server) -> None:
+    def bind(self, label: str, value: str, server: Server, on_pod: Callable[[], None]) -> None:
         key = (label, value)
         self.bound[key] = server
-        self.ready[key] = probe(server)
+        self.ready[key] = self.probe.passes(server)
+        self.failures[key] = 0
+        self.waiting[key] = on_pod
 
     def is_ready(self, label: str, value: str) -> bool:
         return self.ready.get((label, value), False)
 
     def _probe(self) -> None:
-        while not self._stop.wait(self.period):
+        while not self._stop.wait(self.probe.period_seconds):
             for key, server in list(self.bound.items()):
-                now = probe(server)
+                passed = self.probe.passes(server)
+                self.failures[key] = 0 if passed else self.failures.get(key, 0) + 1
+                # successThreshold 1: one pass makes it Ready; failureThreshold failures in a row unready.
+                now = passed or (self.ready[key] and self.failures[key] < self.probe.failure_threshold)
                 if now != self.ready.get(key):
-                    self.transitions.append((*key, now, time.monotonic()))
+                    self.transitions.append(("=".join(key), now, time.monotonic()))
                 self.ready[key] = now
+            with self.fake.lock:
+                self.sync()
 
-    def _sync(self, request: Request) -> Response | None:
+    def _hook(self, request: Request) -> Response | None:
         del request  # every request sees the probes' last answers
+        self.sync()
+        return None
+
+    def sync(self) -> None:
+        """The probes' last answers into pods and Deployments (call with the fake's lock held)."""
         pods = PODS.format(namespace=self.namespace)
         for path, obj in list(self.fake.objects.items()):
             if path.startswith(pods):
                 self._sync_pod(obj)
             elif path.startswith(DEPLOYMENTS.format(namespace=self.namespace)):
                 labels = obj["spec"]["template"]["metadata"].get("labels", {})
-                for (label, value), ready in self.ready.items():
+                for (label, value), ready in list(self.ready.items()):
                     if labels.get(label) == value:
                         wanted = obj["spec"].get("replicas", 1)
                         obj.setdefault("status", {})["availableReplicas"] = wanted if ready else 0
-        return None
 
     def _sync_pod(self, pod: dict[str, Any]) -> None:
         labels = pod["metadata"].get("labels", {})
-        for (label, value), ready in self.ready.items():
+        for (label, value), ready in list(self.ready.items()):
             if labels.get(label) != value:
                 continue
+            if (on_pod := self.waiting.pop((label, value), None)) is not None:
+                on_pod()
             status = pod.setdefault("status", {})
             conditions = [c for c in status.get("conditions", []) if c.get("type") != "Ready"]
             current = next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), None)
@@ -217,49 +233,75 @@ class Kubelet:
             status["conditions"] = [*conditions, current]
 
 
-def probe(server: Server) -> bool:
-    if server.process.poll() is not None:
-        return False
-    try:
-        return httpx.get(f"{server.base_url}/readyz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+@dataclass(frozen=True)
+class ReadinessProbe:
+    """The chart's readinessProbe on ``/readyz`` (values ``probes.readiness``)."""
+
+    period_seconds: float
+    failure_threshold: int
+    timeout_seconds: float
+
+    @classmethod
+    def of_values(cls, readiness: dict[str, Any]) -> ReadinessProbe:
+        return cls(
+            float(readiness["periodSeconds"]),
+            int(readiness["failureThreshold"]),
+            float(readiness["timeoutSeconds"]),
+        )
+
+    def passes(self, server: Server) -> bool:
+        if server.process.poll() is not None:
+            return False
+        try:
+            response = httpx.get(f"{server.base_url}/readyz", timeout=self.timeout_seconds)
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200
 
 
 class Traffic:
-    """One-row predictions to a server at a fixed rate, on a thread of its own, while ``receiving()``."""
+    """One-row predictions to a server at ``rate`` requests/s in all from ``users`` threads (each waits
+    users/rate seconds between its requests, as the chart's load Job does), while ``receiving()``."""
 
-    def __init__(self, url: str, rate: float, receiving: Callable[[], bool]) -> None:
+    def __init__(self, url: str, rate: float, receiving: Callable[[], bool], users: int = 1) -> None:
         self.url = f"{url}/predict"
-        self.interval = 1 / rate
+        self.interval = users / rate
         self.receiving = receiving
         self.statuses: Counter[int | str] = Counter()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.rate = rate
+        self._threads = [
+            threading.Thread(target=self._run, args=(user / rate,), daemon=True) for user in range(users)
+        ]
 
     def start(self) -> Traffic:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=15)
+        for thread in self._threads:
+            thread.join(timeout=15)
 
     def answered(self) -> int:
         return sum(n for status, n in self.statuses.items() if isinstance(status, int))
 
-    def _run(self) -> None:
+    def _run(self, offset: float) -> None:
         rows = payload_rows()
-        due = time.monotonic()
+        due = time.monotonic() + offset
         with httpx.Client(timeout=10) as client:
-            for index in range(10**9):
+            while True:
                 due = max(due + self.interval, time.monotonic() - 1)
                 if self._stop.wait(max(0.0, due - time.monotonic())):
                     return
                 if not self.receiving():
                     continue  # no Ready endpoint behind the Service
+                # The row of the time slot: every track gets the same rows over any window, so two
+                # tracks of one model predict the same distribution.
+                row = rows[round(due * self.rate) % len(rows)]
                 try:
-                    status: int | str = client.post(self.url, json=rows[index % len(rows)]).status_code
+                    status: int | str = client.post(self.url, json=row).status_code
                 except httpx.TransportError as error:
                     status = type(error).__name__
                 self.statuses[status] += 1

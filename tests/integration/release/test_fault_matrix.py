@@ -23,9 +23,11 @@ RESULTS_DIR/fault_matrix.md.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from tests.integration.release.conftest import NAMESPACE, cluster_with, serve
 from tests.integration.release.fleet import (
     Bentos,
     Kubelet,
+    ReadinessProbe,
     Scrape,
     Targets,
     Traffic,
@@ -61,20 +64,25 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group
 REPOSITORY = "localhost/housing-service"
 STABLE_TAG = "1-aaa"
 NATIVE_TRACK = "housing.io/track"
-# Three measurements two seconds apart over a 10 s window, none may fail; 30 candidate requests.
+WINDOW_SECONDS = 10.0
+# Three measurements two seconds apart over a 10 s window, none may fail; 20 candidate requests.
 ANALYSIS: dict[str, Any] = {
     "interval": "2s",
     "count": 3,
-    "initialDelay": "3s",
+    # A new pod's target is discovered (1 s) and scraped twice (1 s apart) before the first measurement.
+    "initialDelay": "8s",
     "failureLimit": 0,
     "consecutiveErrorLimit": 2,
-    "window": "10s",
-    "minRequests": 30,
+    "window": f"{WINDOW_SECONDS:.0f}s",
+    "minRequests": 20,
     "minMeasurements": 3,
 }
-LOAD_RATE = float(CHART_DEFAULTS["rollout"]["analysis"]["load"]["requestsPerSecond"])
+LOAD = CHART_DEFAULTS["rollout"]["analysis"]["load"]
+LOAD_RATE, LOAD_USERS = float(LOAD["requestsPerSecond"]), int(LOAD["users"])
+# The kubelet probes once a second (the chart's default is every 5 s), the chart's threshold and timeout.
+READINESS = CHART_DEFAULTS["probes"]["readiness"] | {"periodSeconds": 1}
 USER_RATE = 5.0  # users of the stable track
-TIMEOUT = 90.0  # seconds the loop may take per release
+TIMEOUT = 30.0  # seconds the loop may take per release
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,8 @@ KNOWN_GAPS: dict[tuple[str, str, str], str] = {
     ),
 }
 TABLE: list[dict[str, Any]] = []
+# When the last case's candidate stopped: its samples must leave the analysis window first.
+LAST_CANDIDATE_STOPPED = [0.0]
 
 
 def params() -> list[Any]:
@@ -197,6 +207,7 @@ def installed(provider: str, strategy: str, prometheus: str) -> dict[str, Any]:
         "image": {"repository": REPOSITORY, "tag": STABLE_TAG},
         "model": {"name": MODEL_NAME, "version": "1"},
         "rollout": rollout,
+        "probes": {"readiness": READINESS},
     }
 
 
@@ -240,30 +251,37 @@ def test_fault_matrix(
     candidate = serve_bento(
         bentos.tags[spec.bento], bentos.home, logs / f"{provider}-{strategy}-{case}.log", spec.faults
     )
-    kubelet = Kubelet(fake, clock, NAMESPACE)
+    kubelet = Kubelet(fake, clock, NAMESPACE, ReadinessProbe.of_values(READINESS))
     stage = Stage(candidate, kubelet)
     argo: FakeArgo | None = None
     lines: list[str] = []
     target, helm = cluster_with(
         installed(provider, strategy, url), lines, timeout=TIMEOUT, clock=clock, prometheus_url=url
     )
+    target.settings = target.settings.model_copy(update={"poll_seconds": 0.5})
     added: list[tuple[str, str]] = []
 
     def place(label: str, value: str, server: Server) -> None:
-        """A pod of track ``value`` runs in ``server``: scraped, probed, and loaded."""
-        prom_label = label.replace(".", "_").replace("/", "_").replace("-", "_")
-        targets.add(prom_label, value, server)
-        added.append((prom_label, value))
-        kubelet.bind(label, value, server)
+        """Pods of track ``value`` run in ``server``: probed; once one exists, scraped and loaded."""
         role = "candidate" if server is candidate else "stable"
-        if role in stage.traffic or (role == "candidate" and not spec.traffic):
-            return
-        rate = LOAD_RATE if role == "candidate" else USER_RATE
-        stage.traffic[role] = Traffic(server.base_url, rate, lambda: kubelet.is_ready(label, value)).start()
+
+        def on_pod() -> None:
+            prom_label = re.sub(r"[^a-zA-Z0-9_]", "_", label)  # the operator's sanitizeLabelName
+            targets.add(prom_label, value, server)
+            added.append((prom_label, value))
+            if role in stage.traffic or (role == "candidate" and not spec.traffic):
+                return
+            rate, users = (LOAD_RATE, LOAD_USERS) if role == "candidate" else (USER_RATE, 1)
+            receiving = partial(kubelet.is_ready, label, value)
+            stage.traffic[role] = Traffic(server.base_url, rate, receiving, users).start()
+
+        kubelet.bind(label, value, server, on_pod)
 
     try:
         if spec.faults.get("never_ready") != "1":
             wait_ready(candidate)
+        # The queries look back over the analysis window: the last candidate's samples must age out.
+        time.sleep(max(0.0, LAST_CANDIDATE_STOPPED[0] + WINDOW_SECONDS - time.monotonic()))
         kubelet.start()
         if provider == "native":
             stable_track, candidate_track = (
@@ -283,11 +301,11 @@ def test_fault_matrix(
             argo.start()
         wait_scraped(url, scrape, stable_version)
         outcome = run_release(target, training, client, provider, strategy, image)
-        check(outcome, spec, client, candidate_version, stable_version, helm.calls)
         row = figures(provider, strategy, case, outcome, stage, client, candidate_version, lines)
         TABLE.append(row)
-        record_figures(f"fault_matrix_{provider}_{strategy}_{case}", row | {"lines": lines[-40:]})
+        record_figures(f"fault_matrix_{provider}_{strategy}_{case}", row | {"lines": lines})
         write_table()
+        check(outcome, spec, client, candidate_version, stable_version, helm.calls)
     finally:
         if argo is not None:
             argo.stop()
@@ -297,13 +315,13 @@ def test_fault_matrix(
         for label, value in added:
             targets.remove(label, value)
         stop_server(candidate)
-        # The next case's queries look back over the analysis window: let this candidate's samples age out.
-        time.sleep(float(ANALYSIS["window"].rstrip("s")))
+        LAST_CANDIDATE_STOPPED[0] = time.monotonic()
 
 
 @dataclass
 class Outcome:
     error: Exception | None
+    started: float  # monotonic
     real_seconds: float
     clock_seconds: float
     production: str
@@ -321,7 +339,9 @@ def run_release(
         error = exc
     found = registry.alias_version(client, MODEL_NAME, registry.PRODUCTION)
     assert found is not None
-    return Outcome(error, time.monotonic() - started, target.clock.now() - clock_started, str(found.version))
+    return Outcome(
+        error, started, time.monotonic() - started, target.clock.now() - clock_started, str(found.version)
+    )
 
 
 def check(outcome: Outcome, spec: Case, client: Any, candidate: str, stable: str, calls: list[Any]) -> None:
@@ -372,7 +392,10 @@ def figures(
             if key.startswith("release.evidence.")
         },
         "statuses": {role: {str(k): v for k, v in t.statuses.items()} for role, t in stage.traffic.items()},
-        "readiness_transitions": len(stage.kubelet.transitions),
+        "readiness_transitions": [
+            f"{key} {'ready' if ready else 'not ready'} at +{at - outcome.started:.1f}s"
+            for key, ready, at in stage.kubelet.transitions
+        ],
         "measurements": [line for line in lines if line.startswith(("analysis ", "evidence: "))],
     }
 

@@ -82,6 +82,8 @@ class Scrape:
     honor_labels: bool
     path: str
     track_label: str
+    interval: str
+    timeout: str
 
     @classmethod
     def of_chart(cls, objects: list[Manifest]) -> Scrape:
@@ -99,15 +101,21 @@ class Scrape:
         (endpoint,) = monitor["spec"]["endpoints"]
         (namespace,) = monitor["spec"]["namespaceSelector"]["matchNames"]
         return cls(
-            service["metadata"]["name"], namespace, endpoint["honorLabels"], endpoint["path"], track_label
+            job=service["metadata"]["name"],
+            namespace=namespace,
+            honor_labels=endpoint["honorLabels"],
+            path=endpoint["path"],
+            track_label=track_label,
+            interval=endpoint["interval"],
+            timeout=endpoint["scrapeTimeout"],
         )
 
     def config(self, sd_file: Path) -> dict[str, Any]:
         """A scrape config discovering the tracks' targets from ``sd_file`` (see :class:`Targets`)."""
         return {
             "job_name": self.job,
-            "scrape_interval": "1s",
-            "scrape_timeout": "1s",
+            "scrape_interval": self.interval,
+            "scrape_timeout": self.timeout,
             "metrics_path": self.path,
             "honor_labels": self.honor_labels,
             "file_sd_configs": [{"files": [str(sd_file)], "refresh_interval": "1s"}],

@@ -65,8 +65,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group
 REPOSITORY = "localhost/housing-service"
 STABLE_TAG = "1-aaa"
 NATIVE_TRACK = "housing.io/track"
-WINDOW_SECONDS = 10.0
-# Three measurements two seconds apart over a 10 s window, none may fail; 15 candidate requests.
+WINDOW_SECONDS = 6.0
+# Three measurements two seconds apart over a 6 s window that the candidate fills before the first
+# (a window longer than its data would compare it with rows stable got alone); none may fail;
+# 15 candidate requests.
 ANALYSIS: dict[str, Any] = {
     "interval": "2s",
     "count": 3,
@@ -110,6 +112,7 @@ CASES = {
     "no-traffic": Case("candidate", rejected_by="Prometheus has no request series", traffic=False),
     "same-version": Case("stable", {"raise_rate": "0.2"}, "success-rate"),
 }
+METRICS = ("success-rate", "latency-p95", "prediction-shift")  # the chart's analysis metrics
 FULL = list(CASES)
 SUBSET = ["good", "shifted", "no-traffic", "erroring"]
 COMBOS = [
@@ -224,6 +227,7 @@ class Stage:
     candidate: Server
     kubelet: Kubelet
     traffic: dict[str, Traffic] = field(default_factory=dict)
+    selector: str = ""  # the candidate's track, as Prometheus labels it
 
 
 class Candidates:
@@ -321,6 +325,8 @@ def test_fault_matrix(
             prom_label = re.sub(r"[^a-zA-Z0-9_]", "_", label)  # the operator's sanitizeLabelName
             targets.add(prom_label, value, server)
             added.append((prom_label, value))
+            if role == "candidate":
+                stage.selector = f'{prom_label}="{value}"'
             if role in stage.traffic or (role == "candidate" and not spec.traffic):
                 return
             rate, users = (LOAD_RATE, LOAD_USERS) if role == "candidate" else (USER_RATE, 1)
@@ -360,6 +366,11 @@ def test_fault_matrix(
         record_figures(f"fault_matrix_{provider}_{strategy}_{case}", row | {"lines": lines})
         write_table()
         check(outcome, spec, client, candidate_version, stable_version, helm.calls)
+        if spec.rejected_by is None or spec.rejected_by in METRICS:
+            # The candidate's series carry the model version it serves: v1 for the rebuilt stable
+            # version, so only the pods' track label told the two tracks apart.
+            served = bentos.versions.versions[spec.bento]
+            assert served_versions(url, stage.selector) == {served}, stage.selector
     finally:
         if argo is not None:
             argo.stop()
@@ -409,7 +420,7 @@ def check(outcome: Outcome, spec: Case, client: Any, candidate: str, stable: str
         assert outcome.production == candidate
         assert tags["release.state"] == "promoted"
         assert int(tags["release.evidence.requests.candidate"]) >= ANALYSIS["minRequests"]
-        for metric in ("success-rate", "latency-p95", "prediction-shift"):
+        for metric in METRICS:
             assert len(tags[f"release.evidence.{metric}"].split(",")) >= ANALYSIS["minMeasurements"], tags
         return
     assert isinstance(outcome.error, ReleaseRejectedError), outcome.error
@@ -468,6 +479,12 @@ def write_table() -> None:
         )
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "fault_matrix.md").write_text("\n".join(rows) + "\n")
+
+
+def served_versions(url: str, selector: str) -> set[str]:
+    promql = f"max by (model_version) (max_over_time(housing_model_info{{{selector}}}[5m]))"
+    body = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5).json()
+    return {sample["metric"]["model_version"] for sample in body["data"]["result"]}
 
 
 def wait_scraped(url: str, scrape: Scrape, version: str, timeout: float = 30) -> None:

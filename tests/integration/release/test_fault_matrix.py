@@ -227,7 +227,7 @@ class Stage:
     candidate: Server
     kubelet: Kubelet
     traffic: dict[str, Traffic] = field(default_factory=dict)
-    selector: str = ""  # the candidate's track, as Prometheus labels it
+    selectors: dict[str, str] = field(default_factory=dict)  # role -> its track, as Prometheus has it
 
 
 class Candidates:
@@ -325,8 +325,7 @@ def test_fault_matrix(
             prom_label = re.sub(r"[^a-zA-Z0-9_]", "_", label)  # the operator's sanitizeLabelName
             targets.add(prom_label, value, server)
             added.append((prom_label, value))
-            if role == "candidate":
-                stage.selector = f'{prom_label}="{value}"'
+            stage.selectors[role] = f'{prom_label}="{value}"'
             if role in stage.traffic or (role == "candidate" and not spec.traffic):
                 return
             rate, users = (LOAD_RATE, LOAD_USERS) if role == "candidate" else (USER_RATE, 1)
@@ -359,7 +358,7 @@ def test_fault_matrix(
             serve(fake, target, helm, clock)
             argo.reconcile()
             argo.start()
-        wait_scraped(url, scrape, stable_version)
+        wait_scraped(url, scrape, stage)
         outcome = run_release(target, training, client, provider, strategy, image)
         row = figures(provider, strategy, case, outcome, stage, client, candidate_version, lines)
         TABLE.append(row)
@@ -370,7 +369,7 @@ def test_fault_matrix(
             # The candidate's series carry the model version it serves: v1 for the rebuilt stable
             # version, so only the pods' track label told the two tracks apart.
             served = bentos.versions.versions[spec.bento]
-            assert served_versions(url, stage.selector) == {served}, stage.selector
+            assert served_versions(url, stage.selectors["candidate"]) == {served}, stage.selectors
     finally:
         if argo is not None:
             argo.stop()
@@ -482,18 +481,21 @@ def write_table() -> None:
 
 
 def served_versions(url: str, selector: str) -> set[str]:
-    promql = f"max by (model_version) (max_over_time(housing_model_info{{{selector}}}[5m]))"
+    # Over the last window only: an earlier native case's candidate had the same track name.
+    window = f"{WINDOW_SECONDS:.0f}s"
+    promql = f"max by (model_version) (max_over_time(housing_model_info{{{selector}}}[{window}]))"
     body = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5).json()
     return {sample["metric"]["model_version"] for sample in body["data"]["result"]}
 
 
-def wait_scraped(url: str, scrape: Scrape, version: str, timeout: float = 30) -> None:
-    """Until Prometheus has scraped the stable track (the loop checks `up` before it changes anything)."""
-    promql = f'up{{job="{scrape.job}", namespace="{scrape.namespace}"}} == 1'
+def wait_scraped(url: str, scrape: Scrape, stage: Stage, timeout: float = 30) -> None:
+    """Until Prometheus scrapes this case's stable pod (the loop checks `up` before it changes anything)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5).json()
-        if body["data"]["result"]:
-            return
+        if selector := stage.selectors.get("stable"):
+            promql = f'up{{job="{scrape.job}", namespace="{scrape.namespace}", {selector}}} == 1'
+            body = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5).json()
+            if body["data"]["result"]:
+                return
         time.sleep(0.25)
-    raise AssertionError(f"Prometheus never scraped the stable track of v{version}")
+    raise AssertionError(f"Prometheus never scraped the stable track ({stage.selectors})")

@@ -43,13 +43,37 @@ class ServiceSettings(BaseSettings):
     prediction_log_flush_seconds: float = Field(
         default=1.0, gt=0.0, description="Longest wait before buffered records are written to the database."
     )
-    # Requests beyond the limit wait on the event loop, not in a queue we could drop from: measured at twice
-    # the capacity of full 1,000-row batches (~60/s), 256 let accepted requests wait 10 s, 32 kept p99 near
-    # 1 s; 32 still serves 32 closed-loop clients (the benchmark's largest run) without shedding.
+    # A memory bound, not the admission policy (that is by cost, below): each held request keeps its
+    # connection and up to 64 KiB of unread body in the server's buffers.
     concurrency_limit: int = Field(
-        default=32,
+        default=1024,
         gt=0,
-        description="Prediction requests in flight per worker; more are shed at once with 503.",
+        description=(
+            "Prediction requests a worker holds at once, admitted or waiting; more are shed at once with 503."
+        ),
+    )
+    admission_target_seconds: float = Field(
+        default=0.1,
+        gt=0.0,
+        description=(
+            "Worker time admitted at once, in seconds as measured from recent requests; beyond it "
+            "requests wait. It bounds the queueing of admitted requests: keep it well below the latency SLO."
+        ),
+    )
+    admission_wait_seconds: float = Field(
+        default=1.0,
+        ge=0.0,
+        description=(
+            "Longest a request waits for admission before a 503. Longer slows a crowd of clients that retry "
+            "at once (each 503 costs the worker about what a prediction does); shorter refuses sooner."
+        ),
+    )
+    admission_order: Literal["lifo", "fifo"] = Field(
+        default="lifo",
+        description=(
+            "Order waiting requests are admitted in: newest first keeps accepted latency near the target "
+            "under overload and refuses the oldest; oldest first makes every admitted request wait its turn."
+        ),
     )
     request_timeout_seconds: float = Field(
         default=2.0,

@@ -85,6 +85,9 @@ function response(status, headers, body)
     key = "200 batch"
   end
   counts[key] = (counts[key] or 0) + 1
+  if status == 503 and not (headers["retry-after"] or headers["Retry-After"]) then
+    counts["503 without Retry-After"] = (counts["503 without Retry-After"] or 0) + 1
+  end
   if probe and sent_at then
     local ms = math.floor(now_ms() - sent_at)
     sent_at = nil

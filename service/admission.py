@@ -156,11 +156,11 @@ class Admission:
         """A ticket once admitted (give it back with :meth:`leave`), or None when refused."""
         kib = int(content_length) / KIB if content_length and content_length.isdigit() else self._typical_kib
         cost = self.cost_model.estimate(kib)
-        if not self._waiting and self._fits(cost):
-            return self._admit(kib, cost)
         if self.admitted + len(self._waiting) >= self.limit:
             self._shed("concurrency")
             return None
+        if not self._waiting and self._fits(cost):
+            return self._admit(kib, cost)
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop.time() + self.wait_seconds, kib, cost, loop.create_future())
         self._waiting.append(waiter)

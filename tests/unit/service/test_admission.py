@@ -181,6 +181,15 @@ def test_beyond_the_limit_of_held_requests_refusal_is_immediate() -> None:
     run(scenario)
 
 
+def test_the_limit_holds_even_when_the_work_would_fit() -> None:
+    async def scenario() -> None:
+        gate, shed = admission(target=10.0, limit=2)
+        assert [await gate.enter("1") is not None for _ in range(3)] == [True, True, False]
+        assert shed.reasons == ["concurrency"]
+
+    run(scenario)
+
+
 def test_a_cancelled_waiter_leaves_the_queue_and_admits_nothing() -> None:
     async def scenario() -> None:
         gate, _ = admission(target=0.001)

@@ -11,18 +11,20 @@ logging), so the estimate is the worker's real drain rate, as loaded as it is.
 
 A request is admitted at once while the admitted work plus its own stays within
 ``target_seconds``, or when nothing is admitted (a request larger than the target still runs,
-alone). Otherwise it waits, without its body being read, until enough admitted work finishes; a
-request that waited ``wait_seconds`` is refused (503). More than ``limit`` requests held (admitted
-or waiting) are refused at once.
+alone). Otherwise it waits, its body unread, until enough admitted work finishes. One that could
+not be admitted within ``wait_seconds`` is refused, and its 503 is sent ``refusal_seconds`` after
+it arrived. More than ``limit`` requests held (admitted, waiting or refused) are refused at once.
 
-Why a wait rather than an immediate refusal: a client that gets a 503 at once sends its next
-request at once. Under a crowd of closed-loop clients the worker then spends its time writing
-503s (each costs a response write, nearly what a single-row prediction costs) and goodput
-collapses. A waiting request costs a parked coroutine; the crowd's retries are slowed to one per
-``wait_seconds``. Waiters are served newest first (``lifo``): under overload the newest requests
-are served quickly and the oldest ones, which would be served late anyway, are the ones refused,
-so accepted requests keep a latency near the target while refusals take ``wait_seconds``. With
-``fifo`` every admitted request first waits behind all the others.
+Why refusals are not sent at once: a closed-loop client that gets a 503 sends its next request at
+once. Under a crowd of such clients the worker spends its time writing 503s (each costs about half
+what a single-row prediction does: parsing, middleware, the response write) and goodput collapses.
+By Little's law the crowd's connections are either being served or waiting for a refusal, so the
+refusal rate is (connections - capacity * accepted latency) / refusal delay: a parked request
+costs a pending future, and every second it stays parked is one request fewer to refuse.
+Waiters are admitted newest first (``lifo``): under overload the newest requests are served
+quickly and the oldest, which would be served late anyway, are the ones refused; accepted latency
+stays within ``wait_seconds`` plus the target. With ``fifo`` every admitted request first waits
+behind all the others, about ``wait_seconds`` under overload.
 Compared with latency-gradient limiters (Envoy's adaptive concurrency, Netflix's Gradient2), which
 infer queueing from the ratio of a minimum round-trip time to the sampled one, the worker here
 measures its own work directly and computes the queueing time instead of inferring it.
@@ -112,7 +114,8 @@ class CostModel:
 
 @dataclass
 class _Waiter:
-    deadline: float
+    admit_by: float
+    refuse_at: float
     kib: float
     cost: float
     admitted: asyncio.Future[bool]
@@ -125,6 +128,7 @@ class Admission:
         self,
         target_seconds: float,
         wait_seconds: float,
+        refusal_seconds: float,
         limit: int,
         order: QueueOrder = "lifo",
         on_shed: Callable[[str], None] | None = None,
@@ -133,6 +137,7 @@ class Admission:
     ) -> None:
         self.target_seconds = target_seconds
         self.wait_seconds = wait_seconds
+        self.refusal_seconds = max(refusal_seconds, wait_seconds)
         self.limit = limit
         self.newest_first = order == "lifo"
         self.cost_model = cost_model or CostModel()
@@ -140,8 +145,11 @@ class Admission:
         self._clock = clock
         self.admitted = 0
         self.admitted_cost = 0.0
+        # Both in arrival order: waiters that may still be admitted, and those refused, whose 503 is due
+        # at ``refuse_at``. Waiters pass from the first to the second at ``admit_by``, oldest first.
         self._waiting: deque[_Waiter] = deque()
-        self._expiry: asyncio.TimerHandle | None = None
+        self._refused: deque[_Waiter] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._typical_kib = 0.0
         self._busy_since: float | None = None
         self._window_busy = 0.0
@@ -150,30 +158,33 @@ class Admission:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        """Requests held without being admitted: waiting, or refused and not yet answered."""
+        return len(self._waiting) + len(self._refused)
 
     async def enter(self, content_length: str | None) -> Ticket | None:
         """A ticket once admitted (give it back with :meth:`leave`), or None when refused."""
-        kib = int(content_length) / KIB if content_length and content_length.isdigit() else self._typical_kib
-        cost = self.cost_model.estimate(kib)
-        if self.admitted + len(self._waiting) >= self.limit:
+        if self.admitted + self.waiting >= self.limit:
             self._shed("concurrency")
             return None
+        kib = int(content_length) / KIB if content_length and content_length.isdigit() else self._typical_kib
+        cost = self.cost_model.estimate(kib)
         if not self._waiting and self._fits(cost):
             return self._admit(kib, cost)
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop.time() + self.wait_seconds, kib, cost, loop.create_future())
+        now = loop.time()
+        waiter = _Waiter(now + self.wait_seconds, now + self.refusal_seconds, kib, cost, loop.create_future())
         self._waiting.append(waiter)
-        if self._expiry is None:
-            self._expiry = loop.call_at(waiter.deadline, self._expire)
+        if self._timer is None:
+            self._timer = loop.call_at(waiter.refuse_at, self._refuse_due)
         self._dispatch()
         try:
             admitted = await waiter.admitted
         except asyncio.CancelledError:
             if waiter.admitted.done() and not waiter.admitted.cancelled() and waiter.admitted.result():
                 self.leave(Ticket(cost, kib))
-            elif waiter in self._waiting:
-                self._waiting.remove(waiter)
+            for queue in (self._waiting, self._refused):
+                if waiter in queue:
+                    queue.remove(waiter)
             raise
         return Ticket(cost, kib) if admitted else None
 
@@ -194,7 +205,8 @@ class Admission:
             self.cost_model.observe(busy, self._window_requests, self._window_kib)
             self._window_busy, self._window_requests, self._window_kib = 0.0, 0, 0.0
             self._busy_since = now if self.admitted else None
-        self._dispatch()
+        if self._waiting:
+            self._dispatch()
 
     def _fits(self, cost: float) -> bool:
         return self.admitted == 0 or self.admitted_cost + cost <= self.target_seconds
@@ -208,6 +220,7 @@ class Admission:
 
     def _dispatch(self) -> None:
         """Admit waiters in queue order while they fit; never skip one (a large batch is not starved)."""
+        self._refuse_late(asyncio.get_running_loop().time())
         while self._waiting:
             waiter = self._waiting[-1] if self.newest_first else self._waiting[0]
             if not waiter.admitted.done() and not self._fits(waiter.cost):
@@ -220,18 +233,25 @@ class Admission:
                 self._admit(waiter.kib, waiter.cost)
                 waiter.admitted.set_result(True)
 
-    def _expire(self) -> None:
-        """Refuse every waiter past its deadline (the oldest are first in the deque), then re-arm."""
-        self._expiry = None
+    def _refuse_late(self, now: float) -> None:
+        """Waiters past ``admit_by`` (the oldest) will not be admitted any more; their 503 waits."""
+        while self._waiting and self._waiting[0].admit_by <= now:
+            self._refused.append(self._waiting.popleft())
+
+    def _refuse_due(self) -> None:
+        """Answer every refusal that is due with a 503, then re-arm for the next one."""
+        self._timer = None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        while self._waiting and self._waiting[0].deadline <= now:
-            waiter = self._waiting.popleft()
+        self._refuse_late(now)
+        while self._refused and self._refused[0].refuse_at <= now:
+            waiter = self._refused.popleft()
             if not waiter.admitted.done():
                 self._shed("queue_timeout")
                 waiter.admitted.set_result(False)
-        if self._waiting:
-            self._expiry = loop.call_at(self._waiting[0].deadline, self._expire)
+        upcoming = self._refused or self._waiting
+        if upcoming:
+            self._timer = loop.call_at(upcoming[0].refuse_at, self._refuse_due)
 
     def _shed(self, reason: str) -> None:
         if self._on_shed is not None:

@@ -82,6 +82,7 @@ class PredictionAPI:
         self.admission = Admission(
             settings.admission_target_seconds,
             settings.admission_wait_seconds,
+            settings.admission_refusal_seconds,
             settings.concurrency_limit,
             settings.admission_order,
             on_shed=self.metrics.count_shed,

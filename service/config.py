@@ -61,11 +61,20 @@ class ServiceSettings(BaseSettings):
         ),
     )
     admission_wait_seconds: float = Field(
+        default=0.1,
+        ge=0.0,
+        description=(
+            "Longest a request may wait and still be admitted; later it is refused. Accepted requests "
+            "take at most about this plus the target: keep both within the latency SLO."
+        ),
+    )
+    admission_refusal_seconds: float = Field(
         default=1.0,
         ge=0.0,
         description=(
-            "Longest a request waits for admission before a 503. Longer slows a crowd of clients that retry "
-            "at once (each 503 costs the worker about what a prediction does); shorter refuses sooner."
+            "When a refused waiting request gets its 503, counted from its arrival (at least the wait). "
+            "Later slows a crowd of clients that retry at once (each 503 costs the worker half a "
+            "single-row prediction); sooner tells them sooner. Keep it below the clients' timeout."
         ),
     )
     admission_order: Literal["lifo", "fifo"] = Field(

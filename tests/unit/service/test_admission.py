@@ -56,12 +56,17 @@ class Recorder:
 
 
 def admission(
-    target: float = 0.01, wait: float = 5.0, limit: int = 100, order: QueueOrder = "lifo"
+    target: float = 0.01,
+    wait: float = 5.0,
+    refusal: float = 5.0,
+    limit: int = 100,
+    order: QueueOrder = "lifo",
 ) -> tuple[Admission, Recorder]:
     shed = Recorder()
     # Fixed costs (1 ms per request, nothing per KiB) and a clock that never moves: nothing is learnt.
     model = CostModel(seconds_per_request=0.001, seconds_per_kib=0.0)
-    return Admission(target, wait, limit, order, on_shed=shed, cost_model=model, clock=lambda: 0.0), shed
+    gate = Admission(target, wait, refusal, limit, order, on_shed=shed, cost_model=model, clock=lambda: 0.0)
+    return gate, shed
 
 
 def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
@@ -153,7 +158,7 @@ def test_a_waiter_that_does_not_fit_is_not_skipped_by_smaller_ones_behind_it() -
 
 def test_a_request_that_waited_too_long_is_refused_and_counted() -> None:
     async def scenario() -> None:
-        gate, shed = admission(target=0.001, wait=0.01)
+        gate, shed = admission(target=0.001, wait=0.01, refusal=0.01)
         held = await gate.enter("1")
         late = await gate.enter("1")
         assert held is not None
@@ -162,6 +167,24 @@ def test_a_request_that_waited_too_long_is_refused_and_counted() -> None:
         assert gate.waiting == 0
         gate.leave(held)
         assert gate.admitted == 0
+
+    run(scenario)
+
+
+def test_a_refused_request_is_not_admitted_when_room_frees_and_hears_of_it_at_the_refusal_time() -> None:
+    async def scenario() -> None:
+        gate, shed = admission(target=0.001, wait=0.01, refusal=1.0)
+        held = await gate.enter("1")
+        late = asyncio.ensure_future(gate.enter("1"))
+        await asyncio.sleep(0.05)  # past the wait, before the refusal
+        assert held is not None
+        gate.leave(held)  # room for one: but the waiter is refused already
+        await settle()
+        assert not late.done()
+        assert (gate.admitted, gate.waiting) == (0, 1)
+        assert await late is None
+        assert shed.reasons == ["queue_timeout"]
+        assert gate.waiting == 0
 
     run(scenario)
 
@@ -226,7 +249,7 @@ def test_busy_time_teaches_the_cost_model() -> None:
     async def scenario() -> float:
         now = [0.0]
         model = CostModel(seconds_per_request=0.05, seconds_per_kib=0.0)
-        gate = Admission(10.0, 1.0, 1000, cost_model=model, clock=lambda: now[0])
+        gate = Admission(10.0, 1.0, 1.0, 1000, cost_model=model, clock=lambda: now[0])
         # Requests of 2 ms each, two at a time, for well over one window of busy time.
         for _ in range(int(3 * WINDOW_SECONDS / 0.004)):
             first, second = await gate.enter("200"), await gate.enter("200")

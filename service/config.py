@@ -7,6 +7,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Beyond the service's own deadlines, before BentoML's request timeout answers 504.
+SERVER_TIMEOUT_MARGIN_SECONDS = 2.0
+
 
 class ServiceSettings(BaseSettings):
     """Everything the prediction service can be told from its environment."""
@@ -109,3 +112,12 @@ class ServiceSettings(BaseSettings):
         default="json", description="Service log lines as JSON objects or human-readable text."
     )
     log_level: str = Field(default="INFO", description="Level of the service logger.")
+
+    @property
+    def server_timeout_seconds(self) -> float:
+        """BentoML's own request timeout: just above the longest this service lets a request take.
+
+        Every prediction is answered within the refusal delay plus the request timeout; the margin
+        leaves room to read a large body and write the answer.
+        """
+        return self.admission_refusal_seconds + self.request_timeout_seconds + SERVER_TIMEOUT_MARGIN_SECONDS

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from service.admission import KIB, SHED_RESPONSE, WINDOW_SECONDS, Admission, CostModel, QueueOrder, Ticket
+from service.config import SERVER_TIMEOUT_MARGIN_SECONDS, ServiceSettings
 
 pytestmark = pytest.mark.unit
 
@@ -269,3 +270,8 @@ def test_the_refusal_is_a_prebuilt_structured_503_with_retry_after() -> None:
     assert SHED_RESPONSE.status_code == 503
     assert SHED_RESPONSE.headers["retry-after"] == "1"
     assert b'"type":"overloaded"' in SHED_RESPONSE.body
+
+
+def test_bentoml_timeout_sits_just_above_the_service_deadlines() -> None:
+    settings = ServiceSettings(admission_refusal_seconds=1.0, request_timeout_seconds=2.0)
+    assert settings.server_timeout_seconds == pytest.approx(1.0 + 2.0 + SERVER_TIMEOUT_MARGIN_SECONDS)

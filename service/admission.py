@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from starlette.responses import Response
+
 from service.errors import OverloadedError, error_response
 
 # Starting rates, replaced by the fit within the first window of busy time; measured on the project's
@@ -55,8 +57,16 @@ RIDGE = 0.001
 KIB = 1024.0
 
 QueueOrder = Literal["lifo", "fifo"]
-# Prebuilt once: refusing must cost as little as possible, it is what an overloaded worker does most.
-SHED_RESPONSE = error_response(OverloadedError("overloaded, retry after the Retry-After delay"))
+# Serialised once: refusing must cost as little as possible, it is what an overloaded worker does most.
+_SHED = error_response(OverloadedError("overloaded, retry after the Retry-After delay"))
+
+
+def shed_response() -> Response:
+    """The structured 503 of a refused request, from prebuilt bytes.
+
+    A new object each time: middleware may edit a response's header list in place (Starlette's CORS does).
+    """
+    return Response(_SHED.body, status_code=_SHED.status_code, headers=dict(_SHED.headers))
 
 
 @dataclass(frozen=True)

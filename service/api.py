@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.admission import SHED_RESPONSE, Admission
+from service.admission import Admission, shed_response
 from service.batching import MicroBatcher, Rows
 from service.config import ServiceSettings
 from service.drift import DriftWindow
@@ -105,7 +105,7 @@ class PredictionAPI:
         started = time.perf_counter()
         ticket = await self.admission.enter(request.headers.get("content-length"))
         if ticket is None:
-            response = SHED_RESPONSE
+            response = shed_response()
         else:
             try:
                 async with asyncio.timeout(self.settings.request_timeout_seconds):

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.admission import KIB, SHED_RESPONSE, WINDOW_SECONDS, Admission, CostModel, QueueOrder, Ticket
+from service.admission import KIB, WINDOW_SECONDS, Admission, CostModel, QueueOrder, Ticket, shed_response
 from service.config import SERVER_TIMEOUT_MARGIN_SECONDS, ServiceSettings
 
 pytestmark = pytest.mark.unit
@@ -267,9 +267,13 @@ def test_busy_time_teaches_the_cost_model() -> None:
 
 
 def test_the_refusal_is_a_prebuilt_structured_503_with_retry_after() -> None:
-    assert SHED_RESPONSE.status_code == 503
-    assert SHED_RESPONSE.headers["retry-after"] == "1"
-    assert b'"type":"overloaded"' in SHED_RESPONSE.body
+    first, second = shed_response(), shed_response()
+    assert first.status_code == 503
+    assert first.headers["retry-after"] == "1"
+    assert first.headers["content-type"] == "application/json"
+    assert b'"type":"overloaded"' in first.body
+    first.headers["access-control-allow-origin"] = "*"  # as CORS middleware does, in place
+    assert "access-control-allow-origin" not in second.headers
 
 
 def test_bentoml_timeout_sits_just_above_the_service_deadlines() -> None:

@@ -63,3 +63,55 @@ candidates:
       constant: ${HOUSING_SABOTAGE_TARGET:?set HOUSING_SABOTAGE_TARGET}
 PARAMS
 }
+
+# Load from inside the cluster: a pod of the training image runs `housing loadtest` against the Service's
+# DNS name ($SERVICE_URL), so kube-proxy spreads its connections over every ready pod (stable and canary
+# alike) and a replaced pod does not end the load. (A port-forward from the runner binds only [::1]
+# because kind already publishes 127.0.0.1:3000, and it pins one pod and dies with it.)
+# Usage: start_cluster_load NAME USERS RUN_TIME [extra loadtest options...]
+start_cluster_load() {
+    local name="$1" users="$2" run_time="$3"
+    shift 3
+    local args=("loadtest" "--url=$SERVICE_URL" "--users=$users" "--run-time=$run_time" "--out=/tmp/loadtest" "$@")
+    kubectl --namespace "$NAMESPACE" delete pod "$name" --ignore-not-found --wait=true >/dev/null
+    # The namespace enforces the restricted Pod Security Standard.
+    local args_json
+    args_json="$(printf '%s\n' "${args[@]}" | jq --raw-input . | jq --slurp --compact-output .)"
+    jq --null-input --arg name "$name" --arg image "$HOUSING_RELEASE_TRAINING_IMAGE" \
+        --argjson args "$args_json" '{
+        apiVersion: "v1", kind: "Pod",
+        metadata: {name: $name, labels: {"app.kubernetes.io/component": "e2e-load"}},
+        spec: {
+          restartPolicy: "Never", automountServiceAccountToken: false,
+          securityContext: {runAsNonRoot: true, runAsUser: 10001, runAsGroup: 0,
+                            seccompProfile: {type: "RuntimeDefault"}},
+          containers: [{
+            name: "loadtest", image: $image, imagePullPolicy: "IfNotPresent",
+            command: ["housing"], args: $args,
+            securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
+                              capabilities: {drop: ["ALL"]}},
+            resources: {requests: {cpu: "250m", memory: "256Mi"}, limits: {memory: "512Mi"}},
+            volumeMounts: [{name: "tmp", mountPath: "/tmp"}]
+          }],
+          volumes: [{name: "tmp", emptyDir: {sizeLimit: "512Mi"}}]
+        }}' | kubectl --namespace "$NAMESPACE" apply -f -
+}
+
+# Wait for a load pod to finish; print its log; succeed only when `housing loadtest` exited 0.
+wait_cluster_load() {
+    local name="$1" deadline=$((SECONDS + ${2:-900})) phase=""
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        phase="$(kubectl --namespace "$NAMESPACE" get pod "$name" -o jsonpath='{.status.phase}')"
+        case "$phase" in Succeeded | Failed) break ;; esac
+        sleep 5
+    done
+    kubectl --namespace "$NAMESPACE" logs "$name" | tee "$RUNNER_TEMP/$name.log"
+    echo "load pod $name: ${phase:-unknown}"
+    [ "$phase" = Succeeded ]
+}
+
+# Stop a load pod that was only background traffic (its SLO verdict is not what the step tests).
+stop_cluster_load() {
+    kubectl --namespace "$NAMESPACE" logs "$1" >"$RUNNER_TEMP/$1.log" 2>&1 || true
+    kubectl --namespace "$NAMESPACE" delete pod "$1" --ignore-not-found --wait=false
+}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from training.exits import fail
+from training.exits import handle_errors
 
 
+@handle_errors
 def loadtest(
     url: Annotated[str | None, typer.Option(help="Base URL of the service (HOUSING_LOAD_URL).")] = None,
     users: Annotated[
@@ -47,48 +48,36 @@ def loadtest(
     """Run the Locust load test headless against a URL and gate it on SLOs; exit 1 on any breach.
 
     Options left out come from the HOUSING_LOAD_* environment, then load.config.LoadSettings' defaults.
-    Exit codes: 0 every gate passed, 1 a gate breached, 2 bad settings or Locust did not run.
+    Exit codes: 0 every gate passed, 1 a gate breached or Locust crashed, 2 bad settings, 7 Locust timed out.
     """
-    from pydantic import ValidationError
     from rich.console import Console
     from rich.table import Table
 
     from load.config import LoadSettings
-    from load.runner import LoadTestError, run_load_test
+    from load.runner import run_load_test
+    from training.settings import settings_with_overrides
 
-    overrides: dict[str, Any] = {
-        name: value
-        for name, value in {
-            "url": url,
-            "users": users,
-            "spawn_rate": spawn_rate,
-            "run_time": run_time,
-            "tags": tags,
-            "out": out,
-            "p95_ms": p95_ms,
-            "p99_ms": p99_ms,
-            "max_error_rate": max_error_rate,
-            "min_rps": min_rps,
-        }.items()
-        if value is not None
-    }
-    try:
-        settings = LoadSettings(**overrides)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()
-        )
-        raise fail(f"invalid load-test settings: {problems}", 2) from None
+    settings = settings_with_overrides(
+        LoadSettings,
+        url=url,
+        users=users,
+        spawn_rate=spawn_rate,
+        run_time=run_time,
+        tags=tags,
+        out=out,
+        p95_ms=p95_ms,
+        p99_ms=p99_ms,
+        max_error_rate=max_error_rate,
+        min_rps=min_rps,
+    )
 
     console = Console()
     console.print(
         f"Load test: {settings.base_url} users={settings.users} spawn-rate={settings.spawn_rate} "
         f"run-time={settings.run_time} tags={','.join(settings.tags) or 'all'}"
     )
-    try:
-        summary = run_load_test(settings)
-    except LoadTestError as error:
-        raise fail(str(error), 2) from None
+    # A Locust crash (LoadTestError, exit 1) or timeout (exit 7) leaves through handle_errors.
+    summary = run_load_test(settings)
 
     table = Table(title=f"SLO gates ({summary.stats.total.requests} requests)")
     for column in ("gate", "threshold", "observed", "result"):

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import AnyHttpUrl, Field, field_validator, model_validator
+from pydantic import AnyHttpUrl, Field, FilePath, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Locust's --run-time syntax: "90", "90s", "1m30s", "1h".
@@ -58,7 +58,7 @@ class LoadSettings(BaseSettings):
         default=Path("load-report"),
         description="Folder for Locust's CSV stats, its HTML report and the gate summary JSON.",
     )
-    payloads_file: Path = Field(
+    payloads_file: FilePath = Field(
         default=DEFAULT_PAYLOADS_FILE,
         description="Request rows: load/payloads.json format, or a model's golden_set.json.",
     )

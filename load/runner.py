@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from load.config import LoadSettings
 from load.gates import RUN_STATS_FILE, GateResult, RunStats, evaluate_gates
+from training.errors import TrainingError
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CSV_PREFIX = "locust"
@@ -30,8 +31,16 @@ STOP_TIMEOUT_S = 5
 STARTUP_SLACK_S = 60
 
 
-class LoadTestError(RuntimeError):
-    """Locust did not run to completion, so there are no results to gate."""
+class LoadTestError(TrainingError):
+    """Locust crashed (its settings were valid), so there are no results to gate: an unexpected failure."""
+
+    exit_code = 1
+
+
+class LoadTestTimeoutError(LoadTestError):
+    """Locust did not finish within its run time plus the slack."""
+
+    exit_code = 7
 
 
 class LoadSummary(BaseModel):
@@ -114,7 +123,7 @@ def run_load_test(settings: LoadSettings) -> LoadSummary:
                 check=False,
             )
         except subprocess.TimeoutExpired as error:
-            raise LoadTestError(
+            raise LoadTestTimeoutError(
                 f"locust did not finish within {error.timeout:.0f} s; see {log_path}"
             ) from error
     finished_at = datetime.now(UTC)

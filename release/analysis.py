@@ -1,128 +1,160 @@
-"""The chart's analysis, run by this CLI against Prometheus for native releases (no Argo controller).
+"""The chart's analysis run by this CLI against Prometheus for native releases (no Argo controller).
 
-The metrics come from the chart's own AnalysisTemplate (rendered, never copied): each query is run
-``count`` times every ``interval`` with the two model versions filled in, and judged by its
-``successCondition`` (``result[0] >= X`` or ``result[0] <= X``); no data counts as a failure, as in Argo.
+It measures the way Argo's AnalysisRun controller does (``analysis/analysis.go``): each metric waits
+``initialDelay``, then takes a measurement every ``interval`` until ``count`` measurements completed.
+A measurement is Successful or Failed by its ``successCondition``; an empty result vector cannot be
+indexed by ``result[0]`` and is an Error, which does not count and is retried after 10 s (the chart
+guards it with ``len(result) > 0``, which makes no data a Failed measurement). The metric
+fails once ``failed > failureLimit`` and errs once ``consecutiveErrors > consecutiveErrorLimit``; the
+first failed metric ends the run. Missing data is therefore never a pass: it ends as Error, or as too
+few successful measurements for the evidence rule.
 """
 
 from __future__ import annotations
 
-import math
 import operator
 import re
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from dataclasses import dataclass, field
 
 from release.errors import ReleaseError
+from release.evidence import MetricRecord, MetricSpec, Prometheus, fill
+from release.kube import Clock
 
-CONDITION = re.compile(r"^\s*result\[0\]\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
+# One comparison of a successCondition: `len(result)` or `result[N]` against a number. The chart joins
+# them with `&&` (`len(result) > 0 && result[0] >= 0.99`, the guard Argo's analysis docs advise).
+COMPARISON = re.compile(r"^\s*(?:(len)\(result\)|result\[(\d+)\])\s*(>=|<=|==|!=|>|<)\s*([-+0-9.eE]+)\s*$")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
     ">": operator.gt,
     "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
-DURATION = re.compile(r"(\d+)(ms|s|m|h)")
-UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+ERROR_RETRY_SECONDS = 10.0  # Argo's DefaultErrorRetryInterval
 
 
-def seconds(duration: str | int) -> float:
-    """Argo/Prometheus durations (``30s``, ``1m30s``) in seconds."""
-    if isinstance(duration, int) or str(duration).isdigit():
-        return float(duration)
-    parts = DURATION.findall(str(duration))
-    if not parts:
-        raise ReleaseError(f"cannot read the duration {duration!r}")
-    return sum(int(amount) * UNIT_SECONDS[unit] for amount, unit in parts)
+def assess(condition: str, values: list[float]) -> str:
+    """Phase of one measurement, as Argo's ``utils/evaluate/evaluate.go`` judges the chart's conditions.
+
+    Terms joined by ``&&`` are evaluated left to right and stop at the first false one. Indexing past
+    the end of the vector cannot be evaluated: an Error (an unguarded ``result[0]`` on no data). NaN
+    fails every comparison but ``!=``, as in Argo's expression language.
+    """
+    terms = [COMPARISON.match(term) for term in condition.split("&&")]
+    if not all(terms):
+        raise ReleaseError(
+            f"unsupported successCondition {condition!r} (the loop reads `len(result)` and `result[N]` "
+            "compared with numbers, joined by &&)"
+        )
+    for match in terms:
+        assert match is not None  # noqa: S101 - checked above, for the type checker
+        length, index, op, threshold = match.groups()
+        if length:
+            value = float(len(values))
+        elif int(index) < len(values):
+            value = values[int(index)]
+        else:
+            return "Error"
+        if not OPERATORS[op](value, float(threshold)):
+            return "Failed"
+    return "Successful"
+
+
+@dataclass
+class MetricRun:
+    spec: MetricSpec
+    query: str
+    due: float
+    phase: str = "Pending"
+    successful: int = 0
+    failed: int = 0
+    errors: int = 0
+    consecutive_errors: int = 0
+    values: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return self.successful + self.failed
+
+    def record(self) -> MetricRecord:
+        return MetricRecord(
+            self.spec.name, self.phase, self.successful, self.failed, 0, self.errors, tuple(self.values)
+        )
+
+    def measure(self, prometheus: Prometheus, now: float) -> str:
+        values = prometheus.vector(self.query)
+        outcome = assess(self.spec.success_condition, values)
+        shown = "[" + ",".join(f"{value:g}" for value in values) + "]"
+        self.values.append(shown)
+        if outcome == "Error":
+            self.errors += 1
+            self.consecutive_errors += 1
+            self.due = now + ERROR_RETRY_SECONDS
+        else:
+            self.consecutive_errors = 0
+            self.successful += outcome == "Successful"
+            self.failed += outcome == "Failed"
+            self.due = now + self.spec.interval
+        if self.failed > self.spec.failure_limit:
+            self.phase = "Failed"
+        elif self.consecutive_errors > self.spec.consecutive_error_limit:
+            self.phase = "Error"
+        elif self.count >= self.spec.count:
+            self.phase = "Successful"
+        else:
+            self.phase = "Running"
+        return f"{shown} -> {outcome}"
 
 
 @dataclass(frozen=True)
-class Metric:
-    name: str
-    query: str
-    condition: str
-    interval: float
-    count: int
-    failure_limit: int
-    initial_delay: float
-
-    def passes(self, value: float | None) -> bool:
-        match = CONDITION.match(self.condition)
-        if match is None:
-            raise ReleaseError(f"metric {self.name}: unsupported successCondition {self.condition!r}")
-        if value is None or math.isnan(value):
-            return False
-        return OPERATORS[match.group(1)](value, float(match.group(2)))
-
-
-def metrics_of(template: dict[str, Any], args: dict[str, str]) -> list[Metric]:
-    """The template's metrics with ``{{args.NAME}}`` filled in."""
-    metrics = []
-    for metric in template["spec"]["metrics"]:
-        query = metric["provider"]["prometheus"]["query"]
-        for name, value in args.items():
-            query = query.replace(f"{{{{args.{name}}}}}", value)
-        metrics.append(
-            Metric(
-                name=metric["name"],
-                query=query,
-                condition=metric["successCondition"],
-                interval=seconds(metric.get("interval", "1m")),
-                count=int(metric.get("count", 1)) or 1,
-                failure_limit=int(metric.get("failureLimit", 0)),
-                initial_delay=seconds(metric.get("initialDelay", "0s")),
-            )
-        )
-    return metrics
-
-
-def query(prometheus_url: str, promql: str) -> float | None:
-    """First sample of an instant query; None when there is no data."""
-    try:
-        response = httpx.get(
-            f"{prometheus_url.rstrip('/')}/api/v1/query", params={"query": promql}, timeout=15
-        )
-        body = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        raise ReleaseError(f"cannot query Prometheus at {prometheus_url}: {exc}") from None
-    if body.get("status") != "success":
-        raise ReleaseError(f"Prometheus at {prometheus_url} refused an analysis query: {body.get('error')}")
-    result = body["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
+class RunResult:
+    phase: str
+    message: str
+    metrics: tuple[MetricRecord, ...]
 
 
 def run_analysis(
-    prometheus_url: str,
-    metrics: list[Metric],
+    prometheus: Prometheus,
+    metrics: tuple[MetricSpec, ...],
+    args: dict[str, str],
+    clock: Clock,
     log: Callable[[str], None],
-    sleep: Callable[[float], None] = time.sleep,
-) -> tuple[bool, str]:
-    """Measure every metric on its schedule; returns (passed, one-line summary)."""
-    if not metrics:
-        return True, "no analysis metrics enabled"
-    failures = dict.fromkeys((metric.name for metric in metrics), 0)
-    rounds = max(metric.count for metric in metrics)
-    sleep(max(metric.initial_delay for metric in metrics))
-    for round_index in range(rounds):
-        for metric in metrics:
-            if round_index >= metric.count:
-                continue
-            value = query(prometheus_url, metric.query)
-            ok = metric.passes(value)
-            failures[metric.name] += 0 if ok else 1
-            log(
-                f"analysis {metric.name} #{round_index + 1}/{metric.count}: "
-                f"{'no data' if value is None else f'{value:.4g}'} -> {'ok' if ok else 'failed'}"
+    give_up_at: float,
+) -> RunResult:
+    """Measure every metric on its schedule until all complete or one fails; ``give_up_at`` ends it early."""
+    start = clock.now()
+    runs = [MetricRun(metric, fill(metric.query, args), start + metric.initial_delay) for metric in metrics]
+    while True:
+        open_runs = [run for run in runs if run.phase in {"Pending", "Running"}]
+        ended = [run for run in runs if run.phase in {"Failed", "Error"}]
+        if ended or not open_runs:
+            break
+        now = clock.now()
+        if now >= give_up_at:
+            return RunResult(
+                "Running", "the deadline ended the analysis", tuple(run.record() for run in runs)
             )
-            if failures[metric.name] > metric.failure_limit:
-                return False, (
-                    f"metric {metric.name!r} failed {failures[metric.name]} times "
-                    f"(limit {metric.failure_limit}; {metric.condition.strip()}, last value {value})"
-                )
-        if round_index < rounds - 1:
-            sleep(min(metric.interval for metric in metrics))
-    return True, "analysis passed: " + ", ".join(f"{name} {failures[name]} failed" for name in failures)
+        for run in open_runs:
+            if run.due <= now:
+                detail = run.measure(prometheus, now)
+                log(f"analysis {run.spec.name} #{run.count + run.errors}: {detail} ({run.phase})")
+        waiting = [run.due for run in runs if run.phase in {"Pending", "Running"}]
+        if waiting:
+            clock.sleep(max(0.0, min([*waiting, give_up_at]) - clock.now()))
+    worst = next((run for run in runs if run.phase == "Failed"), None) or next(
+        (run for run in runs if run.phase == "Error"), None
+    )
+    records = tuple(run.record() for run in runs)
+    if worst is None:
+        return RunResult("Successful", "", records)
+    limit = (
+        f"failed ({worst.failed}) > failureLimit ({worst.spec.failure_limit})"
+        if worst.phase == "Failed"
+        else f"consecutiveErrors ({worst.consecutive_errors}) > consecutiveErrorLimit "
+        f"({worst.spec.consecutive_error_limit})"
+    )
+    return RunResult(
+        worst.phase, f'Metric "{worst.spec.name}" assessed {worst.phase} due to {limit}', records
+    )

@@ -14,13 +14,13 @@ import typer
 from training.exits import handle_errors
 
 if TYPE_CHECKING:
-    from release.chart import Workload
-    from release.loop import Cluster
+    from release.cluster import Cluster
+    from release.drivers import Driver
     from training.config import TrainingSettings
 
 
 rollout_app = typer.Typer(
-    help="Watch, promote, abort or undo the release's rollout (Argo or native).", no_args_is_help=True
+    help="Watch, promote, abort, retry or undo the release's rollout (Argo or native).", no_args_is_help=True
 )
 
 NamespaceOption = Annotated[
@@ -56,10 +56,10 @@ def cluster_for(
     timeout: float | None,
     **more: Any,
 ) -> Cluster:
+    from release.cluster import Cluster
     from release.config import load_settings
     from release.helm import Helm
     from release.kube import connect
-    from release.loop import Cluster
 
     settings = load_settings(
         namespace=namespace,
@@ -144,15 +144,11 @@ def resolve_image(
     return images.image_ref(cluster.settings.registry, images.SERVICE_IMAGE, tag), version
 
 
-def _rollout_target(
-    namespace: str | None, helm_release: str | None, kube_context: str | None
-) -> tuple[Cluster, dict[str, Any], Workload]:
-    """The installed release, its values, and which workload (Argo or native) serves it."""
-    from release import chart
+def _rollout_driver(namespace: str | None, helm_release: str | None, kube_context: str | None) -> Driver:
+    """The driver of the installed release's strategy."""
+    from release.drivers import installed_driver
 
-    cluster = cluster_for(namespace, helm_release, kube_context, None, None)
-    values = cluster.installed_values()
-    return cluster, values, chart.workload(values, cluster.release)
+    return installed_driver(cluster_for(namespace, helm_release, kube_context, None, None))
 
 
 @rollout_app.command("status")
@@ -163,17 +159,7 @@ def rollout_status(
     kube_context: ContextOption = None,
 ) -> None:
     """Phase, step, weight, pauses and analysis runs with their measurements (native: tracks and weights)."""
-    from release import native
-    from release.rollouts import Rollouts, describe_rollout
-
-    cluster, values, workload = _rollout_target(namespace, helm_release, kube_context)
-    if workload.argo:
-        rollouts = Rollouts(cluster.kube)
-        rollout = rollouts.get(workload.name)
-        lines = describe_rollout(rollout, rollouts.analysis_runs(rollout))
-    else:
-        lines = native.status_lines(cluster, values)
-    for line in lines:
+    for line in _rollout_driver(namespace, helm_release, kube_context).status():
         say(line)
 
 
@@ -188,16 +174,7 @@ def rollout_promote(
     kube_context: ContextOption = None,
 ) -> None:
     """Argo: next step / promote the preview. Native: the candidate takes all traffic (helm upgrade)."""
-    from release import native
-    from release.rollouts import Rollouts
-
-    cluster, values, workload = _rollout_target(namespace, helm_release, kube_context)
-    if workload.argo:
-        say(Rollouts(cluster.kube).promote(workload.name, full=full))
-    elif workload.native:
-        say(native.promote(cluster, values))
-    else:
-        raise typer.BadParameter("a rollingUpdate release has nothing to promote")
+    say(_rollout_driver(namespace, helm_release, kube_context).promote(full=full))
 
 
 @rollout_app.command("abort")
@@ -208,18 +185,18 @@ def rollout_abort(
     kube_context: ContextOption = None,
 ) -> None:
     """Argo: status.abort (back to the stable ReplicaSet). Native: drop the canary/preview (helm upgrade)."""
-    from release import native
-    from release.rollouts import Rollouts
+    say(_rollout_driver(namespace, helm_release, kube_context).abort())
 
-    cluster, values, workload = _rollout_target(namespace, helm_release, kube_context)
-    if workload.argo:
-        say(Rollouts(cluster.kube).abort(workload.name))
-    elif workload.native:
-        say(native.abort(cluster, values))
-    else:
-        raise typer.BadParameter(
-            "a rollingUpdate release has no rollout to abort: use `housing rollout undo`"
-        )
+
+@rollout_app.command("retry")
+@handle_errors
+def rollout_retry(
+    namespace: NamespaceOption = None,
+    helm_release: HelmReleaseOption = None,
+    kube_context: ContextOption = None,
+) -> None:
+    """Argo: clear status.abort, the update starts again. Native: re-run the upgrade with its values."""
+    say(_rollout_driver(namespace, helm_release, kube_context).retry())
 
 
 @rollout_app.command("undo")
@@ -233,14 +210,7 @@ def rollout_undo(
     kube_context: ContextOption = None,
 ) -> None:
     """Back to the previous version. Argo: the previous ReplicaSet's template; otherwise helm rollback."""
-    from release.rollouts import Rollouts
-
-    cluster, _, workload = _rollout_target(namespace, helm_release, kube_context)
-    if workload.argo:
-        say(Rollouts(cluster.kube).undo(workload.name, to_revision))
-        return
-    cluster.helm.rollback(cluster.release, to_revision)
-    say(f"helm rollback {cluster.release} {to_revision or '(previous revision)'} done")
+    say(_rollout_driver(namespace, helm_release, kube_context).undo(to_revision))
 
 
 @handle_errors
@@ -271,12 +241,15 @@ def release(
     git_sha: Annotated[str | None, typer.Option(help="Commit in the image tag; default: git HEAD.")] = None,
     prometheus_url: Annotated[
         str | None,
-        typer.Option(help="Prometheus for native-mode analysis [env: HOUSING_RELEASE_PROMETHEUS_URL]."),
+        typer.Option(
+            help="Prometheus the release's evidence is read from [env: HOUSING_RELEASE_PROMETHEUS_URL]."
+        ),
     ] = None,
     auto_promote: Annotated[
         bool,
         typer.Option(
-            "--auto-promote/--no-auto-promote", help="Promote manual pauses while no analysis failed."
+            "--auto-promote/--no-auto-promote",
+            help="Promote manual pauses once the evidence rule holds (else leave every decision to you).",
         ),
     ] = True,
     retry: Annotated[
@@ -289,6 +262,10 @@ def release(
     timeout: TimeoutOption = None,
 ) -> None:
     """Closed loop: ship the challenger, roll it out with analysis, then move `production` or roll back.
+
+    `production` moves only on evidence read from Prometheus (--prometheus-url, required): enough
+    prediction requests served by the candidate and enough successful analysis measurements. Timed pauses
+    are left to the controller; manual pauses are promoted only on that evidence (--no-auto-promote: never).
 
     Exit codes: 0 released (or nothing to do), 5 analysis failed / aborted (rolled back, production kept),
     6 cluster, Helm or image error, 7 timeout (the release stays in progress: re-run to resume).
@@ -308,7 +285,9 @@ def release(
         kind_cluster=kind_cluster,
         prometheus_url=prometheus_url,
     )
-    request = ReleaseRequest(version, strategy, provider, image, git_sha, auto_promote, retry)
+    request = ReleaseRequest(
+        version, strategy, provider, image, git_sha, auto_promote=auto_promote, retry=retry
+    )
     released = run_release(cluster, TrainingSettings(), request)
     say(f"released v{released}")
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from release import chart
+from release.cluster import Cluster
 from release.errors import ReleaseError
 from release.jobs import JobReport, report_outcome, run_training_job
-from release.loop import Cluster, ReleaseRequest, build_and_ship, deploy, release
+from release.loop import ReleaseRequest, build_and_ship, deploy, release
 from training.config import TrainingSettings
 
 
@@ -77,14 +78,9 @@ def ship_challenger(
         image = build_and_ship(cluster, training, production, options.git_sha)
         deploy(cluster, image, production, options.strategy, options.provider)
         return
+    # The loop's evidence rule decides manual pauses, as for `housing release`.
     request = ReleaseRequest(
-        version=report.version,
-        strategy=options.strategy,
-        provider=options.provider,
-        image=None,
-        git_sha=options.git_sha,
-        auto_promote=True,
-        retry=False,
+        version=report.version, strategy=options.strategy, provider=options.provider, git_sha=options.git_sha
     )
     release(cluster, training, request)
 

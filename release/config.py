@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.errors import ConfigError
+from training.settings import settings_with_overrides
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 Strategy = Literal["rollingUpdate", "canary", "blueGreen"]
@@ -54,7 +54,10 @@ class ReleaseSettings(BaseSettings):
     )
     prometheus_url: str | None = Field(
         default=None,
-        description="Prometheus base URL for drift checks (`train --if-changed`) and native-mode analysis.",
+        description=(
+            "Prometheus base URL: drift checks (`train --if-changed`), and the evidence every release reads "
+            "(required by `housing release`, Argo and native alike)."
+        ),
     )
     drift_psi_threshold: float = Field(
         default=0.2,
@@ -65,11 +68,4 @@ class ReleaseSettings(BaseSettings):
 
 def load_settings(**overrides: Any) -> ReleaseSettings:
     """Settings from the environment with command-line values on top; invalid ones fail in one line."""
-    try:
-        settings = ReleaseSettings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(
-            f"invalid setting HOUSING_RELEASE_{'_'.join(map(str, first['loc'])).upper()}: {first['msg']}"
-        ) from None
-    return settings.model_copy(update={key: value for key, value in overrides.items() if value is not None})
+    return settings_with_overrides(ReleaseSettings, **overrides)

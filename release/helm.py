@@ -6,6 +6,7 @@ Values always travel in YAML files (never ``--set``), so tags, JSON lists and co
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -21,6 +22,9 @@ from release.config import PROJECT_ROOT, ReleaseSettings
 from release.errors import ReleaseError
 
 HELM_TIMEOUT_SECONDS = 900
+# `helm upgrade --reset-then-reuse-values` (upgrade_argv) exists from Helm 3.14 on.
+MINIMUM_HELM = (3, 14)
+MINIMUM_HELM_TEXT = "Helm 3.14+ (for `helm upgrade --reset-then-reuse-values`)"
 
 
 def find_helm(configured: str | None) -> str:
@@ -29,7 +33,7 @@ def find_helm(configured: str | None) -> str:
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return candidate
-    raise ReleaseError("helm is not installed: install Helm 3.8+ or run scripts/install-helm.sh")
+    raise ReleaseError(f"helm is not installed: install {MINIMUM_HELM_TEXT} or run scripts/install-helm.sh")
 
 
 def explain(stderr: str) -> str:
@@ -63,7 +67,26 @@ class Helm:
 
     @classmethod
     def from_settings(cls, settings: ReleaseSettings) -> Helm:
-        return cls(find_helm(settings.helm_binary), settings.namespace, settings.kube_context)
+        helm = cls(find_helm(settings.helm_binary), settings.namespace, settings.kube_context)
+        helm.require_supported_version()
+        return helm
+
+    def require_supported_version(self) -> str:
+        """The binary's version (``v3.14.0``); refuses one older than :data:`MINIMUM_HELM` in one line."""
+        result = self._runner([self.binary, "version", "--template", "{{.Version}}"])
+        version = result.stdout.strip()
+        found = re.match(r"v?(\d+)\.(\d+)", version)
+        if result.returncode != 0 or found is None:
+            raise ReleaseError(
+                f"cannot tell the version of {self.binary} ({explain(result.stderr or version)}): "
+                f"housing needs {MINIMUM_HELM_TEXT}"
+            )
+        if (int(found[1]), int(found[2])) < MINIMUM_HELM:
+            raise ReleaseError(
+                f"{self.binary} is Helm {version}, too old: housing needs {MINIMUM_HELM_TEXT};"
+                " install a newer one or run scripts/install-helm.sh"
+            )
+        return version
 
     def _common(self) -> list[str]:
         flags = ["--namespace", self.namespace]

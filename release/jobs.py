@@ -1,7 +1,10 @@
 """``housing train --k8s``: the chart's training Job, rendered with the release's values, run to the end.
 
-The Job comes from ``helm template`` (never a second copy of it); its ConfigMap, ServiceAccount and
-Role are created alongside with Helm's ownership annotations, so a later ``helm upgrade`` adopts them.
+The Job comes from ``helm template`` (never a second copy of it). Its ServiceAccount and Role are
+created alongside with Helm's ownership annotations, so a later ``helm upgrade`` adopts them. The
+release's training ConfigMap is never written: this run's settings (the chart's MLflow settings plus
+``--candidate`` choices) go into a ConfigMap of its own, owned by the Job, as does a params file, so
+the CronJob and later runs never inherit them.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from release import chart
 from release.config import ReleaseSettings
 from release.errors import ClusterTimeoutError, ReleaseError
 from release.helm import Helm
-from release.kube import Deadline, Kube, connect, iter_lines, pod_problem, termination
+from release.kube import MERGE_PATCH, Deadline, Kube, connect, iter_lines, pod_problem, termination
 from training.config import TrainingSettings
 
-SUPPORT_KINDS = ("ServiceAccount", "ConfigMap", "Role", "RoleBinding")
+SUPPORT_KINDS = ("ServiceAccount", "Role", "RoleBinding")
 PARAMS_MOUNT = "/etc/housing/params"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
@@ -35,17 +38,13 @@ class JobReport:
     production: str | None
 
 
-def job_overrides(
-    training: TrainingSettings, settings: ReleaseSettings, env: dict[str, str]
-) -> dict[str, Any]:
+def job_overrides(training: TrainingSettings, settings: ReleaseSettings) -> dict[str, Any]:
     """Values that turn the Job on and carry this command's choices into it."""
     overrides = chart.merge(
         chart.nested("training.jobEnabled", True),
         chart.nested("model.name", training.model_name),
         chart.nested("training.mlflow.experiment", training.experiment),
     )
-    if env:
-        overrides = chart.merge(overrides, chart.nested("training.env", env))
     if settings.training_image:
         try:
             repository, tag = chart.split_image(settings.training_image)
@@ -55,10 +54,18 @@ def job_overrides(
     return overrides
 
 
-def render_job(
-    helm: Helm, settings: ReleaseSettings, overrides: dict[str, Any]
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The training support objects and the Job, as the chart renders them with the release's values."""
+@dataclass(frozen=True)
+class RenderedJob:
+    """What the chart renders for one training run."""
+
+    support: list[dict[str, Any]]
+    settings: dict[str, str]
+    job: dict[str, Any]
+
+
+def render_job(helm: Helm, settings: ReleaseSettings, overrides: dict[str, Any]) -> RenderedJob:
+    """The training support objects, the training ConfigMap's settings and the Job, as the chart renders
+    them with the release's values."""
     installed = helm.get_values(settings.release_name, computed=False) or {}
     objects = helm.template(
         settings.release_name, settings.chart, installed, settings.values_files, overrides
@@ -71,36 +78,57 @@ def render_job(
     jobs = [obj for obj in training if obj["kind"] == "Job"]
     if len(jobs) != 1:
         raise ReleaseError(f"the chart rendered {len(jobs)} training Jobs, expected one")
-    return [obj for obj in training if obj["kind"] in SUPPORT_KINDS], jobs[0]
+    [config] = [obj for obj in training if obj["kind"] == "ConfigMap"]
+    return RenderedJob(
+        support=[obj for obj in training if obj["kind"] in SUPPORT_KINDS],
+        settings=dict(config.get("data") or {}),
+        job=jobs[0],
+    )
 
 
 def prepare_job(
-    job: dict[str, Any], stamp: str, args: list[str], params: str | None
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Give the Job a unique name and this run's arguments; mount a params file when one is given."""
-    base = job["metadata"]["name"].rsplit("-r", 1)[0]
-    name = f"{base[: 62 - len(stamp)].rstrip('-')}-{stamp}"
+    rendered: RenderedJob, stamp: str, args: list[str], env: dict[str, str], params: str | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """This run's Job (unique name, its arguments, created suspended) and its own ConfigMaps: the
+    chart's training settings with this run's ``env``, and the params file when one is given."""
+    job = rendered.job
+    name = f"{job['metadata']['name'][: 62 - len(stamp)].rstrip('-')}-{stamp}"
     job["metadata"]["name"] = name
-    container = job["spec"]["template"]["spec"]["containers"][0]
+    # A Helm hook when Helm installs it; created here, it is an ordinary Job of this run.
+    job["metadata"].pop("annotations", None)
+    # Kubernetes docs, concepts/workloads/controllers/job "Suspending a Job": no pod starts until
+    # spec.suspend is false, so the pod never sees its ConfigMaps missing.
+    job["spec"]["suspend"] = True
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
     container["args"] = args
-    if params is None:
-        return job, None
-    config_map: dict[str, Any] = {
+    labels = dict(job["metadata"]["labels"])
+    settings_map: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": f"{name[:55]}-params", "labels": dict(job["metadata"]["labels"])},
-        "data": {"params.yaml": params},
+        "metadata": {"name": f"{name[:58]}-env", "labels": labels},
+        "data": {**rendered.settings, **env},
     }
-    job["spec"]["template"]["spec"].setdefault("volumes", []).append(
-        {"name": "params", "configMap": {"name": config_map["metadata"]["name"]}}
-    )
-    container.setdefault("volumeMounts", []).append(
-        {"name": "params", "mountPath": PARAMS_MOUNT, "readOnly": True}
-    )
-    container.setdefault("env", []).append(
-        {"name": "HOUSING_PARAMS_FILE", "value": f"{PARAMS_MOUNT}/params.yaml"}
-    )
-    return job, config_map
+    container["envFrom"] = [{"configMapRef": {"name": settings_map["metadata"]["name"]}}]
+    config_maps = [settings_map]
+    if params is not None:
+        params_map: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"{name[:55]}-params", "labels": labels},
+            "data": {"params.yaml": params},
+        }
+        config_maps.append(params_map)
+        pod.setdefault("volumes", []).append(
+            {"name": "params", "configMap": {"name": params_map["metadata"]["name"]}}
+        )
+        container.setdefault("volumeMounts", []).append(
+            {"name": "params", "mountPath": PARAMS_MOUNT, "readOnly": True}
+        )
+        container.setdefault("env", []).append(
+            {"name": "HOUSING_PARAMS_FILE", "value": f"{PARAMS_MOUNT}/params.yaml"}
+        )
+    return job, config_maps
 
 
 def adopt_by_helm(obj: dict[str, Any], settings: ReleaseSettings) -> dict[str, Any]:
@@ -126,13 +154,13 @@ def run_training_job(
     from kubernetes import client
 
     helm = helm or Helm.from_settings(settings)
-    support, job = render_job(helm, settings, job_overrides(training, settings, env))
+    rendered = render_job(helm, settings, job_overrides(training, settings))
     kube = kube or connect(settings)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     params = params_file.read_text(encoding="utf-8") if params_file else None
-    job, params_map = prepare_job(job, stamp, args, params)
+    job, config_maps = prepare_job(rendered, stamp, args, env, params)
     name = str(job["metadata"]["name"])
-    for obj in support:
+    for obj in rendered.support:
         kube.create_or_replace(adopt_by_helm(obj, settings))
     body: Any = client.V1Job.from_dict(job)
     created = kube.json(
@@ -140,12 +168,24 @@ def run_training_job(
         f"create Job {name} in namespace {settings.namespace}",
     )
     log(f"created Job {name} in namespace {settings.namespace} (image {job_image(job)})")
-    if params_map is not None:
-        params_map["metadata"]["ownerReferences"] = [
-            {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": created["metadata"]["uid"]}
-        ]
-        kube.create_or_replace(params_map)
-        log(f"mounted {params_file} as ConfigMap {params_map['metadata']['name']}")
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": created["metadata"]["uid"]}
+    for config_map in config_maps:
+        # Owned by the Job: Kubernetes' garbage collector deletes them with it.
+        config_map["metadata"]["ownerReferences"] = [owner]
+        kube.create_or_replace(config_map)
+    log(f"settings of this run in ConfigMap {config_maps[0]['metadata']['name']}")
+    if params_file is not None:
+        log(f"mounted {params_file} as ConfigMap {config_maps[-1]['metadata']['name']}")
+    kube.call(
+        lambda: kube.batch.patch_namespaced_job(
+            name,
+            settings.namespace,
+            {"spec": {"suspend": False}},
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        ),
+        f"start Job {name}",
+    )
     follow_job(kube, name, Deadline(settings.timeout_seconds, settings.poll_seconds), log)
     return name
 

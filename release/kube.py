@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from release.config import ReleaseSettings
 from release.errors import ClusterTimeoutError, ReleaseError
@@ -258,6 +258,19 @@ def pod_problem(pod: dict[str, Any]) -> str | None:
     return None
 
 
+def ready_since(pods: list[dict[str, Any]]) -> str | None:
+    """When the first of these pods became Ready (its condition's lastTransitionTime), or None."""
+    times = [
+        str(condition["lastTransitionTime"])
+        for pod in pods
+        for condition in pod.get("status", {}).get("conditions", [])
+        if condition.get("type") == "Ready"
+        and condition.get("status") == "True"
+        and condition.get("lastTransitionTime")
+    ]
+    return min(times) if times else None
+
+
 def termination(pod: dict[str, Any]) -> str | None:
     """How a pod's container ended badly: OOMKilled, a non-zero exit code, or an eviction."""
     status = pod.get("status", {})
@@ -281,22 +294,41 @@ def termination(pod: dict[str, Any]) -> str | None:
     return None
 
 
-class Deadline:
-    """A wall-clock budget shared by the steps of one command."""
+class Clock(Protocol):
+    """Where the release loop reads the time and waits; tests pass an accelerated one."""
 
-    def __init__(self, seconds: float, poll_seconds: float) -> None:
+    def now(self) -> float:
+        """Epoch seconds."""
+        ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class WallClock:
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class Deadline:
+    """A budget (on the given clock) shared by the steps of one command."""
+
+    def __init__(self, seconds: float, poll_seconds: float, clock: Clock | None = None) -> None:
         self.seconds = seconds
         self.poll_seconds = poll_seconds
-        self.end = time.monotonic() + seconds
+        self.clock = clock or WallClock()
+        self.end = self.clock.now() + seconds
 
     def remaining(self) -> float:
-        return max(0.0, self.end - time.monotonic())
+        return max(0.0, self.end - self.clock.now())
 
     def sleep(self, waiting_for: str, hint: str = "") -> None:
         """Sleep one poll interval, or raise :class:`ClusterTimeoutError` naming what never happened."""
         if self.remaining() <= 0:
             raise ClusterTimeoutError(f"timed out after {self.seconds:.0f}s waiting for {waiting_for}{hint}")
-        time.sleep(min(self.poll_seconds, self.remaining()))
+        self.clock.sleep(min(self.poll_seconds, self.remaining()))
 
 
 def connect(settings: ReleaseSettings) -> Kube:

@@ -2,7 +2,7 @@
 
 - promote: clear ``status.pauseConditions`` and ``spec.paused`` (or, mid-analysis, advance
   ``status.currentStepIndex``); ``--full`` sets ``status.promoteFull``.
-- abort: ``status.abort = true``.
+- abort: ``status.abort = true``; retry: ``status.abort = false``.
 - undo: ``spec.template`` back to the template of the previous revision's ReplicaSet.
 """
 
@@ -61,16 +61,18 @@ class Rollouts:
                 return f"Rollout {name} is already fully promoted"
             self._patch(name, {"status": {"promoteFull": True}}, status=True)
             return f"Rollout {name} fully promoted (remaining steps and analysis skipped)"
+        # pkg/kubectl-argo-rollouts/cmd/promote/promote.go: clear the pause conditions, or, when
+        # nothing is paused (mid-analysis), clear them and move to the next step; never both.
         done = []
         if status.get("pauseConditions"):
             self._patch(name, {"status": {"pauseConditions": None}}, status=True)
             done.append("cleared its pause")
-        elif "canary" in spec.get("strategy", {}) and status.get("currentStepIndex") is not None:
+        elif "canary" in spec.get("strategy", {}):
             steps = spec["strategy"]["canary"].get("steps", [])
-            index = int(status["currentStepIndex"])
+            index = int(status.get("currentStepIndex") or 0)
             if index < len(steps):
                 index += 1
-            self._patch(name, {"status": {"currentStepIndex": index}}, status=True)
+            self._patch(name, {"status": {"pauseConditions": None, "currentStepIndex": index}}, status=True)
             done.append(f"moved to step {index}/{len(steps)}")
         if spec.get("paused"):
             self._patch(name, {"spec": {"paused": False}}, status=False)
@@ -80,6 +82,11 @@ class Rollouts:
     def abort(self, name: str) -> str:
         self._patch(name, {"status": {"abort": True}}, status=True)
         return f"Rollout {name} aborted: traffic goes back to the stable ReplicaSet"
+
+    def retry(self, name: str) -> str:
+        """``kubectl argo rollouts retry rollout`` (cmd/retry/retry.go): clear ``status.abort``."""
+        self._patch(name, {"status": {"abort": False}}, status=True)
+        return f"Rollout {name} retried: the update to the new version starts again"
 
     def replica_sets(self, rollout: dict[str, Any]) -> list[dict[str, Any]]:
         labels = rollout["spec"]["selector"]["matchLabels"]
@@ -124,10 +131,17 @@ class Rollouts:
             "so the next `helm upgrade` must name the version you want"
         )
 
-    def analysis_runs(self, rollout: dict[str, Any]) -> list[dict[str, Any]]:
+    def analysis_runs(self, rollout: dict[str, Any], pod_hash: str | None = None) -> list[dict[str, Any]]:
+        """The AnalysisRuns the Rollout owns (of one pod template hash), oldest first."""
+        selector = f"{POD_HASH_LABEL}={pod_hash}" if pod_hash else ""
         listing = self.kube.json(
             lambda: self.kube.custom.list_namespaced_custom_object(
-                GROUP, VERSION, self.kube.namespace, "analysisruns", _preload_content=False
+                GROUP,
+                VERSION,
+                self.kube.namespace,
+                "analysisruns",
+                label_selector=selector,
+                _preload_content=False,
             ),
             f"list AnalysisRuns in namespace {self.kube.namespace}",
         )

@@ -26,19 +26,11 @@ for tool in podman buildah debootstrap; do
     command -v "$tool" >/dev/null || die "$tool is missing: apt-get install -y podman buildah runc debootstrap"
 done
 
-# crun refuses this VM's hybrid cgroups and raising RLIMIT_NOFILE/NPROC is not permitted,
-# so podman needs runc, cgroupfs and no default ulimits. Never overwrite an existing config.
-if [[ ! -e /etc/containers/containers.conf ]]; then
-    log "writing /etc/containers/containers.conf (runc, cgroupfs, no default ulimits)"
-    mkdir -p /etc/containers
-    cat > /etc/containers/containers.conf <<'CONF'
-[containers]
-default_ulimits = []
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-CONF
-fi
+bash "$(dirname "${BASH_SOURCE[0]}")/configure-podman.sh"
+
+# One build at a time (parallel test workers may all ask for the images): the others wait, then keep them.
+exec 9>"${LOCK_FILE:-/run/lock/housing-base-image.lock}"
+flock 9
 
 image_exists() { [[ "$FORCE" != 1 ]] && podman image exists "$1"; }
 

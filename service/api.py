@@ -89,19 +89,23 @@ class PredictionAPI:
         )
 
     async def predict(self, request: Request) -> Response:
-        return await self._serve(request, "/predict", self._predict_one)
+        return await self._serve(request, self._predict_one)
 
     async def predict_batch(self, request: Request) -> Response:
-        return await self._serve(request, "/predict/batch", self._predict_many)
+        return await self._serve(request, self._predict_many)
 
     def close(self) -> None:
         self.prediction_log.close()
         self.executor.shutdown(wait=False)
 
     async def _serve(
-        self, request: Request, endpoint: str, handle: Callable[[bytes, float], Awaitable[BaseModel]]
+        self, request: Request, handle: Callable[[bytes, float], Awaitable[BaseModel]]
     ) -> Response:
-        """Admission control, body checks, timeout and request metrics around one prediction handler."""
+        """Admission control, body checks and timeout around one prediction handler.
+
+        Client errors become their structured 4xx/503 here; anything else is left to the app's one
+        catch-all (``service.service.HousingApp``), which also counts every response.
+        """
         started = time.perf_counter()
         ticket = await self.admission.enter(request.headers.get("content-length"))
         if ticket is None:
@@ -119,7 +123,6 @@ class PredictionAPI:
                 response = error_response(OverloadedError("request timed out, retry shortly"))
             finally:
                 self.admission.leave(ticket)
-        self.metrics.observe_request(endpoint, response.status_code, time.perf_counter() - started)
         return response
 
     async def _predict_one(self, body: bytes, started: float) -> PredictionResponse:

@@ -8,16 +8,20 @@ tree, so repeat ``i`` lands on the root of tree ``i``. Every tree thus makes sci
 comparisons, and the leaf values are summed in scikit-learn's order (baseline first, then tree by
 tree): results are bit-identical. A leading StandardScaler is applied as plain arithmetic.
 The walker is private to scikit-learn, so :func:`compile_model` checks the results on sample rows
-and returns ``None`` for anything it does not cover (the service then uses scikit-learn).
+and returns ``None`` for anything it does not cover or cannot build (the service then uses
+scikit-learn).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from service.logs import LOGGER_NAME
 
 Rows = npt.NDArray[np.float64]
 Transform = Callable[[Rows], Rows]
@@ -97,7 +101,20 @@ def routing_tree(roots: npt.NDArray[np.int64], column: int, dtype: np.dtype[Any]
 
 
 def compile_model(estimator: Any, check_rows: Rows) -> Callable[[Rows], Rows] | None:
-    """A predictor equal to ``estimator.predict`` on ``check_rows``, or ``None`` if none can be built."""
+    """A predictor equal to ``estimator.predict`` on ``check_rows``, or ``None`` if none can be built.
+
+    The walker and the tree arrays are scikit-learn's private parts: if a new release changes them,
+    building or checking the predictor fails. The service then predicts with scikit-learn, which is
+    slower but right, and one warning line of the service log names the cause.
+    """
+    try:
+        return _compile(estimator, check_rows)
+    except Exception as error:  # noqa: BLE001 - any failure here leaves scikit-learn's own predict
+        _log_fallback(f"{type(error).__name__}: {error}")
+        return None
+
+
+def _compile(estimator: Any, check_rows: Rows) -> Callable[[Rows], Rows] | None:
     steps = list(getattr(estimator, "steps", [("model", estimator)]))
     final = steps[-1][1]
     if (
@@ -120,8 +137,15 @@ def compile_model(estimator: Any, check_rows: Rows) -> Callable[[Rows], Rows] | 
 
     expected = np.asarray(estimator.predict(check_rows), dtype=np.float64).reshape(-1)
     if not np.array_equal(predict(check_rows), expected):
+        _log_fallback(f"its predictions differ from scikit-learn's on {len(check_rows)} check rows")
         return None
     return predict
+
+
+def _log_fallback(cause: str) -> None:
+    logging.getLogger(LOGGER_NAME).warning(
+        "compiled predictor not used, predicting with scikit-learn", extra={"cause": cause}
+    )
 
 
 def _transform(step: Any) -> Transform | None:

@@ -95,6 +95,20 @@ class ServiceSettings(BaseSettings):
     max_request_bytes: int = Field(
         default=1_000_000, gt=0, description="Largest request body accepted; larger ones get 413."
     )
+    # An answer given before the body is read (413, 415, shed 503) is preceded by reading the rest of
+    # the body: closing with bytes unread makes the kernel reset the connection, and clients that send
+    # the whole body before they read (urllib, http.client) lose the answer. 64 MiB holds a
+    # 200,000-row batch (30 MB); at loopback speed draining 30 MB took well under a second.
+    drain_max_bytes: int = Field(
+        default=64 * 2**20,
+        ge=0,
+        description="Most unread body bytes read before an early answer; beyond them the connection closes.",
+    )
+    drain_seconds: float = Field(
+        default=5.0,
+        ge=0.0,
+        description="Longest time spent reading an unread request body before an early answer.",
+    )
     golden_tolerance: float | None = Field(
         default=None,
         gt=0.0,

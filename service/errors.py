@@ -53,6 +53,13 @@ class ModelUnavailableError(ServiceError):
     error_type = "model_unavailable"
 
 
+class InternalError(ServiceError):
+    """An unexpected fault: answered at once, logged once with its traceback, counted as a 500."""
+
+    status_code = 500
+    error_type = "internal_error"
+
+
 def from_validation_error(error: ValidationError) -> ServiceError:
     """Malformed JSON is a 400; well-formed JSON that breaks the schema is a 422."""
     details = details_from(error)

@@ -256,7 +256,7 @@ def images(
     push: Annotated[bool, typer.Option(help="Push the images (every tag) after building them.")] = False,
 ) -> None:
     """Build the service image (from the Bento) and the training image, tagged <model-version>-<git-sha>."""
-    refs = _build(
+    refs = build_images(
         backend=backend,
         registry=registry,
         only=only,
@@ -273,7 +273,7 @@ def images(
         typer.echo(ref)
 
 
-def _build(
+def build_images(
     *,
     backend: Backend,
     registry: str,
@@ -287,6 +287,8 @@ def _build(
     extra_tags: list[str],
     push: bool,
 ) -> list[str]:
+    """Build (tag, push) the chosen images; returns every reference built. The one image builder:
+    ``housing images`` and the release loop both build through it."""
     if skaffold:
         if "IMAGE" not in os.environ:
             raise ImageUsageError("--skaffold expects $IMAGE (set by skaffold's custom build)")

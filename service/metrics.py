@@ -20,7 +20,13 @@ VALUE_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
 
 
 class ServiceMetrics:
-    """The ``housing_*`` metrics of docs/architecture.md, bound to one model."""
+    """The ``housing_*`` metrics of docs/architecture.md, bound to one model.
+
+    No label may share a name with a target label the prometheus-operator attaches (``endpoint``,
+    ``namespace``, ``service``, ``pod``, ``container``, ``job``, ``instance``, ``node``): a Prometheus
+    with ``overrideHonorLabels`` would rename ours to ``exported_*`` and every query would miss it.
+    The request path is therefore ``route``.
+    """
 
     def __init__(
         self, model_name: str, model_version: str, run_id: str, registry: CollectorRegistry | None
@@ -37,18 +43,18 @@ class ServiceMetrics:
         self.http_requests: Counter = Counter(
             "housing_http_requests_total",
             "HTTP requests to the prediction API.",
-            [*model, "endpoint", "status_code"],
+            [*model, "route", "status_code"],
             registry=registry,
         )
         self.http_duration: Histogram = Histogram(
             "housing_http_request_duration_seconds",
             "Time to answer a prediction API request.",
-            [*model, "endpoint"],
+            [*model, "route"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.predictions: Counter = Counter(
-            "housing_predictions_total", "Rows predicted.", [*model, "endpoint"], registry=registry
+            "housing_predictions_total", "Rows predicted.", [*model, "route"], registry=registry
         )
         self.prediction_value: Histogram = Histogram(
             "housing_prediction_value",
@@ -91,15 +97,15 @@ class ServiceMetrics:
         )
         self.model_info.labels(**self.model_labels, run_id=run_id).set(1)
 
-    def observe_predictions(self, endpoint: str, values: list[float]) -> None:
-        self._child(self.predictions, endpoint=endpoint).inc(len(values))
+    def observe_predictions(self, route: str, values: list[float]) -> None:
+        self._child(self.predictions, route=route).inc(len(values))
         histogram = self._child(self.prediction_value)
         for value in values:
             histogram.observe(value)
 
-    def observe_request(self, endpoint: str, status_code: int, seconds: float) -> None:
-        self._child(self.http_requests, endpoint=endpoint, status_code=str(status_code)).inc()
-        self._child(self.http_duration, endpoint=endpoint).observe(seconds)
+    def observe_request(self, route: str, status_code: int, seconds: float) -> None:
+        self._child(self.http_requests, route=route, status_code=str(status_code)).inc()
+        self._child(self.http_duration, route=route).observe(seconds)
 
     def _child(self, metric: Any, **labels: str) -> Any:
         """Labelled child of ``metric``, cached: ``labels()`` takes a lock and builds a tuple each call."""

@@ -9,8 +9,22 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.support import mlflow_server, shared_data_path
+from tests.postgres import Postgres, postgres_server
+from tests.support import REPO_ROOT, mlflow_server, shared_data_path
 from training.data import load_dataset
+
+# The suite a test belongs to follows from its folder (`-m unit` selects every test under tests/unit).
+SUITE_OF_FOLDER = {"unit": "unit", "integration": "integration", "e2e": "e2e", "chart": "chart"}
+# Session fixtures that train models or start servers, and the xdist group of the tests that use one
+# (directly or through another fixture), first match wins: `--dist loadgroup` runs a group on one
+# worker, so each is made once rather than once per worker.
+SHARED_SESSION_FIXTURES = {
+    "registered_model": "service-model",  # bento_tag, served, ... build on it
+    "model": "reliability-model",  # tests/integration/reliability/conftest.py
+    "mlflow_url": "mlflow-server",
+}
+# Other servers and images are module fixtures: an integration or e2e module stays on one worker.
+MODULE_GROUPED_SUITES = {"integration", "e2e"}
 
 FAST_CANDIDATES = {
     "linear": {"estimator": "sklearn.linear_model.LinearRegression", "scale": True, "params": {}},
@@ -24,6 +38,39 @@ FAST_CANDIDATES = {
         "params": {"max_iter": 30, "max_leaf_nodes": 15},
     },
 }
+
+
+def xdist_groups(items: list[pytest.Item]) -> dict[Path, str]:
+    """Module -> group: a module joins the group of a shared session fixture any of its tests uses
+    (its module fixtures then stay on that worker too); integration and e2e modules else form their own."""
+    groups: dict[Path, str] = {}
+    for fixture, group in SHARED_SESSION_FIXTURES.items():
+        for item in items:
+            if _uses_session_fixture(item, fixture):
+                groups.setdefault(item.path, group)
+    for item in items:
+        parts = item.path.relative_to(REPO_ROOT).parts
+        if len(parts) > 2 and SUITE_OF_FOLDER.get(parts[1]) in MODULE_GROUPED_SUITES:
+            groups.setdefault(item.path, item.path.relative_to(REPO_ROOT).as_posix())
+    return groups
+
+
+def _uses_session_fixture(item: pytest.Item, name: str) -> bool:
+    """Whether the fixture this test resolves ``name`` to is session-scoped (not a local namesake)."""
+    definitions = getattr(item, "_fixtureinfo", None)
+    found = definitions.name2fixturedefs.get(name, ()) if definitions is not None else ()
+    return bool(found) and found[-1].scope == "session"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    groups = xdist_groups(items)
+    for item in items:
+        parts = item.path.relative_to(REPO_ROOT).parts
+        if len(parts) > 2 and (suite := SUITE_OF_FOLDER.get(parts[1])):
+            item.add_marker(suite)
+        if item.get_closest_marker("xdist_group") is None and item.path in groups:
+            item.add_marker(pytest.mark.xdist_group(groups[item.path]))
 
 
 def write_params(path: Path, candidates: dict[str, object] | None = None, **overrides: object) -> Path:
@@ -66,3 +113,13 @@ def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real MLflow tracking server for the session (tests use distinct model names)."""
     with mlflow_server(tmp_path_factory.mktemp("mlflow")) as running:
         yield running.url
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL server for the session (tests create their own databases in it).
+
+    Tests that stop or slow it down restore it before they end. Under xdist each worker has its own.
+    """
+    with postgres_server() as running:
+        yield running

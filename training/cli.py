@@ -56,18 +56,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 def settings_from(**overrides: Any) -> TrainingSettings:
     """Settings from the environment, with the options the user gave on the command line on top."""
-    from pydantic import ValidationError
-
     from training import logs
+    from training.settings import settings_with_overrides
 
-    try:
-        settings = TrainingSettings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2) from None
-    settings = settings.model_copy(
-        update={key: value for key, value in overrides.items() if value is not None}
-    )
+    settings = settings_with_overrides(TrainingSettings, **overrides)
     logs.configure(settings.log_format)
     return settings
 

@@ -162,6 +162,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
     ),
     "training-cronjob": ({"Deployment", "Job", "CronJob", "Role", "RoleBinding"}, {"Rollout"}),
     "long-names": ({"Deployment", "Job", "CronJob"}, {"Rollout"}),
+    "training-data": ({"Deployment", "Job", "ConfigMap", "ServiceAccount"}, {"Rollout", "CronJob"}),
 }
 
 
@@ -289,6 +290,9 @@ def test_every_pod_is_restricted_and_sized(rendered: Render, scenario: str) -> N
         empty_dirs = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
         for c in spec["containers"]:
             for mount in c.get("volumeMounts", []):
+                # The only other volume is training's data volume (`training.data`), which users bring.
+                if "train" in name and mount["name"] == "data":
+                    continue
                 assert mount["name"] in empty_dirs, f"{name}: {mount['mountPath']} must be an emptyDir"
 
 
@@ -304,7 +308,7 @@ def test_serving_pods_probe_drain_and_listen_on_3000(rendered: Render, scenario:
         assert server["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
         assert server["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         assert server["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
-        sleep = int(server["lifecycle"]["preStop"]["exec"]["command"][1])
+        sleep = int(server["lifecycle"]["preStop"]["sleep"]["seconds"])
         assert sleep == values["preStopSleepSeconds"]
         assert spec["terminationGracePeriodSeconds"] > sleep
         assert spec["securityContext"]["runAsUser"] == 1034
@@ -422,8 +426,13 @@ def test_argo_rollout_references_existing_services_and_templates(rendered: Rende
     ref = _analysis_ref(rollout)
     templates = {t["metadata"]["name"]: t for t in r.of_kind("AnalysisTemplate")}
     assert {t["templateName"] for t in ref["templates"]} == set(templates)
-    args = {a["name"]: a["value"] for a in ref["args"]}
-    assert args == {"canary-model-version": "4", "stable-model-version": "3"}
+    # utils/analysis/factory.go (BuildArgumentsForRolloutAnalysisRun): Latest and Stable become the
+    # rollouts-pod-template-hash of the newest and of the stable ReplicaSet.
+    args = {a["name"]: a["valueFrom"] for a in ref["args"]}
+    assert args == {
+        "candidate-track": {"podTemplateHashValue": "Latest"},
+        "stable-track": {"podTemplateHashValue": "Stable"},
+    }
     for template in templates.values():
         declared = {a["name"] for a in template["spec"].get("args", [])}
         assert declared <= set(args)
@@ -434,7 +443,7 @@ def test_argo_rollout_references_existing_services_and_templates(rendered: Rende
 
 def test_canary_analysis_checks_success_latency_and_shift(rendered: Render) -> None:
     template = rendered("canary").one("AnalysisTemplate", "housing-analysis")
-    metrics = {m["name"]: m for m in template["spec"]["metrics"]}
+    metrics = {m["name"]: m for m in template["spec"]["metrics"] if "prometheus" in m["provider"]}
     assert set(metrics) == {"success-rate", "latency-p95", "prediction-shift"}
     analysis = rendered("canary").values["rollout"]["analysis"]
     for metric in metrics.values():
@@ -442,17 +451,21 @@ def test_canary_analysis_checks_success_latency_and_shift(rendered: Render) -> N
         assert metric["failureLimit"] == analysis["failureLimit"]
         assert "count" not in metric  # count 0 = background analysis until the rollout completes
         query = metric["provider"]["prometheus"]["query"]
-        assert 'model_version="{{args.canary-model-version}}"' in query
+        assert 'rollouts_pod_template_hash="{{args.candidate-track}}"' in query
+        assert "model_version" not in query
     assert (
-        'model_version="{{args.stable-model-version}}"'
+        'rollouts_pod_template_hash="{{args.stable-track}}"'
         in metrics["prediction-shift"]["provider"]["prometheus"]["query"]
     )
-    assert metrics["success-rate"]["successCondition"] == f"result[0] >= {analysis['successRate']['min']}"
+    assert (
+        metrics["success-rate"]["successCondition"]
+        == f"len(result) > 0 && result[0] >= {analysis['successRate']['min']}"
+    )
 
 
 def test_blue_green_analysis_has_a_finite_count(rendered: Render) -> None:
     template = rendered("blue-green").one("AnalysisTemplate")
-    assert all(m["count"] == 3 for m in template["spec"]["metrics"])
+    assert all(m["count"] == 3 for m in template["spec"]["metrics"] if "prometheus" in m["provider"])
 
 
 def test_load_test_runs_as_analysis_job_and_helm_test(rendered: Render) -> None:
@@ -560,10 +573,36 @@ def test_native_blue_green_refuses_an_active_colour_without_image(helm: str) -> 
     assert "no greenTag is set" in result.stderr
 
 
-def test_argo_analysis_requires_the_stable_model_version(helm: str) -> None:
-    result = render([scenario_file("canary")], ["rollout.analysis.stableModelVersion="])
+def test_service_monitor_attaches_the_track_labels(rendered: Render) -> None:
+    monitor = rendered("canary").one("ServiceMonitor")
+    assert monitor["spec"]["podTargetLabels"] == ["rollouts-pod-template-hash", "housing.io/track"]
+
+
+def test_values_no_longer_take_a_stable_model_version(helm: str) -> None:
+    result = render([scenario_file("canary")], ["rollout.analysis.stableModelVersion=3"])
     assert result.returncode != 0
-    assert "stableModelVersion is required" in result.stderr
+    assert "stableModelVersion" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("scenario", "kind", "hash_label"),
+    [
+        ("hpa", "Deployment", "pod-template-hash"),
+        ("canary", "Rollout", "rollouts-pod-template-hash"),
+        ("native-canary", "Deployment", "pod-template-hash"),
+    ],
+)
+def test_topology_spread_keys_on_the_hash_label_the_pods_carry(
+    helm: str, scenario: str, kind: str, hash_label: str
+) -> None:
+    """Deployment pods carry pod-template-hash; Argo's pods carry rollouts-pod-template-hash instead."""
+    result = render([scenario_file(scenario)], ["topologySpread.enabled=true"])
+    assert result.returncode == 0, result.stderr
+    workloads = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == kind]
+    assert workloads
+    for workload in workloads:
+        (constraint,) = workload["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert constraint["matchLabelKeys"] == [hash_label]
 
 
 # --- monitoring -----------------------------------------------------------------------------------------
@@ -599,7 +638,7 @@ def promql_of(r: Rendered) -> list[str]:
 def test_promql_uses_only_contract_metric_names(rendered: Render, scenario: str) -> None:
     allowed = contract_metrics() | {"kube_pod_container_status_restarts_total", "ALERTS"}
     for query in promql_of(rendered(scenario)):
-        used = set(re.findall(r"\b(housing_[a-z_]+|kube_[a-z_]+)\b", query))
+        used = set(re.findall(r"\b(housing_[a-z_]+|kube_[a-z_]+)\b(?!\s*(?:=|!=|=~|!~)\s*\")", query))
         assert used, query
         assert used <= allowed, f"unknown metrics {used - allowed} in {query}"
         assert 'job="housing-metrics"' in query or "kube_pod" in query, query
@@ -642,7 +681,7 @@ def test_training_job_and_cronjob(rendered: Render) -> None:
     r = rendered("training-cronjob")
     job, cron = r.one("Job"), r.one("CronJob")
     values = r.values["training"]
-    assert job["metadata"]["name"] == "housing-train-r1"
+    assert job["metadata"]["name"] == "housing-train"
     for spec, args in (
         (job["spec"], ["train"]),
         (cron["spec"]["jobTemplate"]["spec"], ["train", "--if-changed"]),
@@ -657,8 +696,9 @@ def test_training_job_and_cronjob(rendered: Render) -> None:
         assert container["args"] == args
         assert container["envFrom"] == [{"configMapRef": {"name": "housing-training"}}]
         for env in container["env"]:
-            assert "value" not in env, "credentials only by Secret reference"
-            assert env["valueFrom"]["secretKeyRef"]["name"] == "mlflow-credentials"
+            if env["name"].startswith("MLFLOW_"):
+                assert "value" not in env, "credentials only by Secret reference"
+                assert env["valueFrom"]["secretKeyRef"]["name"] == "mlflow-credentials"
     assert cron["spec"]["schedule"] == "0 2 * * 0"
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     config = r.one("ConfigMap", "housing-training")["data"]

@@ -7,6 +7,7 @@ counts as failing, as in Argo. Each case states which checks pass, or which aler
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Callable
@@ -21,7 +22,12 @@ from tests.chart.helm import NAMESPACE, Rendered, promtool_binary
 pytestmark = pytest.mark.chart
 
 Render = Callable[[str], Rendered]
+TRACK_LABEL = "rollouts_pod_template_hash"  # Argo scenarios (housing.trackLabel)
 STABLE, CANARY = "3", "4"  # model versions of ci/canary-values.yaml
+# Tracks: pod-template hashes of the stable and the candidate ReplicaSet (Argo's podTemplateHashValue).
+STABLE_TRACK, CANARY_TRACK, OLD_TRACK = "6d4cf56db6", "7f9b8c5d4", "58b7c9f4d"
+TRACKS = {STABLE: STABLE_TRACK, CANARY: CANARY_TRACK, "2": OLD_TRACK}
+ARGS = {"candidate-track": CANARY_TRACK, "stable-track": STABLE_TRACK}
 MINUTES = 180  # length of every synthetic series, one sample a minute
 EVAL = "170m"
 LATENCY_BUCKETS = ("0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf")
@@ -43,8 +49,9 @@ def gauge(value: float, minutes: int = MINUTES) -> str:
 class Series:
     """Synthetic metrics of the service, labelled as Prometheus labels them when scraping the chart's pods."""
 
-    def __init__(self, job: str, model_name: str) -> None:
+    def __init__(self, job: str, model_name: str, track_label: str) -> None:
         self.base = {"job": job, "namespace": NAMESPACE, "model_name": model_name}
+        self.track_label = track_label
         self.items: list[dict[str, str]] = []
 
     def add(self, name: str, labels: dict[str, str], values: str) -> None:
@@ -64,33 +71,36 @@ class Series:
         out_of_range_per_row: float = 0.0,
         psi: float = 0.02,
         predicting: bool = True,
+        track: str | None = None,
+        extra: dict[str, str] | None = None,
     ) -> None:
-        """One model version serving PER_MINUTE requests; all requests take up to `latency_bucket` seconds."""
-        v = {"model_version": version}
+        """One track serving PER_MINUTE requests; all requests take up to `latency_bucket` seconds.
+
+        The track defaults to the version's hash in TRACKS.
+        """
+        v = {"model_version": version, self.track_label: track or TRACKS[version]} | (extra or {})
         rows = PER_MINUTE if predicting else 0
         errors = round(rows * error_ratio)
         self.add(
             "housing_http_requests_total",
-            v | {"endpoint": "/predict", "status_code": "200"},
+            v | {"route": "/predict", "status_code": "200"},
             counter(rows - errors),
         )
         self.add(
-            "housing_http_requests_total", v | {"endpoint": "/predict", "status_code": "500"}, counter(errors)
+            "housing_http_requests_total", v | {"route": "/predict", "status_code": "500"}, counter(errors)
         )
-        self.add(
-            "housing_http_requests_total", v | {"endpoint": "/readyz", "status_code": "200"}, counter(12)
-        )
+        self.add("housing_http_requests_total", v | {"route": "/readyz", "status_code": "200"}, counter(12))
         reached = False
         for le in LATENCY_BUCKETS:
             reached = reached or le == latency_bucket
             self.add(
                 "housing_http_request_duration_seconds_bucket",
-                v | {"endpoint": "/predict", "le": le},
+                v | {"route": "/predict", "le": le},
                 counter(rows if reached else 0),
             )
-        self.add("housing_http_request_duration_seconds_count", v | {"endpoint": "/predict"}, counter(rows))
+        self.add("housing_http_request_duration_seconds_count", v | {"route": "/predict"}, counter(rows))
         predicted = rows - errors
-        self.add("housing_predictions_total", v | {"endpoint": "/predict"}, counter(predicted))
+        self.add("housing_predictions_total", v | {"route": "/predict"}, counter(predicted))
         cumulative = 0.0
         for le, share in zip(PREDICTION_BUCKETS, predictions, strict=True):
             cumulative += share
@@ -118,29 +128,38 @@ def alert_rules_file(rendered: Rendered, directory: Path) -> Path:
     return path
 
 
+def analysis_spec(rendered: Rendered) -> dict[str, Any]:
+    """analysis.json of the chart's analysis ConfigMap (housing.analysisSpec)."""
+    spec: dict[str, Any] = json.loads(rendered.one("ConfigMap", "housing-analysis")["data"]["analysis.json"])
+    return spec
+
+
 def analysis_rules_file(rendered: Rendered, directory: Path) -> tuple[Path, list[str]]:
-    """One alert per Prometheus analysis metric, firing while the metric passes; args from the Rollout."""
-    rollout = rendered.one("Rollout")
-    args = {a["name"]: a["value"] for a in rollout["spec"]["strategy"]["canary"]["analysis"]["args"]}
+    """One alert per analysis metric, firing while the metric passes, for the tracks of ARGS.
+
+    The chart guards every condition, `len(result) > 0 && result[0] OP X`: the alert `(query) OP X`
+    fires exactly when the vector has a sample that passes, so no data and NaN do not pass.
+    """
     rules: list[dict[str, Any]] = []
     names: list[str] = []
-    for template in rendered.of_kind("AnalysisTemplate"):
-        for metric in template["spec"]["metrics"]:
-            if "prometheus" not in metric["provider"]:
-                continue
-            query = re.sub(
-                r"\{\{args\.([a-z-]+)\}\}",
-                lambda m: args[m.group(1)],
-                metric["provider"]["prometheus"]["query"],
-            )
-            condition = re.fullmatch(r"result\[0\] (>=|<=|>|<) ([0-9.eE+-]+)", metric["successCondition"])
-            assert condition, f"successCondition not understood: {metric['successCondition']}"
-            name = pass_alert(metric["name"])
-            rules.append({"alert": name, "expr": f"({query.strip()}) {condition[1]} {condition[2]}"})
-            names.append(metric["name"])
+    for metric in analysis_spec(rendered)["metrics"]:
+        query = fill_args(metric["query"], ARGS)
+        condition = re.fullmatch(
+            r"len\(result\) > 0 && result\[0\] (>=|<=) ([0-9.eE+-]+)", metric["successCondition"]
+        )
+        assert condition, f"successCondition not understood: {metric['successCondition']}"
+        name = pass_alert(metric["name"])
+        rules.append({"alert": name, "expr": f"({query.strip()}) {condition[1]} {condition[2]}"})
+        names.append(metric["name"])
     path = directory / "analysis.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "analysis", "rules": rules}]}, sort_keys=False))
     return path, names
+
+
+def fill_args(query: str, args: dict[str, str]) -> str:
+    used = set(re.findall(r"\{\{args\.([a-z-]+)\}\}", query))
+    assert used <= set(args), f"undeclared args {used - set(args)}"
+    return re.sub(r"\{\{args\.([a-z-]+)\}\}", lambda m: args[m.group(1)], query)
 
 
 def pass_alert(metric: str) -> str:
@@ -187,16 +206,40 @@ def series_factory(canary: Rendered) -> Callable[[], Series]:
         for s in canary.of_kind("Service")
         if s["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
     )
-    return lambda: Series(job["metadata"]["name"], canary.values["model"]["name"])
+    return lambda: Series(job["metadata"]["name"], canary.values["model"]["name"], TRACK_LABEL)
 
 
-def test_promtool_check_rules_accepts_the_rendered_rules(canary: Rendered, tmp_path: Path) -> None:
-    alerts = alert_rules_file(canary, tmp_path)
-    analysis, _ = analysis_rules_file(canary, tmp_path)
-    for path in (alerts, analysis):
-        result = promtool("check", "rules", str(path))
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "SUCCESS" in result.stdout
+def every_query(r: Rendered) -> list[str]:
+    """Every PromQL query the scenario renders: alerts, analysis and evidence, dashboard panels."""
+    queries = [rule["expr"] for g in r.one("PrometheusRule")["spec"]["groups"] for rule in g["rules"]]
+    args = ARGS | {"track": CANARY_TRACK, "range": "420s"}
+    for config in r.of_kind("ConfigMap"):
+        if "analysis.json" in config["data"]:
+            spec = json.loads(config["data"]["analysis.json"])
+            queries += [fill_args(m["query"], args) for m in spec["metrics"]]
+            queries.append(fill_args(spec["evidence"]["requestsQuery"], args))
+    for template in r.of_kind("AnalysisTemplate"):
+        queries += [
+            fill_args(m["provider"]["prometheus"]["query"], args)
+            for m in template["spec"]["metrics"]
+            if "prometheus" in m["provider"]
+        ]
+    dashboard = r.one("ConfigMap", "housing-dashboard")
+    for panel in json.loads(dashboard["data"]["housing.json"])["panels"]:
+        queries += [t["expr"].replace("$__rate_interval", "1m") for t in panel.get("targets", [])]
+    return queries
+
+
+@pytest.mark.parametrize("scenario", ["canary", "blue-green", "native-canary", "native-blue-green"])
+def test_promtool_checks_every_rendered_query(rendered: Render, tmp_path: Path, scenario: str) -> None:
+    queries = every_query(rendered(scenario))
+    assert len(queries) > 20
+    rules = [{"record": f"housing:check_{index}", "expr": query} for index, query in enumerate(queries)]
+    path = tmp_path / "queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}, sort_keys=False))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout
 
 
 # --- analysis: healthy canary passes, erroring / slow / shifted canary fails ---
@@ -242,6 +285,26 @@ def test_analysis_fails_a_canary_without_traffic(
     series.version(CANARY, predicting=False)
     checks = [
         {"expr": f'count(ALERTS{{alertname="{pass_alert(m)}"}})', "eval_time": EVAL, "exp_samples": []}
+        for m in metrics
+    ]
+    run_promtool_test(tmp_path, rules, series, checks)
+
+
+def test_analysis_tells_tracks_of_one_model_version_apart(
+    canary: Rendered, series_factory: Callable[[], Series], tmp_path: Path
+) -> None:
+    """A candidate serving the stable's model version (a new image of it) is still judged on its own pods."""
+    rules, metrics = analysis_rules_file(canary, tmp_path)
+    series = series_factory()
+    series.version(STABLE)
+    series.version(STABLE, track=CANARY_TRACK, predictions=SHIFTED_PREDICTIONS, error_ratio=0.05)
+    failing = {"success-rate", "prediction-shift"}
+    checks = [
+        {
+            "expr": f'count(ALERTS{{alertname="{pass_alert(m)}", alertstate="firing"}})',
+            "eval_time": EVAL,
+            "exp_samples": [] if m in failing else [{"labels": "{}", "value": 1}],
+        }
         for m in metrics
     ]
     run_promtool_test(tmp_path, rules, series, checks)
@@ -306,7 +369,9 @@ def test_error_budget_alert_resolves_when_the_short_window_recovers(
     series.version(STABLE)
     labels = ", ".join(
         f'{k}="{v}"'
-        for k, v in sorted((series.base | {"model_version": CANARY, "endpoint": "/predict"}).items())
+        for k, v in sorted(
+            (series.base | {"model_version": CANARY, TRACK_LABEL: CANARY_TRACK, "route": "/predict"}).items()
+        )
     )
     # 150 minutes at 5% errors, then 30 clean minutes.
     series.raw(f'housing_http_requests_total{{{labels}, status_code="200"}}', "0+570x150 85500+600x30")
@@ -341,4 +406,40 @@ def test_restart_alert_watches_this_release_only(
     )
     series.raw(f'{restarts}{{namespace="staging", pod="housing-7d9f-abcde", container="server"}}', "0+1x60")
     checks = [firing("HousingPodRestarts", "pod", [{"pod": "housing-7d9f-abcde"}], "50m")]
+    run_promtool_test(tmp_path, rules, series, checks)
+
+
+IdleCase = tuple[str, list[tuple[str, dict[str, str], bool]], list[str]]
+IDLE_PREVIEW_CASES: dict[str, IdleCase] = {
+    # scenario: (track label, [(track, extra labels, predicting)], tracks expected to fire)
+    "blue-green": (
+        TRACK_LABEL,
+        [
+            (STABLE_TRACK, {"housing_io_track": "active"}, True),
+            (CANARY_TRACK, {"housing_io_track": "preview"}, False),
+            (OLD_TRACK, {"housing_io_track": "active"}, False),
+        ],
+        [OLD_TRACK],
+    ),
+    "native-blue-green": (
+        "housing_io_track",
+        [("green", {}, False), ("blue", {}, False)],
+        ["green"],  # ci/native-blue-green-values.yaml: green is active, blue the idle preview
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", list(IDLE_PREVIEW_CASES))
+def test_no_predictions_alert_spares_an_idle_blue_green_preview(
+    rendered: Render, tmp_path: Path, scenario: str
+) -> None:
+    r = rendered(scenario)
+    track_label, tracks, expected = IDLE_PREVIEW_CASES[scenario]
+    rules = alert_rules_file(r, tmp_path)
+    series = Series("housing-metrics", r.values["model"]["name"], track_label)
+    for track, extra, predicting in tracks:
+        series.version(STABLE, track=track, extra=extra, predicting=predicting)
+    severity = rendered_alerts(r)["HousingNoPredictions"]["labels"]["severity"]
+    fired = [{track_label: track, "severity": severity} for track in expected]
+    checks = [firing("HousingNoPredictions", f"{track_label}, severity", fired)]
     run_promtool_test(tmp_path, rules, series, checks)

@@ -147,7 +147,7 @@ def test_training_image_serves_mlflow_like_the_k8s_deployment(training_image: Bu
     """k8s/base runs `mlflow server` from this image; here with SQLite instead of PostgreSQL,
     but the driver the manifests need must import."""
     driver = _podman("run", "--rm", *RESTRICTED, "--entrypoint", "python", training_image.ref,
-                     "-c", "import psycopg2, mlflow; print(mlflow.__version__)")  # fmt: skip
+                     "-c", "import psycopg, mlflow; print(mlflow.__version__)")  # fmt: skip
     assert driver.returncode == 0, driver.stderr
     port = free_port()
     name = f"housing-mlflow-e2e-{port}"

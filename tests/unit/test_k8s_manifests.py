@@ -2,8 +2,11 @@
 schemas of several versions, meet the restricted Pod Security Standard, and wire MLflow to
 PostgreSQL and its artifact volume; the kind cluster config is well-formed."""
 
+import os
+import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -121,9 +124,7 @@ def test_mlflow_uses_postgres_and_serves_artifacts_from_its_volume(rendered: lis
     args = dict(arg.removeprefix("--").partition("=")[::2] for arg in container["args"][1:])
     assert container["command"] == ["mlflow"]
     assert container["args"][0] == "server"
-    assert args["backend-store-uri"].startswith(
-        "postgresql://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@postgres:5432/"
-    )
+    assert args["backend-store-uri"] == "postgresql+psycopg://postgres:5432/$(POSTGRES_DB)"
     assert "serve-artifacts" in args
     mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
     assert mounts[args["artifacts-destination"]] == "artifacts"
@@ -138,12 +139,81 @@ def test_mlflow_uses_postgres_and_serves_artifacts_from_its_volume(rendered: lis
     # Both workloads read the generated (hash-suffixed) credentials Secret that exists in the output.
     secrets = _by_kind(rendered, "Secret")
     postgres = _by_kind(rendered, "StatefulSet")["postgres"]
-    for workload in (mlflow, postgres):
-        for container in workload["spec"]["template"]["spec"]["containers"]:
-            for source in container.get("envFrom", []):
-                assert source["secretRef"]["name"] in secrets
+    [source] = postgres["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert source["secretRef"]["name"] in secrets
     [secret] = secrets.values()
     assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= secret["data"].keys()
+    # MLflow gets the credentials as libpq variables, by reference, never in its arguments.
+    env = {item["name"]: item for item in container_env(mlflow)}
+    for name, key in (
+        ("PGUSER", "POSTGRES_USER"),
+        ("PGPASSWORD", "POSTGRES_PASSWORD"),
+        ("POSTGRES_DB", "POSTGRES_DB"),
+    ):
+        reference = env[name]["valueFrom"]["secretKeyRef"]
+        assert reference["name"] in secrets
+        assert reference["key"] == key
+    assert "envFrom" not in mlflow["spec"]["template"]["spec"]["containers"][0]
+    assert not any("PASSWORD" in arg for arg in container["args"])
+
+
+def container_env(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(workload["spec"]["template"]["spec"]["containers"][0].get("env", []))
+
+
+# The distribution spec's reference grammar (github.com/distribution/reference, reference.go):
+# lowercase path components, an optional registry host, an optional tag.
+IMAGE_REFERENCE = re.compile(
+    r"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?$"
+)
+
+
+def test_every_image_is_a_valid_reference_as_the_base_renders_it(rendered: list[dict[str, Any]]) -> None:
+    """`kubectl apply -k k8s/base` on its own must give pullable names (the base once said `OWNER`)."""
+    images = [c["image"] for obj in rendered if obj["kind"] in POD_SPEC_KINDS for c in _containers(obj)]
+    assert images
+    for image in images:
+        assert IMAGE_REFERENCE.match(image), image
+    assert not IMAGE_REFERENCE.match("ghcr.io/OWNER/housing-training:0.1.0")
+
+
+def test_claims_use_the_default_storage_class_unless_the_component_names_one(tmp_path: Path) -> None:
+    base = _render("base")
+    claims = [_by_kind(base, "PersistentVolumeClaim")["mlflow-artifacts"]["spec"]]
+    claims += [t["spec"] for t in _by_kind(base, "StatefulSet")["postgres"]["spec"]["volumeClaimTemplates"]]
+    assert all("storageClassName" not in claim for claim in claims)
+
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(K8S / "base", overlay)],
+                "components": [os.path.relpath(K8S / "components" / "storage-class", overlay)],
+                "configMapGenerator": [
+                    {
+                        "name": "storage-class",
+                        "literals": ["name=fast-ssd"],
+                        "options": {
+                            "disableNameSuffixHash": True,
+                            "annotations": {"config.kubernetes.io/local-config": "true"},
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    named = _render(str(overlay))
+    assert not _by_kind(named, "ConfigMap")  # local config only, never applied
+    assert (
+        _by_kind(named, "PersistentVolumeClaim")["mlflow-artifacts"]["spec"]["storageClassName"] == "fast-ssd"
+    )
+    [template] = _by_kind(named, "StatefulSet")["postgres"]["spec"]["volumeClaimTemplates"]
+    assert template["spec"]["storageClassName"] == "fast-ssd"
+    for obj in named:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
 
 
 def test_kind_overlay_publishes_mlflow_where_the_kind_config_maps_it() -> None:

@@ -3,20 +3,26 @@ schema (check-jsonschema), by zizmor's security audits, and for the project's ow
 action pinned by commit, least-privilege permissions, no expressions in shell code) and the steps
 each workflow promises."""
 
+import gzip
+import hashlib
+import importlib.util
 import json
 import re
 import subprocess
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.support import REPO_ROOT, VENV_BIN, require_tool
+from tests.support import REPO_ROOT, VENV_BIN, require_tool, shared_data_path
 
 pytestmark = pytest.mark.unit
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
+E2E_ENV = REPO_ROOT / ".github" / "e2e-env.sh"
+FETCH_TEST_DATA = REPO_ROOT / "scripts" / "fetch_test_data.py"
 WORKFLOW_NAMES = ["ci.yml", "e2e.yml", "release.yml"]
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 VERSION_COMMENT = re.compile(r"uses: (\S+) # v\d+(\.\d+)*\s*$")
@@ -183,16 +189,185 @@ def test_e2e_runs_the_release_loop_on_kind_and_keeps_logs_on_failure() -> None:
         "kind load docker-image",
         "kubectl apply -k k8s/overlays/kind",
         "housing pipeline --k8s --strategy canary --provider argo --kind-cluster",
-        "housing loadtest",
+        "start_cluster_load load-baseline",
+        "wait_cluster_load load-baseline",
         "housing train --k8s",
+        "start_cluster_load load-good",
         "housing release --strategy canary",
+        "stop_cluster_load load-good",
         "HOUSING_SABOTAGE_TARGET",
+        "start_cluster_load load-bad",
+        "stop_cluster_load load-bad",
     ]
     positions = [shell.index(fragment) for fragment in ordered]
     assert positions == sorted(positions)
     collect = [step for step in _steps(workflow) if step.get("if") == "failure()"]
     assert any("kubectl logs" in step.get("run", "") for step in collect)
     assert any(use.startswith("actions/upload-artifact@") for use in uses)
+
+
+def test_e2e_sends_its_load_from_inside_the_cluster_not_through_a_port_forward() -> None:
+    # kind publishes 127.0.0.1:3000 (k8s/kind/cluster.yaml), so a port-forward to 3000 binds only [::1]
+    # and the runner's 127.0.0.1:3000 is Docker's proxy with nothing behind it; a port-forward to a
+    # Service also pins one pod and dies with it. The load runs in a pod against the Service's DNS name.
+    workflow = _load("e2e.yml")
+    shell = _shell(workflow)
+    # Only Prometheus (one pod) is port-forwarded: the release loop reads its evidence there.
+    forwards = [line for line in shell.splitlines() if "port-forward" in line]
+    assert forwards, "the release loop needs Prometheus"
+    assert all("svc/prometheus-operated 9090:9090" in line for line in forwards), forwards
+    assert "housing loadtest" not in shell  # never from the runner
+    assert "localhost:3000" not in shell
+    assert "127.0.0.1:3000" not in shell
+    service_url = workflow["env"]["SERVICE_URL"]
+    namespace, release = workflow["env"]["NAMESPACE"], workflow["env"]["HOUSING_RELEASE_RELEASE_NAME"]
+    assert service_url == f"http://{release}.{namespace}.svc:3000"
+    published = yaml.safe_load((REPO_ROOT / "k8s" / "kind" / "cluster.yaml").read_text())
+    host_ports = {m["hostPort"] for node in published["nodes"] for m in node.get("extraPortMappings", [])}
+    assert 3000 in host_ports  # why a port-forward to 3000 cannot work on the runner
+
+
+def _load_pod(tmp_path: Path, *extra: str) -> dict[str, Any]:
+    """The Pod start_cluster_load applies, captured by a kubectl stand-in that records `apply -f -`."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    captured = tmp_path / "pod.json"
+    (fake_bin / "kubectl").write_text(
+        f'#!/bin/sh\ncase " $* " in *" apply -f - "*) cat > {captured} ;; esac\n'
+    )
+    (fake_bin / "kubectl").chmod(0o755)
+    workflow_env = _load("e2e.yml")["env"]
+    env = {
+        "PATH": f"{fake_bin}:/usr/bin:/bin",
+        "NAMESPACE": workflow_env["NAMESPACE"],
+        "SERVICE_URL": workflow_env["SERVICE_URL"],
+        "HOUSING_RELEASE_TRAINING_IMAGE": workflow_env["HOUSING_RELEASE_TRAINING_IMAGE"],
+    }
+    require_tool("jq")
+    result = subprocess.run(
+        ["bash", "-c", f'source {E2E_ENV} && start_cluster_load "$@"', "bash", "load-x", "5", "20m", *extra],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    pod: dict[str, Any] = json.loads(captured.read_text())
+    return pod
+
+
+def test_the_in_cluster_load_pod_is_restricted_and_targets_the_service(tmp_path: Path) -> None:
+    import kubernetes_validate
+
+    pod = _load_pod(tmp_path, "--tags=single")
+    kubernetes_validate.validate(pod, "1.32.0", strict=True)
+    [container] = pod["spec"]["containers"]
+    workflow_env = _load("e2e.yml")["env"]
+    assert container["image"] == workflow_env["HOUSING_RELEASE_TRAINING_IMAGE"]
+    assert container["command"] == ["housing"]
+    assert container["args"] == [
+        "loadtest", f"--url={workflow_env['SERVICE_URL']}", "--users=5", "--run-time=20m",
+        "--out=/tmp/loadtest", "--tags=single",
+    ]  # fmt: skip
+    # k8s/base/namespace.yaml enforces the restricted Pod Security Standard.
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert pod["spec"]["restartPolicy"] == "Never"
+    namespace = yaml.safe_load((REPO_ROOT / "k8s" / "base" / "namespace.yaml").read_text())
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def _fetcher() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fetch_test_data", FETCH_TEST_DATA)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ci_provides_the_shared_data_before_the_checks() -> None:
+    steps = _steps({"jobs": {"test": _load("ci.yml")["jobs"]["test"]}})
+    runs = [step.get("run", "") for step in steps]
+    dataset = next(i for i, run in enumerate(runs) if "fetch_test_data.py dataset ../shared/data" in run)
+    crds = next(i for i, run in enumerate(runs) if "fetch_test_data.py crds ../shared/crds" in run)
+    checks = next(i for i, run in enumerate(runs) if "bash .ci/run" in run)
+    assert max(dataset, crds) < checks
+    # The folders the tests read: tests/support.py (data) and tests/chart/helm.py (CRDs).
+    from tests.chart.helm import CRD_DIR
+    from tests.support import SHARED
+
+    assert REPO_ROOT.parent / "shared" == SHARED
+    assert SHARED / "crds" == CRD_DIR
+
+
+def test_pinned_test_data_matches_the_versions_the_project_targets() -> None:
+    fetcher = _fetcher()
+    pinned = fetcher.pinned()
+    assert set(pinned) == {fetcher.DATASET_CHECKSUM_NAME, *fetcher.CRDS}
+    assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in pinned.values())
+    e2e = _load("e2e.yml")["env"]
+    argo = [url for name, url in fetcher.CRDS.items() if name.startswith("argo-rollouts.")]
+    assert argo
+    assert all(f"/argo-rollouts/{e2e['ARGO_ROLLOUTS_VERSION']}/" in url for url in argo)
+    operator = [url for name, url in fetcher.CRDS.items() if name.startswith("prometheus-operator.")]
+    # kube-prometheus-stack 77.10.0's Chart.yaml: appVersion v0.85.0.
+    assert e2e["KUBE_PROMETHEUS_STACK_VERSION"] == "77.10.0"
+    assert operator
+    assert all("/prometheus-operator/v0.85.0/" in url for url in operator)
+    assert all(url.startswith("https://raw.githubusercontent.com/") for url in fetcher.CRDS.values())
+
+
+def test_the_dataset_written_from_sklearns_cache_is_the_shared_file(tmp_path: Path) -> None:
+    import numpy as np
+
+    fetcher = _fetcher()
+    shared = shared_data_path()
+    with gzip.open(shared) as csv:
+        raw = np.loadtxt(csv, delimiter=",", skiprows=1)
+    # fetch_california_housing caches the StatLib columns reordered (sklearn/datasets/_california_housing.py).
+    sklearn_cache = raw[:, [8, 7, 2, 3, 4, 5, 6, 1, 0]]
+    content = fetcher.statlib_csv(sklearn_cache)
+    assert content == gzip.decompress(shared.read_bytes())
+    fetcher.check(fetcher.DATASET_CHECKSUM_NAME, content)
+    with pytest.raises(SystemExit, match="sha256"):
+        fetcher.check(fetcher.DATASET_CHECKSUM_NAME, content.replace(b"452600.000000", b"452601.000000"))
+
+
+def test_crd_fetch_writes_only_files_with_the_pinned_checksum(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    fetcher = _fetcher()
+    pinned = fetcher.pinned()
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    # A stand-in upstream on loopback whose files have the pinned checksums only when named "good".
+    good_name = next(iter(fetcher.CRDS))
+    good = b"pinned content"
+    (upstream / "good").write_bytes(good)
+    (upstream / "changed").write_bytes(b"an upstream that moved")
+    pinned_good = hashlib.sha256(good).hexdigest()
+    checksums = tmp_path / "test-data.sha256"
+    checksums.write_text(f"{pinned_good}  {good_name}\n{pinned[good_name]}  other.yaml\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(upstream))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        fetcher.CHECKSUMS = checksums
+        fetcher.CRDS = {good_name: f"{base}/good"}
+        [written] = fetcher.fetch_crds(tmp_path / "crds")
+        assert written.read_bytes() == good
+        fetcher.CRDS = {good_name: f"{base}/good", "other.yaml": f"{base}/changed"}
+        with pytest.raises(SystemExit, match=r"other\.yaml: sha256"):
+            fetcher.fetch_crds(tmp_path / "crds-2")
+        assert not (tmp_path / "crds-2" / "other.yaml").exists()
+    finally:
+        httpd.shutdown()
 
 
 def test_release_publishes_images_and_the_chart_from_the_tag() -> None:

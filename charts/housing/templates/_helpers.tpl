@@ -173,8 +173,21 @@ Checksum of the service configuration, so pods restart when it changes.
 {{- end }}
 
 {{/*
-Analysis reference of the Rollout (canary background analysis or blue/green pre-promotion):
-the canary is compared with the stable track by their model_version labels.
+Target label that tells the tracks apart in Prometheus (ServiceMonitor podTargetLabels, sanitised by
+the operator). Argo: the pod-template hash of the ReplicaSet, fixed for a pod's whole life, so a
+query window never mixes a canary's samples with stable's. The ephemeral `housing.io/track` labels
+of canaryMetadata/previewMetadata would not do: Argo moves them between ReplicaSets as their roles
+change (rollout/ephemeralmetadata.go, applied with or without traffic routing), and the target
+labels of a running pod change with them. Native Deployments: their fixed `housing.io/track`.
+*/}}
+{{- define "housing.trackLabel" -}}
+{{- if include "housing.argo" . }}rollouts_pod_template_hash{{ else }}housing_io_track{{ end }}
+{{- end }}
+
+{{/*
+Analysis reference of the Rollout (canary background analysis or blue/green pre-promotion): the
+candidate and stable tracks are the pod-template hashes of the newest and the stable ReplicaSet,
+which Argo resolves when it starts the run (utils/analysis/factory.go).
 */}}
 {{- define "housing.analysisRef" -}}
 templates:
@@ -183,32 +196,34 @@ templates:
   {{- end }}
 {{- if .analysis.enabled }}
 args:
-  - name: canary-model-version
-    value: {{ .canaryVersion | quote }}
-  - name: stable-model-version
-    value: {{ .analysis.stableModelVersion | quote }}
+  - name: candidate-track
+    valueFrom:
+      podTemplateHashValue: Latest
+  - name: stable-track
+    valueFrom:
+      podTemplateHashValue: Stable
 {{- end }}
 {{- end }}
 
 {{/*
-Measurement settings shared by every analysis metric.
-*/}}
-{{- define "housing.analysisMetricCommon" -}}
-interval: {{ .interval }}
-{{- if gt (int .count) 0 }}
-count: {{ .count }}
-{{- end }}
-initialDelay: {{ .initialDelay }}
-failureLimit: {{ .failureLimit }}
-inconclusiveLimit: {{ .inconclusiveLimit }}
-consecutiveErrorLimit: {{ .consecutiveErrorLimit }}
-{{- end }}
-
-{{/*
-PromQL matchers of the prediction endpoints and of error responses (Go quoting = PromQL string quoting).
+PromQL matchers of the prediction routes and of error responses (Go quoting = PromQL string quoting).
 */}}
 {{- define "housing.predictMatcher" -}}
-endpoint=~{{ printf "%q" .Values.predictEndpointRegex }}
+route=~{{ printf "%q" .Values.predictRouteRegex }}
+{{- end }}
+
+{{/*
+Matcher that leaves out a blue/green preview, which is idle by design between its analysis and the
+promotion: Argo's previewMetadata track, or the native idle colour. Empty for canaries, whose
+candidate takes a share of the traffic.
+*/}}
+{{- define "housing.idleTrackMatcher" -}}
+{{- if eq .Values.rollout.strategy "blueGreen" }}
+{{- if include "housing.nativeBlueGreen" . }}
+{{- printf ", housing_io_track!=%q" (ternary "green" "blue" (eq .Values.rollout.native.blueGreen.activeColor "blue")) }}
+{{- else }}, housing_io_track!="preview"
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "housing.errorMatcher" -}}
@@ -223,14 +238,15 @@ A string escaped for use inside a JSON string literal.
 {{- end }}
 
 {{/*
-Container running the SLO-gated Locust load test (`housing loadtest`) against a URL.
+Container running the SLO-gated Locust load test (`housing loadtest`) against a URL, with the
+`loadTest` settings or others of the same keys (`settings`), plus extra environment (`env`).
 Usage: include "housing.loadTestContainer" (dict "root" $ "url" "http://...")
 */}}
 {{- define "housing.loadTestContainer" -}}
-{{- $l := .root.Values.loadTest -}}
+{{- $l := default .root.Values.loadTest .settings -}}
 - name: loadtest
   image: {{ include "housing.loadTestImage" .root | quote }}
-  imagePullPolicy: {{ $l.image.pullPolicy }}
+  imagePullPolicy: {{ .root.Values.loadTest.image.pullPolicy }}
   command: ["housing"]
   args:
     - loadtest
@@ -243,6 +259,10 @@ Usage: include "housing.loadTestContainer" (dict "root" $ "url" "http://...")
     - --max-error-rate={{ $l.maxErrorRate }}
     - --min-rps={{ $l.minRps }}
     - --out=/tmp/loadtest
+  {{- with .env }}
+  env:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   resources:
     {{- toYaml $l.resources | nindent 4 }}
   securityContext:

@@ -1,6 +1,8 @@
 {{/*
 Pod template of the serving container, shared by the Deployment, the Rollout and the native tracks.
-Usage: include "housing.podTemplate" (dict "root" $ "track" "stable" "tag" $tag)
+Usage: include "housing.podTemplate" (dict "root" $ "track" "stable" "tag" $tag "hashLabel" "pod-template-hash")
+`hashLabel` is the label its controller puts on every pod of one revision: `pod-template-hash` for a
+Deployment, `rollouts-pod-template-hash` for an Argo Rollout (whose pods lack the former).
 */}}
 {{- define "housing.podTemplate" -}}
 {{- $root := .root }}
@@ -69,10 +71,14 @@ spec:
         periodSeconds: {{ $values.probes.liveness.periodSeconds }}
         failureThreshold: {{ $values.probes.liveness.failureThreshold }}
         timeoutSeconds: {{ $values.probes.liveness.timeoutSeconds }}
+      {{- if gt (int $values.preStopSleepSeconds) 0 }}
+      # The kubelet's own sleep action (no `sleep` binary needed in the image): KEP-3960
+      # PodLifecycleSleepAction, beta and on by default from Kubernetes 1.30, the chart's kubeVersion floor.
       lifecycle:
         preStop:
-          exec:
-            command: ["sleep", "{{ $values.preStopSleepSeconds }}"]
+          sleep:
+            seconds: {{ $values.preStopSleepSeconds }}
+      {{- end }}
       resources:
         {{- toYaml $values.resources | nindent 8 }}
       securityContext:
@@ -119,8 +125,9 @@ spec:
       labelSelector:
         matchLabels:
           {{- include "housing.serverSelectorLabels" $root | nindent 10 }}
+      # Spread each revision on its own, not old and new pods together.
       matchLabelKeys:
-        - pod-template-hash
+        - {{ .hashLabel }}
   {{- end }}
   {{- with $values.nodeSelector }}
   nodeSelector:

@@ -124,7 +124,7 @@ def test_answers_without_a_prediction_count_as_errors(
     assert "response body lacks 'predictions' for 32 rows" in failures
 
 
-def test_a_locustfile_that_cannot_start_exits_2_with_the_cause(tmp_path: Path) -> None:
+def test_a_missing_payloads_file_is_a_bad_setting_refused_before_locust_starts(tmp_path: Path) -> None:
     missing = tmp_path / "missing-payloads.json"
 
     result = CliRunner().invoke(
@@ -134,7 +134,26 @@ def test_a_locustfile_that_cannot_start_exits_2_with_the_cause(tmp_path: Path) -
     )
 
     assert result.exit_code == 2, result.output
-    assert re.search(
-        r"error: locust failed \(exit \d+\): FileNotFoundError: .*missing-payloads\.json", result.output
+    assert result.output == (
+        "error: invalid setting HOUSING_LOAD_PAYLOADS_FILE: Path does not point to a file\n"
+    )
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_locust_crash_is_an_unexpected_failure_exit_1_with_its_last_line(tmp_path: Path) -> None:
+    # Valid settings, but the locustfile raises while Locust imports it: Locust exits non-zero.
+    garbage = tmp_path / "payloads.json"
+    garbage.write_text("{not json")
+
+    result = CliRunner().invoke(
+        app,
+        ["loadtest", "--url", "http://127.0.0.1:9", "--out", str(tmp_path / "report"), "--run-time", "2s"],
+        env={"HOUSING_LOAD_PAYLOADS_FILE": str(garbage)},
+    )
+
+    assert result.exit_code == 1, result.output
+    [error] = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert re.fullmatch(
+        r"error: locust failed \(exit \d+\): json\.decoder\.JSONDecodeError: .*; see .*locust\.log", error
     )
     assert not (tmp_path / "report" / "summary.json").exists()

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import pytest
 
 from load.config import LoadSettings
 from load.runner import LoadSummary, run_load_test
+from release.analysis import assess
 from tests.chart.helm import Rendered, render_scenario
 from tests.integration.reliability.harness import (
     ModelVersions,
@@ -43,13 +43,6 @@ SHIFT = 1.0  # $100k: the shifted canary's prices
 LOAD_SECONDS = 30
 # Grafana's $__rate_interval is at least four scrape intervals; the scrape interval here is 1s.
 RATE_INTERVAL = "10s"
-CONDITION = re.compile(r"result\[0\] (>=|<=|>|<) ([0-9.eE+-]+)")
-COMPARE: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge,
-    "<=": operator.le,
-    ">": operator.gt,
-    "<": operator.lt,
-}
 
 
 @dataclass(frozen=True)
@@ -59,12 +52,8 @@ class AnalysisMetric:
     success_condition: str
 
     def judge(self, result: list[float]) -> bool:
-        """Argo's verdict: result[0] against the threshold; no result or NaN fails."""
-        match = CONDITION.fullmatch(self.success_condition)
-        assert match, f"successCondition not understood: {self.success_condition}"
-        if not result or math.isnan(result[0]):
-            return False
-        return COMPARE[match[1]](result[0], float(match[2]))
+        """Argo's verdict on the vector, by the release loop's evaluator of the chart's conditions."""
+        return assess(self.success_condition, result) == "Successful"
 
 
 @dataclass(frozen=True)
@@ -103,8 +92,8 @@ def dashboard_panels(chart: Rendered) -> list[tuple[str, str]]:
 def scrape_config(chart: Rendered, targets: dict[str, str]) -> dict[str, Any]:
     """The scrape the chart's ServiceMonitor asks of the Prometheus Operator, as a static config.
 
-    job is the metrics Service's name, namespace its namespace, and the pod label housing.io/track
-    becomes housing_io_track (podTargetLabels).
+    job is the metrics Service's name, namespace its namespace, and each role stands for a pod whose
+    rollouts-pod-template-hash (podTargetLabels, sanitised as the operator does) is the role's name.
     """
     monitor = chart.one("ServiceMonitor")
     endpoint = monitor["spec"]["endpoints"][0]
@@ -115,7 +104,8 @@ def scrape_config(chart: Rendered, targets: dict[str, str]) -> dict[str, Any]:
     )
     assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics_service["metadata"]["labels"].items()
     (namespace,) = monitor["spec"]["namespaceSelector"]["matchNames"]
-    label_name = monitor["spec"]["podTargetLabels"][0].replace(".", "_").replace("/", "_")
+    label_name = re.sub(r"[^a-zA-Z0-9_]", "_", monitor["spec"]["podTargetLabels"][0])
+    assert label_name == "rollouts_pod_template_hash"
     return {
         "job_name": metrics_service["metadata"]["name"],
         "scrape_interval": "1s",
@@ -147,7 +137,7 @@ def values(result: list[dict[str, Any]]) -> list[float]:
 
 
 def with_args(metric: AnalysisMetric, canary: str, stable: str) -> str:
-    arguments = {"canary-model-version": canary, "stable-model-version": stable}
+    arguments = {"candidate-track": canary, "stable-track": stable}
     return re.sub(r"\{\{args\.([a-z-]+)\}\}", lambda m: arguments[m.group(1)], metric.query)
 
 
@@ -222,10 +212,9 @@ def test_every_target_is_scraped_with_the_chart_labels(fleet: Fleet, chart: Rend
 
 
 def test_analysis_passes_a_canary_identical_to_stable(fleet: Fleet, chart: Rendered) -> None:
-    versions = fleet.versions.versions
     verdicts = {}
     for metric in analysis_metrics(chart):
-        result = values(query(fleet.prometheus, with_args(metric, versions["canary"], versions["stable"])))
+        result = values(query(fleet.prometheus, with_args(metric, "canary", "stable")))
         verdicts[metric.name] = (metric.judge(result), result)
     record_figures("analysis_identical_canary", {name: v[1] for name, v in verdicts.items()})
     assert verdicts, "the chart renders no Prometheus analysis"
@@ -233,10 +222,9 @@ def test_analysis_passes_a_canary_identical_to_stable(fleet: Fleet, chart: Rende
 
 
 def test_analysis_fails_a_shifted_canary(fleet: Fleet, chart: Rendered) -> None:
-    versions = fleet.versions.versions
     verdicts = {}
     for metric in analysis_metrics(chart):
-        result = values(query(fleet.prometheus, with_args(metric, versions["shifted"], versions["stable"])))
+        result = values(query(fleet.prometheus, with_args(metric, "shifted", "stable")))
         verdicts[metric.name] = (metric.judge(result), result)
     record_figures("analysis_shifted_canary", {name: v[1] for name, v in verdicts.items()})
     failed = {name for name, (passed, _) in verdicts.items() if not passed}

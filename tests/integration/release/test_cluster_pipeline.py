@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from release import cluster_pipeline
+from release.cluster import Cluster
 from release.cluster_pipeline import ClusterPipelineOptions, run
-from release.loop import Cluster
 from tests.integration.release.conftest import (
     NAMESPACE,
     cluster_with,
-    play_deployments,
     production,
+    serve,
     training_settings,
 )
 from tests.unit.release.fake_kube import FakeKube, Request, Response
@@ -46,14 +46,21 @@ def settings(
 
 
 def run_jobs_in_process(fake: FakeKube, job_settings: Callable[[], TrainingSettings]) -> None:
-    """The fake Job controller: a created Job trains in this process, then its pod and status say done."""
+    """The fake Job controller: a started Job trains in this process, then its pod and status say done."""
 
     def on_create(request: Request) -> Response | None:
-        if request.method != "POST" or request.path != JOBS:
+        # `train --k8s` creates the Job suspended and starts it once its ConfigMaps exist; a suspended
+        # Job runs no pod (Kubernetes docs, concepts/workloads/controllers/job "Suspending a Job").
+        if request.method == "POST" and request.path == JOBS:
+            assert request.body["spec"]["suspend"] is True
+            return 201, fake.put(f"{JOBS}/{request.body['metadata']['name']}", request.body)
+        if request.method != "PATCH" or not request.path.startswith(f"{JOBS}/"):
             return None
-        name = request.body["metadata"]["name"]
+        assert request.body == {"spec": {"suspend": False}}
+        name = request.path.rsplit("/", 1)[-1]
         report = train(job_settings())
-        created = fake.put(f"{JOBS}/{name}", request.body)
+        created = fake.objects[f"{JOBS}/{name}"]
+        created["spec"]["suspend"] = False
         pod = f"{name}-x7k2p"
         fake.put(
             f"{PODS}/{pod}",
@@ -67,7 +74,7 @@ def run_jobs_in_process(fake: FakeKube, job_settings: Callable[[], TrainingSetti
             "conditions": [{"type": "Complete", "status": "True"}],
             "succeeded": 1,
         }
-        return 201, created
+        return 200, created
 
     fake.hooks.append(on_create)
 
@@ -93,7 +100,7 @@ def test_first_run_trains_installs_production_and_runs_helm_test(
     run_jobs_in_process(fake, lambda: settings)
     lines: list[str] = []
     target, helm = cluster_with(None, lines)
-    play_deployments(fake, target, helm)
+    serve(fake, target, helm)
 
     report = run(target, settings, NATIVE_CANARY)
 
@@ -138,7 +145,7 @@ def test_a_challenger_the_gate_rejects_is_not_released(
     run_jobs_in_process(fake, lambda: settings)  # linear: worse than the tiny HGB champion
     lines: list[str] = []
     target, helm = cluster_with(installed("1"), lines)
-    play_deployments(fake, target, helm)
+    serve(fake, target, helm)
 
     report = run(target, settings, ROLLING)
 
@@ -159,7 +166,7 @@ def test_a_promoted_challenger_rolls_out(
     run_jobs_in_process(fake, lambda: settings.model_copy(update={"candidates": ["tiny_hgb"]}))
     lines: list[str] = []
     target, helm = cluster_with(installed("1"), lines)
-    play_deployments(fake, target, helm)
+    serve(fake, target, helm)
 
     report = run(target, settings, ROLLING)
 
@@ -179,7 +186,7 @@ def test_retraining_to_the_served_model_releases_nothing(
     run_jobs_in_process(fake, lambda: settings)  # same data and parameters: the same model again
     lines: list[str] = []
     target, helm = cluster_with(installed("1"), lines)
-    play_deployments(fake, target, helm)
+    serve(fake, target, helm)
 
     report = run(target, settings, NATIVE_CANARY)
 

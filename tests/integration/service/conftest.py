@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from training.artifacts import (
     FEATURE_STATS_FILE,
@@ -32,6 +34,8 @@ from training.artifacts import (
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DATA_PATH = PROJECT_ROOT.parent / "shared" / "data" / "cal_housing.csv.gz"
+# Holds the sitecustomize.py that injects faults into served processes (see with_faults).
+FAULTS_DIR = PROJECT_ROOT / "tests" / "faults"
 FEATURES = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude"]
 MODEL_NAME = "housing-price-test"
 HGB_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
@@ -144,6 +148,16 @@ def service_env(bentoml_home: Path, **settings: str) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update({f"HOUSING_SERVICE_{key.upper()}": value for key, value in settings.items()})
     return env
+
+
+def with_faults(env: dict[str, str], **faults: str) -> dict[str, str]:
+    """``env`` plus the test-only faults of tests/faults/sitecustomize.py (e.g. ``raise_rate="0.5"``)."""
+    paths = [str(FAULTS_DIR), *filter(None, [env.get("PYTHONPATH")])]
+    return {
+        **env,
+        "PYTHONPATH": os.pathsep.join(paths),
+        **{f"HOUSING_TEST_FAULT_{name.upper()}": value for name, value in faults.items()},
+    }
 
 
 def server_home(shared_home: Path, log_path: Path) -> Path:
@@ -304,3 +318,14 @@ print(target.tag)
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.strip().splitlines()[-1]
+
+
+def requests_counted(base_url: str) -> Counter[tuple[str, str]]:
+    """The server's housing_http_requests_total by (route, status_code), from its /metrics."""
+    counts: Counter[tuple[str, str]] = Counter()
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "housing_http_requests_total":
+                counts[sample.labels["route"], sample.labels["status_code"]] += int(sample.value)
+    return counts

@@ -253,12 +253,12 @@ def test_metrics_change_after_requests(client: httpx.Client, registered_model: R
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **model, **labels) - value(before, name, **model, **labels)
 
-    assert delta("housing_predictions_total", endpoint="/predict") == 3
-    assert delta("housing_predictions_total", endpoint="/predict/batch") == 4
+    assert delta("housing_predictions_total", route="/predict") == 3
+    assert delta("housing_predictions_total", route="/predict/batch") == 4
     assert delta("housing_prediction_value_count") == 7
-    assert delta("housing_http_requests_total", endpoint="/predict", status_code="200") == 3
-    assert delta("housing_http_requests_total", endpoint="/predict", status_code="422") == 1
-    assert delta("housing_http_request_duration_seconds_count", endpoint="/predict/batch") == 1
+    assert delta("housing_http_requests_total", route="/predict", status_code="200") == 3
+    assert delta("housing_http_requests_total", route="/predict", status_code="422") == 1
+    assert delta("housing_http_request_duration_seconds_count", route="/predict/batch") == 1
     assert value(after, "housing_model_info", **model, run_id=registered_model.run_id) == 1
     psi = {dict(labels)["feature"]: v for (n, labels), v in after.items() if n == "housing_feature_drift_psi"}
     assert set(psi) == set(FEATURES)

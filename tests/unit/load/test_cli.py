@@ -25,10 +25,11 @@ def cli() -> typer.Typer:
 @pytest.mark.parametrize(
     ("options", "complaint"),
     [
-        (["--run-time", "soon"], "run_time: Value error, run_time must look like"),
-        (["--tags", "smoke"], "unknown tags ['smoke']"),
-        (["--max-error-rate", "2"], "max_error_rate: Input should be less than or equal to 1"),
-        (["--url", "not a url"], "url: Input should be a valid URL"),
+        (["--run-time", "soon"], "run_time (given 'soon'): Value error, run_time must look like"),
+        (["--tags", "smoke"], "invalid settings: Value error, unknown tags ['smoke']"),
+        (["--max-error-rate", "2"], "max_error_rate (given 2.0): Input should be less than or equal to 1"),
+        (["--url", "not a url"], "url (given 'not a url'): Input should be a valid URL"),
+        (["--users", "0"], "users (given 0): Input should be greater than or equal to 1"),
     ],
 )
 def test_invalid_options_exit_2_with_one_line(options: list[str], complaint: str, tmp_path: Path) -> None:
@@ -36,7 +37,7 @@ def test_invalid_options_exit_2_with_one_line(options: list[str], complaint: str
 
     assert result.exit_code == 2
     assert result.output.count("\n") == 1
-    assert result.output.startswith("error: invalid load-test settings: ")
+    assert result.output.startswith("error: invalid setting")
     assert complaint in result.output
 
 

@@ -47,6 +47,7 @@ def test_invalid_settings_are_rejected(overrides: dict[str, object], complaint: 
 
 
 def test_child_environment_reproduces_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "rows.json").write_text("[]")
     settings = LoadSettings(
         url="http://127.0.0.1:4123",
         users=7,

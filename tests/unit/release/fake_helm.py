@@ -3,7 +3,7 @@
 ``helm upgrade --install``, ``rollback``, ``get values`` and ``status`` cannot run against the fake
 API server, so this keeps the release's revisions in memory: each upgrade merges its overrides over
 the previous user values, as ``--reset-then-reuse-values`` does. ``template`` runs the REAL helm.
-Callbacks let a test play the Argo controller when the desired state changes.
+Callbacks let a test apply the desired state to the fake API server when it changes.
 """
 
 from __future__ import annotations
@@ -28,6 +28,21 @@ class RecordingFakeHelm(Helm):
         self.revisions: list[dict[str, Any]] = [copy.deepcopy(installed)] if installed is not None else []
         self.calls: list[tuple[str, Any]] = []
         self.on_change: Callable[[dict[str, Any]], None] | None = None
+        # Post-processing of what the real `helm template` renders: (computed values, objects) -> objects.
+        self.rendered: Callable[[dict[str, Any], list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+
+    def template(
+        self,
+        release: str,
+        chart_path: Path,
+        base: dict[str, Any],
+        values_files: Sequence[Path],
+        overrides: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        objects = super().template(release, chart_path, base, values_files, overrides)
+        if self.rendered is None:
+            return objects
+        return self.rendered(chart.merge(CHART_DEFAULTS, base, overrides), objects)
 
     def user_values(self) -> dict[str, Any]:
         return copy.deepcopy(self.revisions[-1])

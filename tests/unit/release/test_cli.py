@@ -18,7 +18,7 @@ pytestmark = pytest.mark.unit
 
 CANARY = {
     "image": {"tag": "3-ccc"},
-    "rollout": {"strategy": "canary", "analysis": {"stableModelVersion": "2"}},
+    "rollout": {"strategy": "canary"},
 }
 
 
@@ -47,6 +47,23 @@ def test_abort_patches_the_rollout_named_by_the_release(fake: FakeKube, cli_env:
     assert out == "Rollout housing aborted: traffic goes back to the stable ReplicaSet\n"
     [patch] = fake.made("PATCH")
     assert (patch.path, patch.body) == (f"{ROLLOUT_PATH}/status", {"status": {"abort": True}})
+
+
+def test_retry_clears_the_abort_of_the_rollout(fake: FakeKube, cli_env: dict[str, str]) -> None:
+    fake.install_helm_release("housing", 4, CHART_DEFAULTS, CANARY)
+    fake.put(ROLLOUT_PATH, rollout(currentStepIndex=0, abort=True))
+    code, out, err = invoke(cli_env, "rollout", "retry")
+    assert (code, err) == (0, "")
+    assert out == "Rollout housing retried: the update to the new version starts again\n"
+    [patch] = fake.made("PATCH")
+    assert (patch.path, patch.body) == (f"{ROLLOUT_PATH}/status", {"status": {"abort": False}})
+
+
+def test_a_rolling_update_has_nothing_to_promote(fake: FakeKube, cli_env: dict[str, str]) -> None:
+    fake.install_helm_release("housing", 4, CHART_DEFAULTS, {"image": {"tag": "3-ccc"}})
+    code, out, err = invoke(cli_env, "rollout", "promote")
+    assert (code, out) == (6, "")
+    assert err == "error: a rollingUpdate release has nothing to promote\n"
 
 
 def test_status_prints_the_rollout(fake: FakeKube, cli_env: dict[str, str]) -> None:

@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 
 from release import chart
-from release.analysis import Metric, metrics_of, seconds
+from release.cluster import Cluster
+from release.config import ReleaseSettings
+from release.drivers.argo import ArgoCanary
+from release.drivers.native import NativeBlueGreen, NativeCanary
 from release.helm import Helm, explain
-from release.loop import candidate_overrides, native_promotion_overrides, serving_overrides
+from release.kube import Kube
 from tests.unit.release.fake_helm import CHART_DEFAULTS
 
 pytestmark = pytest.mark.unit
@@ -26,6 +29,11 @@ def render(helm: Helm, overrides: dict[str, Any]) -> dict[tuple[str, str], dict[
 
 def image(obj: dict[str, Any]) -> str:
     return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+@pytest.fixture
+def cluster(settings: ReleaseSettings, helm: Helm, kube: Kube) -> Cluster:
+    return Cluster(settings, helm, kube, lambda _: None)
 
 
 def test_upgrade_argv_is_exact(helm_binary: str) -> None:
@@ -80,32 +88,29 @@ def test_fullname_matches_the_chart(helm: Helm, values: dict[str, Any], release:
     assert ("Deployment", expected) in {(obj["kind"], obj["metadata"]["name"]) for obj in objects}
 
 
-def test_argo_canary_release_values_render_the_new_image_against_the_stable_version(helm: Helm) -> None:
-    current = chart.merge(CHART_DEFAULTS, {"image": {"tag": "1-aaa"}, "rollout": {"strategy": "canary"}})
-    current = chart.merge(current, chart.nested("rollout.analysis.stableModelVersion", "1"))
-    overrides = candidate_overrides(current, "localhost/housing-service:2-bbb", "2", "canary", "argo")
-    rendered = render(helm, chart.merge({"image": {"tag": "1-aaa"}}, overrides))
-    rollout = rendered[("Rollout", "housing")]
-    assert image(rollout) == "localhost/housing-service:2-bbb"
-    args = {arg["name"]: arg["value"] for arg in rollout["spec"]["strategy"]["canary"]["analysis"]["args"]}
-    assert args == {"canary-model-version": "2", "stable-model-version": "1"}
+def test_argo_canary_release_values_render_the_new_image_and_no_stable_version(
+    helm: Helm, cluster: Cluster
+) -> None:
+    installed: dict[str, Any] = {"image": {"tag": "1-aaa"}, "rollout": {"strategy": "canary"}}
+    driver = ArgoCanary(cluster, chart.merge(CHART_DEFAULTS, installed))
+    overrides = driver.overrides("localhost/housing-service:2-bbb", "2")
+    assert "stableModelVersion" not in str(overrides)  # CONTRACT.md: tracks come from pods
+    rendered = render(helm, chart.merge(installed, overrides))
+    assert image(rendered[("Rollout", "housing")]) == "localhost/housing-service:2-bbb"
 
 
-def test_native_canary_release_then_promotion(helm: Helm) -> None:
+def test_native_canary_release_then_promotion(helm: Helm, cluster: Cluster) -> None:
     installed = {"image": {"repository": "localhost/housing-service", "tag": "1-aaa"}}
     installed |= {"rollout": {"strategy": "canary", "provider": "native"}}
     current = chart.merge(CHART_DEFAULTS, installed)
     started = chart.merge(
-        installed, candidate_overrides(current, "localhost/housing-service:2-bbb", "2", "canary", "native")
+        installed, NativeCanary(cluster, current).candidate_overrides("localhost/housing-service:2-bbb", "2")
     )
     rendered = render(helm, started)
     assert image(rendered[("Deployment", "housing")]) == "localhost/housing-service:1-aaa"
     assert image(rendered[("Deployment", "housing-canary")]) == "localhost/housing-service:2-bbb"
     promoted = chart.merge(
-        started,
-        native_promotion_overrides(
-            chart.merge(CHART_DEFAULTS, started), "localhost/housing-service:2-bbb", "2"
-        ),
+        started, NativeCanary(cluster, current).promotion_overrides(chart.merge(CHART_DEFAULTS, started))
     )
     rendered = render(helm, promoted)
     assert image(rendered[("Deployment", "housing")]) == "localhost/housing-service:2-bbb"
@@ -113,59 +118,23 @@ def test_native_canary_release_then_promotion(helm: Helm) -> None:
     assert chart.workload(chart.merge(CHART_DEFAULTS, promoted), "housing").model_version == "2"
 
 
-def test_native_blue_green_release_then_promotion(helm: Helm) -> None:
+def test_native_blue_green_release_then_promotion(helm: Helm, cluster: Cluster) -> None:
     installed = {"image": {"repository": "localhost/housing-service", "tag": "1-aaa"}}
     installed |= {"rollout": {"strategy": "blueGreen", "provider": "native"}}
     current = chart.merge(CHART_DEFAULTS, installed)
     started = chart.merge(
-        installed, candidate_overrides(current, "localhost/housing-service:2-bbb", "2", "blueGreen", "native")
+        installed,
+        NativeBlueGreen(cluster, current).candidate_overrides("localhost/housing-service:2-bbb", "2"),
     )
     rendered = render(helm, started)
     assert image(rendered[("Deployment", "housing-blue")]) == "localhost/housing-service:1-aaa"
     assert image(rendered[("Deployment", "housing-green")]) == "localhost/housing-service:2-bbb"
     assert rendered[("Service", "housing")]["spec"]["selector"]["housing.io/track"] == "blue"
     promoted = chart.merge(
-        started,
-        native_promotion_overrides(
-            chart.merge(CHART_DEFAULTS, started), "localhost/housing-service:2-bbb", "2"
-        ),
+        started, NativeBlueGreen(cluster, current).promotion_overrides(chart.merge(CHART_DEFAULTS, started))
     )
     rendered = render(helm, promoted)
     assert rendered[("Service", "housing")]["spec"]["selector"]["housing.io/track"] == "green"
     # The old colour keeps its version for a fast switch back.
     assert image(rendered[("Deployment", "housing-blue")]) == "localhost/housing-service:1-aaa"
     assert chart.workload(chart.merge(CHART_DEFAULTS, promoted), "housing").model_version == "2"
-
-
-def test_plain_deploy_values(helm: Helm) -> None:
-    overrides = serving_overrides(None, "ghcr.io/x/housing-service:3-ccc", "3", "rollingUpdate", "argo")
-    rendered = render(helm, overrides)
-    assert image(rendered[("Deployment", "housing")]) == "ghcr.io/x/housing-service:3-ccc"
-
-
-def test_native_analysis_reads_the_charts_own_template(helm: Helm) -> None:
-    rendered = render(
-        helm,
-        {"image": {"tag": "2-b"}, "rollout": {"strategy": "canary", "analysis": {"stableModelVersion": "1"}}},
-    )
-    metrics = metrics_of(
-        rendered[("AnalysisTemplate", "housing-analysis")],
-        {"canary-model-version": "2", "stable-model-version": "1"},
-    )
-    assert [metric.name for metric in metrics] == ["success-rate", "latency-p95", "prediction-shift"]
-    assert all("{{args." not in metric.query for metric in metrics)
-    assert 'model_version="2"' in metrics[0].query
-    assert 'model_version="1"' in metrics[2].query
-    success, latency = metrics[0], metrics[1]
-    assert success.passes(0.995)
-    assert [success.passes(value) for value in (0.98, None, float("nan"))] == [False, False, False]
-    assert latency.passes(0.1)
-    assert not latency.passes(0.3)
-    assert (success.interval, success.count, success.failure_limit, success.initial_delay) == (60, 5, 1, 30)
-
-
-def test_durations() -> None:
-    assert [seconds(value) for value in ("30s", "1m30s", "2m", "1h", 15)] == [30, 90, 120, 3600, 15]
-    with pytest.raises(Exception, match="cannot read the duration"):
-        seconds("soon")
-    assert not Metric("m", "q", "result[0] >= 0.5", 1, 1, 0, 0).passes(0.4)

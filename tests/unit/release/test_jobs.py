@@ -34,13 +34,11 @@ def container_status(state: dict[str, Any], last: dict[str, Any] | None = None) 
 def script_job(
     fake: FakeKube, pod_status: dict[str, Any], job_statuses: list[dict[str, Any]], log: str = ""
 ) -> None:
-    """Play the Job controller: the created Job gets a pod, and its status goes through ``job_statuses``."""
+    """Play the Job controller: a Job gets its pod once it is not suspended (Kubernetes docs,
+    concepts/workloads/controllers/job "Suspending a Job": no pods while `spec.suspend` is true), and
+    its status goes through ``job_statuses``."""
 
-    def on_create(request: Request) -> Response | None:
-        if request.method != "POST" or request.path != JOBS:
-            return None
-        name = request.body["metadata"]["name"]
-        created = fake.put(f"{JOBS}/{name}", request.body)
+    def start(name: str) -> None:
         pod = f"{name}-x7k2p"
         fake.put(
             f"{PODS}/{pod}",
@@ -55,6 +53,18 @@ def script_job(
         )
         fake.logs[pod] = log
         fake.sequences[f"{JOBS}/{name}"] = [{"status": status} for status in job_statuses]
+
+    def on_create(request: Request) -> Response | None:
+        if request.method == "PATCH" and request.path.startswith(f"{JOBS}/"):
+            if request.body.get("spec", {}).get("suspend") is False:
+                start(request.path.rsplit("/", 1)[-1])
+            return None  # the fake's own merge patch applies it
+        if request.method != "POST" or request.path != JOBS:
+            return None
+        name = request.body["metadata"]["name"]
+        created = fake.put(f"{JOBS}/{name}", request.body)
+        if not request.body["spec"].get("suspend"):
+            start(name)
         return 201, created
 
     fake.hooks.append(on_create)
@@ -92,25 +102,44 @@ def test_creates_the_charts_job_streams_its_log_and_succeeds(
     posts = {request.body["kind"]: request for request in fake.made("POST")}
     assert [request.path for request in fake.made("POST")] == [
         "/api/v1/namespaces/housing/serviceaccounts",
-        "/api/v1/namespaces/housing/configmaps",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/housing/roles",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/housing/rolebindings",
         JOBS,
+        "/api/v1/namespaces/housing/configmaps",
     ]
-    config_map = posts["ConfigMap"].body
-    assert config_map["metadata"]["name"] == "housing-training"
-    assert config_map["metadata"]["annotations"] == {
+    assert posts["ServiceAccount"].body["metadata"]["annotations"] == {
         "meta.helm.sh/release-name": "housing",
         "meta.helm.sh/release-namespace": "housing",
     }
-    assert config_map["data"]["HOUSING_CANDIDATES"] == '["ridge"]'
-    assert config_map["data"]["HOUSING_MODEL_NAME"] == "housing-price"
     job = posts["Job"].body
     assert job["metadata"]["name"] == name
+    assert "annotations" not in job["metadata"]  # the chart's hook annotations mean nothing here
+    assert job["spec"]["suspend"] is True
+    # This run's settings: a ConfigMap of its own, owned by the Job, never the release's.
+    config_map = posts["ConfigMap"].body
+    assert config_map["metadata"]["name"] == f"{name}-env"
+    assert "annotations" not in config_map["metadata"]
+    assert config_map["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": name,
+            "uid": fake.objects[f"{JOBS}/{name}"]["metadata"]["uid"],
+        }
+    ]
+    assert config_map["data"]["HOUSING_CANDIDATES"] == '["ridge"]'
+    assert config_map["data"]["HOUSING_MODEL_NAME"] == "housing-price"
+    assert config_map["data"]["MLFLOW_TRACKING_URI"] == CHART_DEFAULTS["training"]["mlflow"]["trackingUri"]
+    assert not fake.made(path_part="/configmaps/housing-training")
+    # The Job starts only once its ConfigMaps exist.
+    [start] = fake.made("PATCH")
+    assert start.path == f"{JOBS}/{name}"
+    assert start.body == {"spec": {"suspend": False}}
+    assert fake.requests.index(start) > fake.requests.index(fake.made("POST", "/configmaps")[-1])
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/housing-training:7"
     assert (container["command"], container["args"]) == (["housing"], ["train"])
-    assert container["envFrom"] == [{"configMapRef": {"name": "housing-training"}}]
+    assert container["envFrom"] == [{"configMapRef": {"name": f"{name}-env"}}]
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "housing-training"
     log_requests = fake.made("GET", "/log")
     assert [request.query.get("follow") for request in log_requests] == [["true"]]
@@ -118,17 +147,30 @@ def test_creates_the_charts_job_streams_its_log_and_succeeds(
     assert lines[-1] == f"Job {name} succeeded"
 
 
-def test_existing_support_objects_are_replaced(
+def test_existing_support_objects_are_replaced_and_the_release_configmap_is_left_alone(
     fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube
 ) -> None:
-    fake.put(
-        "/api/v1/namespaces/housing/configmaps/housing-training", {"metadata": {"name": "housing-training"}}
-    )
+    release_settings = {"metadata": {"name": "housing-training"}, "data": {"HOUSING_CANDIDATES": '["hgb"]'}}
+    fake.put("/api/v1/namespaces/housing/configmaps/housing-training", dict(release_settings))
+    fake.put("/api/v1/namespaces/housing/serviceaccounts/housing-training", {"metadata": {"name": "x"}})
+    script_job(fake, {"phase": "Succeeded"}, [COMPLETE])
+    run(settings, helm, kube, [], env={"HOUSING_CANDIDATES": '["ridge"]'})
+    [replace] = fake.made("PUT")
+    assert replace.path == "/api/v1/namespaces/housing/serviceaccounts/housing-training"
+    # What the CronJob reads keeps the release's candidates, not this run's.
+    stored = fake.objects["/api/v1/namespaces/housing/configmaps/housing-training"]
+    assert stored["data"] == {"HOUSING_CANDIDATES": '["hgb"]'}
+
+
+def test_the_job_runs_with_the_charts_writable_data_home(
+    fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube
+) -> None:
     script_job(fake, {"phase": "Succeeded"}, [COMPLETE])
     run(settings, helm, kube, [])
-    [replace] = fake.made("PUT")
-    assert replace.path == "/api/v1/namespaces/housing/configmaps/housing-training"
-    assert replace.body["data"]["MLFLOW_TRACKING_URI"] == CHART_DEFAULTS["training"]["mlflow"]["trackingUri"]
+    job = next(request.body for request in fake.made("POST", "/jobs"))
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    home = next(e["value"] for e in container["env"] if e["name"] == "SCIKIT_LEARN_DATA")
+    assert home in {m["mountPath"] for m in container["volumeMounts"]}
 
 
 def test_a_params_file_is_mounted_from_a_configmap_owned_by_the_job(
@@ -146,6 +188,7 @@ def test_a_params_file_is_mounted_from_a_configmap_owned_by_the_job(
         "volumeMounts"
     ]
     params_map = fake.made("POST", "/configmaps")[-1].body
+    assert params_map["metadata"]["name"] == f"{name}-params"
     assert params_map["data"] == {"params.yaml": "candidates: {}\n"}
     assert params_map["metadata"]["ownerReferences"] == [
         {

@@ -29,7 +29,7 @@ def canary_objects(helm: Helm) -> list[dict]:
         [],
         {
             "image": {"tag": "2-abc"},
-            "rollout": {"strategy": "canary", "analysis": {"stableModelVersion": "1"}},
+            "rollout": {"strategy": "canary"},
         },
     )
 

@@ -1,5 +1,6 @@
 """``housing rollout`` in native mode (no Argo): status read through the real CLI, real helm and the fake
-API server; promote and abort as the Helm upgrades they make, recorded by the fake Helm."""
+API server; the native drivers' promote, abort and retry as the Helm upgrades they make, recorded by
+the fake Helm."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from release import native
+from release.cluster import Cluster
 from release.config import ReleaseSettings
+from release.drivers import installed_driver
 from release.errors import ReleaseError
 from release.helm import Helm
 from release.kube import Kube
-from release.loop import Cluster
 from tests.unit.release.fake_helm import CHART_DEFAULTS, RecordingFakeHelm
 from tests.unit.release.fake_kube import FakeKube
 from training.cli import app
@@ -89,17 +90,11 @@ def cluster(
     return Cluster(settings, helm, kube, lambda _: None), helm
 
 
-def computed(helm: RecordingFakeHelm) -> dict[str, Any]:
-    values = helm.get_values("housing", computed=True)
-    assert values is not None
-    return values
-
-
 def test_promoting_a_native_canary_makes_it_the_image_and_drops_the_track(
     fake: FakeKube, settings: ReleaseSettings, kube: Kube
 ) -> None:
     target, helm = cluster(fake, settings, kube, CANARY)
-    message = native.promote(target, computed(helm))
+    message = installed_driver(target).promote(full=False)
     assert message == "promoted localhost/housing-service:2-bbb (Helm revision 2)"
     [(_, overrides)] = helm.calls
     assert overrides == {
@@ -113,25 +108,25 @@ def test_aborting_a_native_canary_removes_its_track(
     fake: FakeKube, settings: ReleaseSettings, kube: Kube
 ) -> None:
     target, helm = cluster(fake, settings, kube, CANARY)
-    message = native.abort(target, computed(helm))
+    message = installed_driver(target).abort()
     assert message == "canary track removed: every user stays on the stable version (Helm revision 2)"
     assert helm.user_values()["image"]["tag"] == "1-aaa"
     assert helm.user_values()["rollout"]["native"]["canary"] == {"tag": "", "modelVersion": ""}
     # Nothing is left to promote afterwards.
     with pytest.raises(ReleaseError, match="there is no canary or preview to promote"):
-        native.promote(target, computed(helm))
+        installed_driver(target).promote(full=False)
 
 
 def test_blue_green_promote_switches_the_colour_and_abort_clears_the_preview(
     fake: FakeKube, settings: ReleaseSettings, kube: Kube
 ) -> None:
     target, helm = cluster(fake, settings, kube, BLUE_GREEN)
-    promoted = native.promote(target, computed(helm))
+    promoted = installed_driver(target).promote(full=False)
     assert promoted == "promoted localhost/housing-service:2-bbb (Helm revision 2)"
     assert helm.user_values()["rollout"]["native"]["blueGreen"]["activeColor"] == "green"
 
     target, helm = cluster(fake, settings, kube, BLUE_GREEN)
-    assert native.abort(target, computed(helm)) == (
+    assert installed_driver(target).abort() == (
         "preview colour green cleared: every user stays on the stable version (Helm revision 2)"
     )
     assert helm.user_values()["rollout"]["native"]["blueGreen"] == {
@@ -139,3 +134,13 @@ def test_blue_green_promote_switches_the_colour_and_abort_clears_the_preview(
         "blueTag": "1-aaa",
         "greenTag": "",
     }
+
+
+def test_retrying_a_native_release_runs_the_upgrade_again(
+    fake: FakeKube, settings: ReleaseSettings, kube: Kube
+) -> None:
+    target, helm = cluster(fake, settings, kube, CANARY)
+    message = installed_driver(target).retry()
+    assert message == "upgraded housing again with its values (Helm revision 2)"
+    assert helm.calls == [("upgrade", {})]
+    assert helm.user_values() == CANARY

@@ -69,11 +69,15 @@ def test_promote_a_paused_rollout_clears_the_pause_then_unpauses(fake: FakeKube,
     assert "pauseConditions" not in fake.objects[ROLLOUT_PATH]["status"]
 
 
-def test_promote_during_a_timed_step_moves_to_the_next_step(fake: FakeKube, kube: Kube) -> None:
+def test_promote_with_nothing_paused_moves_to_the_next_step(fake: FakeKube, kube: Kube) -> None:
+    """pkg/kubectl-argo-rollouts/cmd/promote/promote.go clearPauseConditionsPatchWithStep."""
     fake.put(ROLLOUT_PATH, rollout(currentStepIndex=1))
     Rollouts(kube).promote("housing", full=False)
     [patch] = fake.made("PATCH")
-    assert (patch.path, patch.body) == (f"{ROLLOUT_PATH}/status", {"status": {"currentStepIndex": 2}})
+    assert (patch.path, patch.body) == (
+        f"{ROLLOUT_PATH}/status",
+        {"status": {"pauseConditions": None, "currentStepIndex": 2}},
+    )
 
 
 def test_promote_full(fake: FakeKube, kube: Kube) -> None:
@@ -105,6 +109,21 @@ def test_abort_sets_status_abort(fake: FakeKube, kube: Kube) -> None:
         {"status": {"abort": True}},
     )
     assert fake.objects[ROLLOUT_PATH]["status"]["abort"] is True
+
+
+def test_retry_clears_status_abort(fake: FakeKube, kube: Kube) -> None:
+    """pkg/kubectl-argo-rollouts/cmd/retry/retry.go retryRolloutPatch."""
+    fake.put(ROLLOUT_PATH, rollout(currentStepIndex=0, abort=True))
+    assert (
+        Rollouts(kube).retry("housing")
+        == "Rollout housing retried: the update to the new version starts again"
+    )
+    [patch] = fake.made("PATCH")
+    assert (patch.path, patch.content_type, patch.body) == (
+        f"{ROLLOUT_PATH}/status",
+        "application/merge-patch+json",
+        {"status": {"abort": False}},
+    )
 
 
 def add_replica_set(fake: FakeKube, owner_uid: str, revision: int, image: str, pod_hash: str) -> None:

@@ -1,11 +1,33 @@
-"""Hand-made feature statistics with round numbers, so expected results can be worked out by hand."""
+"""Hand-made feature statistics with round numbers, so expected results can be worked out by hand;
+a small model directory as ``service.packaging`` writes it."""
 
 from __future__ import annotations
 
-import pytest
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from service.logs import JsonFormatter, configure_logger
+from service.model import ModelInfo
 from service.schemas import FEATURES
-from training.artifacts import QUANTILES, FeatureStatistics, FeatureSummary, Histogram
+from training.artifacts import (
+    FEATURE_STATS_FILE,
+    GOLDEN_SET_FILE,
+    QUANTILES,
+    FeatureStatistics,
+    FeatureSummary,
+    GoldenSet,
+    Histogram,
+)
+from training.modelio import SKOPS_FILE
 
 INF = float("inf")
 
@@ -46,3 +68,45 @@ def stats() -> FeatureStatistics:
     return FeatureStatistics(
         n_rows=1000, features=[summary(name, *RANGES[name]) for name in FEATURES], target="MedHouseVal"
     )
+
+
+INFO = ModelInfo.from_metadata(
+    {"registered_name": "housing-price", "registered_version": "1", "run_id": "r1"}, "housing-price:v1"
+)
+
+
+def model_dir(root: Path, stats: FeatureStatistics, columns: list[str]) -> Path:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.uniform(1, 10, size=(200, len(columns))), columns=columns)
+    estimator = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(frame, frame.iloc[:, 0])
+    skops.io.dump(estimator, root / SKOPS_FILE)
+    stats.write(root / FEATURE_STATS_FILE)
+    rows = frame.iloc[:3]
+    GoldenSet(
+        feature_names=columns,
+        rows=rows.to_numpy().tolist(),
+        predictions=estimator.predict(rows).tolist(),
+        tolerance=1e-9,
+    ).write(root / GOLDEN_SET_FILE)
+    return root
+
+
+class Lines(logging.Handler):
+    """The service logger's JSON lines, kept in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.fixture
+def logged() -> Iterator[Lines]:
+    logger = configure_logger(INFO.name, INFO.version, "json", "INFO")
+    lines = Lines()
+    logger.addHandler(lines)
+    yield lines
+    logger.removeHandler(lines)

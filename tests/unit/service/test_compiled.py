@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
@@ -9,7 +14,14 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
+from service.api import PredictionAPI
 from service.compiled import compile_model
+from service.config import ServiceSettings
+from service.logs import LOGGER_NAME
+from service.model import load_model_dir
+from service.schemas import FEATURES
+from tests.unit.service.conftest import INFO, Lines, model_dir
+from training.artifacts import FeatureStatistics
 
 pytestmark = pytest.mark.unit
 
@@ -78,3 +90,55 @@ def test_categorical_splits_are_left_to_scikit_learn() -> None:
     x[:, 1] = np.round(np.abs(x[:, 1])) % 5
     model = HistGradientBoostingRegressor(max_iter=10, categorical_features=[1], random_state=0).fit(x, y)
     assert compile_model(model, x[:20]) is None
+
+
+def _walker_renamed(module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(module, "_predict_from_raw_data")
+
+
+def _walker_signature_changed(module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def walk(*args: Any) -> None:
+        raise TypeError(f"_predict_from_raw_data() takes 8 positional arguments but {len(args)} were given")
+
+    monkeypatch.setattr(module, "_predict_from_raw_data", walk)
+
+
+def _walker_writes_nothing(module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(module, "_predict_from_raw_data", lambda *args: None)
+
+
+@pytest.mark.parametrize(
+    ("break_compile", "cause"),
+    [
+        (_walker_renamed, "ImportError: cannot import name '_predict_from_raw_data'"),
+        (_walker_signature_changed, "TypeError: _predict_from_raw_data() takes 8"),
+        (_walker_writes_nothing, "differ from scikit-learn's on"),
+    ],
+    ids=["walker-renamed", "walker-signature-changed", "walker-results-differ"],
+)
+def test_a_failing_compile_falls_back_to_scikit_learn_and_stays_ready(
+    tmp_path: Path,
+    stats: FeatureStatistics,
+    logged: Lines,
+    monkeypatch: pytest.MonkeyPatch,
+    break_compile: Callable[[Any, pytest.MonkeyPatch], None],
+    cause: str,
+) -> None:
+    from sklearn.ensemble._hist_gradient_boosting import _predictor
+
+    # A scikit-learn release that changes the private walker the compiled predictor is built on.
+    break_compile(_predictor, monkeypatch)
+    model = load_model_dir(model_dir(tmp_path, stats, list(FEATURES)), INFO)
+    api = PredictionAPI(model, ServiceSettings(), logging.getLogger(LOGGER_NAME))
+    try:
+        assert model.predictor == "scikit-learn"
+        golden = model.golden
+        rows = np.asarray(golden.rows)[:, [golden.feature_names.index(n) for n in model.feature_names]]
+        assert np.array_equal(model.predict(rows), np.asarray(golden.predictions))
+        assert api.golden_set_reproduces()
+    finally:
+        api.close()
+    warnings = [line for line in logged.lines if line["level"] == "WARNING"]
+    assert len(warnings) == 1, logged.lines
+    assert warnings[0]["message"] == "compiled predictor not used, predicting with scikit-learn"
+    assert cause in warnings[0]["cause"], warnings[0]

@@ -4,38 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-import skops.io
-from sklearn.ensemble import HistGradientBoostingRegressor
 
-from service.model import ModelInfo, load_model_dir
+from service.model import load_model_dir
 from service.schemas import FEATURES
-from training.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics, GoldenSet
+from tests.unit.service.conftest import INFO, model_dir
+from training.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics
 from training.modelio import SKOPS_FILE, ModelLoadError
 
 pytestmark = pytest.mark.unit
-
-INFO = ModelInfo.from_metadata(
-    {"registered_name": "housing-price", "registered_version": "1", "run_id": "r1"}, "housing-price:v1"
-)
-
-
-def model_dir(root: Path, stats: FeatureStatistics, columns: list[str]) -> Path:
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame(rng.uniform(1, 10, size=(200, len(columns))), columns=columns)
-    estimator = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(frame, frame.iloc[:, 0])
-    skops.io.dump(estimator, root / SKOPS_FILE)
-    stats.write(root / FEATURE_STATS_FILE)
-    rows = frame.iloc[:3]
-    GoldenSet(
-        feature_names=columns,
-        rows=rows.to_numpy().tolist(),
-        predictions=estimator.predict(rows).tolist(),
-        tolerance=1e-9,
-    ).write(root / GOLDEN_SET_FILE)
-    return root
 
 
 def test_a_sound_model_directory_loads(tmp_path: Path, stats: FeatureStatistics) -> None:

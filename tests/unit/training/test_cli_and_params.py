@@ -73,7 +73,7 @@ def test_missing_params_file_exits_2(small_data: Path, tmp_path: Path) -> None:
 def test_invalid_setting_exits_2(small_data: Path) -> None:
     code, output = invoke("data", env={"HOUSING_LOG_FORMAT": "xml", "HOUSING_DATA_PATH": str(small_data)})
     assert code == 2
-    assert "invalid setting log_format" in output
+    assert "invalid setting HOUSING_LOG_FORMAT: String should match pattern" in output
 
 
 def test_unknown_candidate_is_rejected(tmp_path: Path) -> None:

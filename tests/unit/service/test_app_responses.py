@@ -1,0 +1,166 @@
+"""The ASGI app in-process (httpx ASGITransport): each response counted once, a fault a 500 at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import service.service
+from service.api import PredictionAPI
+from service.config import ServiceSettings
+from service.model import load_model_dir
+from service.schemas import FEATURES
+from tests.unit.service.conftest import INFO, Lines, model_dir
+from training.artifacts import FeatureStatistics
+
+pytestmark = [pytest.mark.unit, pytest.mark.anyio]
+
+ROW = dict.fromkeys(FEATURES, 5.0) | {"Latitude": 35.0, "Longitude": -120.0}
+MAX_BYTES = 4_000
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def api(
+    tmp_path: Path, stats: FeatureStatistics, logged: Lines, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PredictionAPI]:
+    """A worker's prediction API on a small real model, as the app finds it under BentoML."""
+    model = load_model_dir(model_dir(tmp_path, stats, list(FEATURES)), INFO)
+    settings = ServiceSettings(concurrency_limit=1, max_request_bytes=MAX_BYTES, log_predictions=False)
+    prediction_api = PredictionAPI(model, settings, logging.getLogger("housing.service"))
+    monkeypatch.setattr(service.service, "_api", lambda: prediction_api)
+    yield prediction_api
+    prediction_api.close()
+
+
+@pytest.fixture
+async def http(api: PredictionAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=service.service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        yield client
+
+
+def counted(api: PredictionAPI) -> Counter[tuple[str, str]]:
+    """housing_http_requests_total by (route, status_code)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for family in api.metrics.http_requests.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                counts[sample.labels["route"], sample.labels["status_code"]] += int(sample.value)
+    return counts
+
+
+def assert_internal_error(response: httpx.Response) -> None:
+    assert response.status_code == 500, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert set(response.json()) == {"error"}
+    assert error["type"] == "internal_error"
+    assert error["message"]
+    assert error["details"] == []
+
+
+def failures(lines: Lines) -> list[dict[str, Any]]:
+    return [line for line in lines.lines if line["level"] == "ERROR"]
+
+
+def break_predictor(api: PredictionAPI) -> None:
+    def predict(rows: Any) -> Any:
+        raise RuntimeError("predictor broke")
+
+    api.batcher._predict = predict
+
+
+@pytest.mark.parametrize(("path", "body"), [("/predict", ROW), ("/predict/batch", {"rows": [ROW, ROW]})])
+async def test_a_fault_in_a_prediction_is_a_structured_500_at_once_logged_once_and_counted(
+    http: httpx.AsyncClient, api: PredictionAPI, logged: Lines, path: str, body: dict[str, Any]
+) -> None:
+    break_predictor(api)
+    started = time.perf_counter()
+    response = await http.post(path, json=body)
+    assert time.perf_counter() - started < 1
+    assert_internal_error(response)
+    [line] = failures(logged)
+    assert line["message"] == "unexpected error"
+    assert line["path"] == path
+    assert (line["model_name"], line["model_version"]) == (INFO.name, INFO.version)
+    assert "Traceback" in line["exception"]
+    assert "RuntimeError: predictor broke" in line["exception"]
+    assert counted(api) == Counter({(path, "500"): 1})
+    # The worker is unharmed: the next request is answered and its slot in flight was given back.
+    api.batcher._predict = api.model.predict
+    assert (await http.post(path, json=body)).status_code == 200
+
+
+async def test_a_fault_in_a_fastapi_route_is_the_same_500(
+    http: httpx.AsyncClient, api: PredictionAPI, logged: Lines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_card() -> None:
+        raise ValueError("card broke")
+
+    monkeypatch.setattr(api, "model_card", broken_card)
+    response = await http.get("/model")
+    assert_internal_error(response)
+    [line] = failures(logged)
+    assert "ValueError: card broke" in line["exception"]
+    assert counted(api) == Counter({("/model", "500"): 1})
+
+
+async def test_every_response_is_counted_exactly_once(http: httpx.AsyncClient, api: PredictionAPI) -> None:
+    json_type = {"content-type": "application/json"}
+    expected: Counter[tuple[str, str]] = Counter()
+
+    async def send(label: str, method: str, path: str, **kwargs: Any) -> None:
+        response = await http.request(method, path, **kwargs)
+        expected[label, str(response.status_code)] += 1
+
+    await send("/predict", "POST", "/predict", json=ROW)
+    await send("/predict/batch", "POST", "/predict/batch", json={"rows": [ROW] * 3})
+    await send("/predict", "POST", "/predict", json={**ROW, "MedInc": "high"})
+    await send("/predict", "POST", "/predict", content=b"{not json", headers=json_type)
+    await send("/predict", "POST", "/predict", content=b"x", headers={"content-type": "text/plain"})
+    await send("/predict/batch", "POST", "/predict/batch", json={"rows": [ROW] * 100})
+    await send("/predict", "GET", "/predict")
+    await send("/model", "GET", "/model")
+    await send("/metrics", "GET", "/metrics")
+    await send("/openapi.json", "GET", "/openapi.json")
+    await send("unmatched", "GET", "/no/such/path")
+    await send("unmatched", "POST", "/predictions", json=ROW)
+    assert {status for _, status in expected} == {"200", "400", "404", "405", "413", "415", "422"}
+
+    # Shed: one request holds the only slot (the predictor waits), the next gets 503 at once.
+    release = threading.Event()
+    predict = api.batcher._predict
+
+    def held(rows: Any) -> Any:
+        release.wait(5)
+        return predict(rows)
+
+    api.batcher._predict = held
+    api.batcher._inline_rows = 0
+    first = asyncio.create_task(http.post("/predict", json=ROW))
+    while api.admission.admitted == 0:
+        await asyncio.sleep(0.01)
+    shed = await http.post("/predict", json=ROW)
+    release.set()
+    assert shed.status_code == 503
+    assert (await first).status_code == 200
+    expected["/predict", "503"] += 1
+    expected["/predict", "200"] += 1
+
+    assert counted(api) == expected
+    # 12 requests one after another, then the held one and the shed one.
+    assert sum(counted(api).values()) == 14

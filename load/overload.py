@@ -9,9 +9,15 @@ without an answer within wrk's timeout, RSS before and after, and whether the PI
 Accepted latency comes from a few probe connections inside each run (one wrk thread each, so every
 request's latency is known with its status); wrk's own percentiles mix 200s and 503s.
 
-    uv run python -m load.overload --output reports/overload.md                    # about 10 minutes
-    uv run python -m load.overload --smoke --output /tmp/overload.md               # proves the script
-    uv run python -m load.overload --source /tmp/before --output /tmp/before.md    # another checkout's code
+Several targets (``--target NAME=CHECKOUT[:SETTING=VALUE,...]``: that checkout's service code with
+the same model, and extra ``HOUSING_SERVICE_*`` settings) are started side by side and measured in
+turn at each load, so that a machine whose load drifts treats them alike.
+
+    uv run python -m load.overload --output reports/overload.md            # the Bento, about 4 minutes
+    uv run python -m load.overload --smoke --output /tmp/overload.md       # proves the script
+    uv run python -m load.overload --target before=/tmp/main --target after=. --output /tmp/compare.md
+    uv run python -m load.overload --scenarios single --target lifo=. \
+        --target fifo=.:HOUSING_SERVICE_ADMISSION_ORDER=fifo --output /tmp/order.md
 
 Service settings come from the environment (``HOUSING_SERVICE_*``), as for ``bentoml serve``.
 """
@@ -84,7 +90,34 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class TargetSpec:
+    """A server to measure: a checkout's service code (None: the Bento) and extra settings."""
+
+    name: str
+    source: Path | None
+    settings: dict[str, str]
+
+    @classmethod
+    def parse(cls, text: str) -> TargetSpec:
+        """``NAME=CHECKOUT[:SETTING=VALUE,...]``."""
+        name, _, rest = text.partition("=")
+        checkout, _, pairs = rest.partition(":")
+        if not name or not checkout:
+            raise BenchError(f"--target {text!r}: expected NAME=CHECKOUT[:SETTING=VALUE,...]")
+        settings = dict(pair.split("=", 1) for pair in pairs.split(",") if "=" in pair)
+        unknown = [key for key in settings if not key.startswith("HOUSING_SERVICE_")]
+        if unknown:
+            raise BenchError(f"--target {text!r}: settings must start with HOUSING_SERVICE_, not {unknown}")
+        return cls(name, Path(checkout).resolve(), settings)
+
+    def describe(self, bento: str | None) -> str:
+        settings = " ".join(f"{key}={value}" for key, value in self.settings.items())
+        return f"{self.name} = {self.source or bento} {settings}".strip()
+
+
+@dataclass(frozen=True)
 class Run:
+    target: str
     scenario: str
     connections: int
     factor: int
@@ -184,6 +217,7 @@ def tree_rss(pid: int) -> int:
 
 def measure(
     wrk: str,
+    name: str,
     target: Target,
     scenario: Scenario,
     requests_file: Path,
@@ -230,6 +264,7 @@ def measure(
         statuses.get("503", 0),
     )
     return Run(
+        target=name,
         scenario=scenario.name,
         connections=connections,
         factor=factor,
@@ -255,20 +290,21 @@ def markdown(runs: list[Run], meta: dict[str, object], slo_ms: float) -> str:
         (
             f"Overload of {meta['model']}, one worker, {meta['cpus']} CPUs ({meta['machine']}); "
             f"wrk on the same machine, closed loop, {meta['seconds']} s a run, timeout {meta['timeout']} s; "
-            f"settings {meta['settings'] or 'defaults'}; code of {meta['source']}."
+            f"settings {meta['settings'] or 'defaults'}; targets: {meta['targets']}."
         ),
         "",
         (
-            "| traffic | connections | responses/s | goodput 200/s | rows/s | 503/s | accepted p99 "
+            "| code | traffic | connections | responses/s | goodput 200/s | rows/s | 503/s | accepted p99 "
             "| wrk p99 (all) | 503 p50 | unanswered | RSS before -> after | same PIDs |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for run in runs:
+    for run in sorted(runs, key=lambda r: (r.scenario, r.target, r.factor)):
         accepted = f"{run.accepted_p99_ms:g} ms" if run.accepted_p99_ms is not None else "-"
         shed = f"{run.shed_p50_ms:g} ms" if run.shed_p50_ms is not None else "-"
         lines.append(
-            f"| {run.scenario} | {run.connections} ({run.factor}x) | {run.responses / run.seconds:,.0f} "
+            f"| {run.target} | {run.scenario} | {run.connections} ({run.factor}x) "
+            f"| {run.responses / run.seconds:,.0f} "
             f"| {run.goodput:,.0f} | {run.rows_per_second:,.0f} | {run.shed / run.seconds:,.0f} | {accepted} "
             f"| {run.wrk_p99_ms:,.0f} ms | {shed} | {run.unanswered} "
             f"| {run.rss_before_mb:.0f} -> {run.rss_after_mb:.0f} MB | {'yes' if run.same_pids else 'no'} |"
@@ -283,8 +319,9 @@ def markdown(runs: list[Run], meta: dict[str, object], slo_ms: float) -> str:
 def goals(runs: list[Run], slo_ms: float) -> list[tuple[str, bool, str]]:
     """The issue's goals per scenario: goodput share, accepted p99 within the SLO, every request answered."""
     checks: list[tuple[str, bool, str]] = []
-    for name in dict.fromkeys(run.scenario for run in runs):
-        of_scenario = [run for run in runs if run.scenario == name]
+    for target, scenario in dict.fromkeys((run.target, run.scenario) for run in runs):
+        name = f"{target} {scenario}"
+        of_scenario = [run for run in runs if (run.target, run.scenario) == (target, scenario)]
         base = next((run for run in of_scenario if run.factor == 1), None)
         for run in of_scenario:
             if run.factor == 1 or base is None or base.rows_per_second == 0:
@@ -331,8 +368,9 @@ def main(
     ] = "housing-price",
     ref: Annotated[str, typer.Option(help="Alias or version of the model.")] = "production",
     bento: Annotated[str | None, typer.Option(help="Serve this built Bento instead of building one.")] = None,
-    source: Annotated[
-        Path | None, typer.Option(help="Serve the service code of this checkout (e.g. a worktree of main).")
+    target: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=CHECKOUT[:HOUSING_SERVICE_X=VALUE,...]; repeat to compare side by side."),
     ] = None,
     scenarios: Annotated[str, typer.Option(help="Comma-separated subset of single,batch,mix.")] = ",".join(
         SCENARIOS
@@ -359,7 +397,10 @@ def main(
             raise BenchError(f"choose scenarios from {', '.join(SCENARIOS)}")
         multiples = sorted({int(part) for part in factors.split(",")})
         plan = Plan(chosen, multiples, seconds, timeout, settle, slo_ms)
-        report = run(output, wrk, model_name, ref, bento, source, rows_file, plan)
+        specs = [TargetSpec.parse(text) for text in target or []] or [TargetSpec("service", None, {})]
+        if len({spec.name for spec in specs}) < len(specs):
+            raise BenchError("give each --target its own name")
+        report = run(output, wrk, model_name, ref, bento, specs, rows_file, plan)
     except (BenchError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
@@ -372,7 +413,7 @@ def run(
     model_name: str,
     ref: str,
     bento: str | None,
-    source: Path | None,
+    specs: list[TargetSpec],
     rows_file: Path,
     plan: Plan,
 ) -> str:
@@ -384,43 +425,43 @@ def run(
     try:
         resolved = resolve(model_name, ref, tracking_uri)
         model_tag = import_model(resolved, tracking_uri)
-        if bento is None and source is None:
+        if bento is None and any(spec.source is None for spec in specs):
             bento = build_bento_from_store(model_tag, resolved.version, None)
     except PackagingError as error:
         raise BenchError(str(error)) from error
-    command, health = serve_command(source.resolve() if source else None, bento, model_tag)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="housing-overload-") as scratch_name, ExitStack() as stack:
         scratch = Path(scratch_name)
-        target = stack.enter_context(
-            started(
-                "service",
-                command,
-                health,
-                scratch,
-                child_env(),
-                cwd=source.resolve() if source else PROJECT_ROOT,
-            )
-        )
+        targets: dict[str, Target] = {}
+        for spec in specs:
+            command, health = serve_command(spec.source, bento, model_tag)
+            targets[spec.name] = stack.enter_context(
+                started(spec.name, command, health, scratch, child_env(spec.settings),
+                        cwd=spec.source or PROJECT_ROOT)
+            )  # fmt: skip
         for scenario in plan.scenarios:
             requests_file = scratch / f"{scenario.name}.txt"
             requests_file.write_text("\n".join(request_lines(scenario, rows)) + "\n", encoding="utf-8")
-            # Warm-up: JIT-free Python still has caches, pools and the cost model to fill.
-            run_wrk(
-                wrk_command(wrk, target.url, requests_file, scenario.saturating, 3, plan.timeout, False), 3
-            )
+            for server in targets.values():
+                # Warm-up: caches, pools and the cost model to fill.
+                warm_up = wrk_command(
+                    wrk, server.url, requests_file, scenario.saturating, 3, plan.timeout, False
+                )
+                run_wrk(warm_up, 3)
             for factor in plan.factors:
-                runs.append(measure(wrk, target, scenario, requests_file, factor, plan))
-                typer.echo(f"{runs[-1]}", err=True)
-            if httpx.get(f"{target.url}/readyz", timeout=10).status_code != 200:
-                raise BenchError(f"the service is not ready after the {scenario.name} runs")
+                for name, server in targets.items():  # in turn at the same load
+                    runs.append(measure(wrk, name, server, scenario, requests_file, factor, plan))
+                    typer.echo(f"{runs[-1]}", err=True)
+            for name, server in targets.items():
+                if httpx.get(f"{server.url}/readyz", timeout=10).status_code != 200:
+                    raise BenchError(f"{name} is not ready after the {scenario.name} runs")
     meta: dict[str, object] = {
         "cpus": os.cpu_count(),
         "machine": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
         "seconds": plan.seconds,
         "timeout": plan.timeout,
         "model": f"{resolved.name} v{resolved.version}",
-        "source": str(source.resolve()) if source else (bento or "the Bento"),
+        "targets": "; ".join(spec.describe(bento) for spec in specs),
         "settings": ", ".join(
             f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("HOUSING_SERVICE_")
         ),

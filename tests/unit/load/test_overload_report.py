@@ -14,6 +14,7 @@ from load.overload import (
     PROBE_LEAD_SECONDS,
     SCENARIOS,
     Run,
+    TargetSpec,
     goals,
     markdown,
     parse_result,
@@ -58,33 +59,45 @@ def test_the_result_line_is_found_among_wrk_output() -> None:
 
 def run(factor: int, ok: int, p99: float | None = 50, unanswered: int = 0, rss_after: float = 400) -> Run:
     return Run(
-        scenario="single", connections=32 * factor, factor=factor, seconds=10, responses=ok + 100,
-        ok_single=ok, ok_batch=0, shed=100, other_status=0, unanswered=unanswered, wrk_p99_ms=300,
-        accepted_p99_ms=p99, accepted_max_ms=p99, shed_p50_ms=1000, rss_before_mb=400,
-        rss_after_mb=rss_after, same_pids=True,
+        target="after", scenario="single", connections=32 * factor, factor=factor, seconds=10,
+        responses=ok + 100, ok_single=ok, ok_batch=0, shed=100, other_status=0,
+        unanswered=unanswered, wrk_p99_ms=300, accepted_p99_ms=p99, accepted_max_ms=p99,
+        shed_p50_ms=1000, rss_before_mb=400, rss_after_mb=rss_after, same_pids=True,
     )  # fmt: skip
 
 
 def test_goals_compare_each_overload_with_the_saturated_run() -> None:
     runs = [run(1, 30_000), run(8, 28_000), run(32, 20_000, p99=400, unanswered=3, rss_after=460)]
     checks = {name: (met, measured) for name, met, measured in goals(runs, slo_ms=250)}
-    assert checks["single 8x: goodput >= 90% of saturated"] == (True, "93%")
-    assert checks["single 32x: goodput >= 90% of saturated"] == (False, "67%")
-    assert checks["single 8x: accepted p99 <= 250 ms"] == (True, "50 ms")
-    assert checks["single 32x: accepted p99 <= 250 ms"] == (False, "400 ms")
-    assert checks["single: every request answered"] == (False, "3 unanswered")
-    assert checks["single: RSS back within 10%"] == (False, "+15.0%")
+    assert checks["after single 8x: goodput >= 90% of saturated"] == (True, "93%")
+    assert checks["after single 32x: goodput >= 90% of saturated"] == (False, "67%")
+    assert checks["after single 8x: accepted p99 <= 250 ms"] == (True, "50 ms")
+    assert checks["after single 32x: accepted p99 <= 250 ms"] == (False, "400 ms")
+    assert checks["after single: every request answered"] == (False, "3 unanswered")
+    assert checks["after single: RSS back within 10%"] == (False, "+15.0%")
 
 
 def test_a_run_without_accepted_probe_requests_misses_the_latency_goal() -> None:
     checks = {name: met for name, met, _ in goals([run(1, 30_000), run(8, 28_000, p99=None)], slo_ms=250)}
-    assert checks["single 8x: accepted p99 <= 250 ms"] is False
+    assert checks["after single 8x: accepted p99 <= 250 ms"] is False
 
 
 def test_batch_goodput_is_counted_in_rows() -> None:
     batch = replace(run(1, 0), scenario="batch", ok_batch=50)
     assert batch.rows_per_second == 50 * BATCH_ROWS / 10
     table = markdown([batch], {"model": "m", "cpus": 2, "machine": "x", "seconds": 10, "timeout": 2,
-                               "settings": "", "source": "here"}, slo_ms=250)  # fmt: skip
-    assert "| batch | 32 (1x) |" in table
+                               "settings": "", "targets": "after = ."}, slo_ms=250)  # fmt: skip
+    assert "| after | batch | 32 (1x) |" in table
     assert "5,000 |" in table
+
+
+def test_targets_name_a_checkout_and_extra_service_settings(tmp_path: Path) -> None:
+    spec = TargetSpec.parse(f"fifo={tmp_path}:HOUSING_SERVICE_ADMISSION_ORDER=fifo,HOUSING_SERVICE_X=1")
+    assert spec == TargetSpec(
+        "fifo", tmp_path.resolve(), {"HOUSING_SERVICE_ADMISSION_ORDER": "fifo", "HOUSING_SERVICE_X": "1"}
+    )
+    assert TargetSpec.parse(f"main={tmp_path}").settings == {}
+    with pytest.raises(BenchError, match="HOUSING_SERVICE_"):
+        TargetSpec.parse(f"bad={tmp_path}:PATH=/tmp")
+    with pytest.raises(BenchError, match="expected"):
+        TargetSpec.parse("nothing")

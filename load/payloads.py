@@ -1,8 +1,9 @@
 """Request rows for the load test, drawn from the held-out test split of California Housing.
 
 ``python -m load.payloads --data ../shared/data/cal_housing.csv.gz --seed 42`` regenerates
-``load/payloads.json`` with training's own loader and split (params.yaml), so the rows are ones
-no model was fitted or selected on. The locustfile reads that file, or a model's ``golden_set.json``.
+``load/payloads.json`` with training's own loader and split (examples/housing/params.yaml), so the
+rows are ones no model was fitted or selected on. The locustfile reads that file, or a model's
+``golden_set.json``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contracts.artifacts import GoldenSet
 from load.config import DEFAULT_PAYLOADS_FILE
 from service.schemas import FEATURES
-from training.artifacts import GoldenSet
 
 # The service's request schema, in the order scikit-learn's fetch_california_housing uses.
 FEATURE_NAMES = FEATURES
 TARGET = "MedHouseVal"
 # The training params whose split the rows are drawn from.
-PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "examples" / "housing" / "params.yaml"
 
 
 class PayloadSet(BaseModel):

@@ -34,7 +34,8 @@ ContextOption = Annotated[
 ]
 ValuesOption = Annotated[
     list[Path] | None,
-    typer.Option("--values", "-f", exists=True, dir_okay=False, help="Extra Helm values file (repeatable)."),
+    # Existence is checked by ReleaseSettings (one `error:` line, exit 2), not by click's usage error.
+    typer.Option("--values", "-f", help="Extra Helm values file (repeatable)."),
 ]
 TimeoutOption = Annotated[
     float | None, typer.Option("--timeout", help="Seconds to wait [env: HOUSING_RELEASE_TIMEOUT_SECONDS].")
@@ -66,10 +67,9 @@ def cluster_for(
         release_name=helm_release,
         kube_context=kube_context,
         timeout_seconds=timeout,
+        extra_values_files=values or (),
         **more,
     )
-    if values:
-        settings = settings.model_copy(update={"values_files": [*settings.values_files, *values]})
     return Cluster(settings, Helm.from_settings(settings), connect(settings), say)
 
 
@@ -173,8 +173,14 @@ def rollout_promote(
     helm_release: HelmReleaseOption = None,
     kube_context: ContextOption = None,
 ) -> None:
-    """Argo: next step / promote the preview. Native: the candidate takes all traffic (helm upgrade)."""
-    say(_rollout_driver(namespace, helm_release, kube_context).promote(full=full))
+    """Argo: next step / promote the preview. Native: the candidate takes all traffic (helm upgrade).
+
+    Native blue/green: the preview is scaled to the active colour's size first, then the Service switches;
+    the command then waits scaleDownDelaySeconds and scales the old colour down (Ctrl-C leaves it running).
+    """
+    driver = _rollout_driver(namespace, helm_release, kube_context)
+    say(driver.promote(full=full))
+    driver.settle()
 
 
 @rollout_app.command("abort")

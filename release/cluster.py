@@ -12,6 +12,7 @@ from release.errors import ReleaseError
 from release.evidence import AnalysisSpec, Prometheus, analysis_spec
 from release.helm import Helm
 from release.kube import Clock, Deadline, Kube, WallClock
+from release.switch import require_safe_switch
 
 Log = Callable[[str], None]
 
@@ -50,8 +51,14 @@ class Cluster:
         )
 
     def upgrade(self, overrides: dict[str, Any]) -> int:
-        """Check the cluster serves every kind the chart will render, then ``helm upgrade --install``."""
-        self.kube.require_kinds(self.render(overrides))
+        """``helm upgrade --install``, once the cluster serves every kind the chart will render and the
+        upgrade keeps at least one of the serving workloads (:mod:`release.switch`).
+
+        Every command that changes the release (deploy, release, rollout) upgrades here.
+        """
+        objects = self.render(overrides)
+        self.kube.require_kinds(objects)
+        require_safe_switch(self.kube, objects)
         revision = self.helm.upgrade_install(
             self.release, self.settings.chart, self.settings.values_files, overrides
         )

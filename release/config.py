@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, FilePath
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from training.settings import settings_with_overrides
@@ -23,8 +24,9 @@ class ReleaseSettings(BaseSettings):
     namespace: str = Field(default="housing", description="Kubernetes namespace of the Helm release.")
     release_name: str = Field(default="housing", description="Helm release name of the chart.")
     chart: Path = Field(default=PROJECT_ROOT / "charts" / "housing", description="Chart folder or reference.")
-    values_files: list[Path] = Field(
-        default_factory=list, description="Extra Helm values files applied on top of the release's values."
+    values_files: list[FilePath] = Field(
+        default_factory=list,
+        description="Extra Helm values files applied on top of the release's values (each must exist).",
     )
     kube_context: str | None = Field(
         default=None, description="kubeconfig context to use; default: the current context (or in-cluster)."
@@ -66,6 +68,14 @@ class ReleaseSettings(BaseSettings):
     )
 
 
-def load_settings(**overrides: Any) -> ReleaseSettings:
-    """Settings from the environment with command-line values on top; invalid ones fail in one line."""
-    return settings_with_overrides(ReleaseSettings, **overrides)
+def load_settings(*, extra_values_files: Sequence[Path] = (), **overrides: Any) -> ReleaseSettings:
+    """Settings from the environment with command-line values on top; invalid ones fail in one line.
+
+    ``extra_values_files`` (``-f``) come after the environment's ``values_files``, so both apply; the
+    combined list is validated like every other given value.
+    """
+    settings = settings_with_overrides(ReleaseSettings, **overrides)
+    if not extra_values_files:
+        return settings
+    files = [*settings.values_files, *extra_values_files]
+    return settings_with_overrides(ReleaseSettings, **overrides, values_files=files)

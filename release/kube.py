@@ -193,6 +193,12 @@ class Kube:
             f"read Deployment {name} in namespace {self.namespace}",
         )
 
+    def service(self, name: str) -> dict[str, Any]:
+        return self.json(
+            lambda: self.core.read_namespaced_service(name, self.namespace, _preload_content=False),
+            f"read Service {name} in namespace {self.namespace}",
+        )
+
     def deployments(self, selector: str) -> list[dict[str, Any]]:
         listing = self.json(
             lambda: self.apps.list_namespaced_deployment(

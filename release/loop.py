@@ -230,7 +230,11 @@ def release(cluster: Cluster, training: TrainingSettings, request: ReleaseReques
     if verdict.completed:
         reason = verdict.evidence.verdict(watch.spec) if verdict.evidence else "no evidence: nothing was read"
     if reason is None:
-        return finish_promoted(cluster, client, name, version, production, tags["release.strategy"], verdict)
+        finish_promoted(cluster, client, name, version, production, tags["release.strategy"], verdict)
+        # production has moved: what the promotion left for later (native blue/green's scale-down
+        # after scaleDownDelaySeconds) no longer decides anything, and an interruption here loses nothing.
+        driver.settle()
+        return version
     log(f"v{version} failed its rollout: {reason}")
     if verdict.left_paused:
         log("left as it is for your decision (--no-auto-promote): `housing rollout promote` or `abort`")

@@ -42,7 +42,7 @@ def drift_by_feature(prometheus_url: str, model_name: str, version: str) -> dict
 def should_train(training: TrainingSettings, settings: ReleaseSettings) -> tuple[bool, str]:
     """Whether to train now, and why, in one line."""
     from training import registry
-    from training.data import load_dataset
+    from training.pipeline import load_settings_dataset
 
     client = registry.connect(training)
     champion = registry.alias_version(client, training.model_name, registry.PRODUCTION)
@@ -50,7 +50,7 @@ def should_train(training: TrainingSettings, settings: ReleaseSettings) -> tuple
         return True, f"{training.model_name} has no production version yet"
     run = registry.call(lambda: client.get_run(str(champion.run_id)), "read the champion's run")
     champion_digest = run.data.tags.get("data_digest")
-    digest = load_dataset(training.data_path, training.features, training.target).digest
+    digest = load_settings_dataset(training).digest
     if digest != champion_digest:
         return True, f"data digest {digest} differs from champion v{champion.version}'s {champion_digest}"
     unchanged = f"data digest {digest} is champion v{champion.version}'s"

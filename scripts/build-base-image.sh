@@ -6,7 +6,8 @@
 #   localhost/debian-python:bookworm     debootstrap minbase + python3, venv, pip, CA certificates
 #   localhost/debian-python-uv:bookworm  the above + this machine's CA bundle trusted, uv, UV_NATIVE_TLS=1
 #
-# Idempotent: an image that already exists is kept (FORCE=1 rebuilds both).
+# Idempotent: an image that already exists and was built by this very recipe (label
+# io.housing.base-recipe, the digest of this script) is kept; FORCE=1 rebuilds both.
 # Settings (environment): MIRROR (default: the archive apt already uses), SUITE, BASE_IMAGE, UV_IMAGE,
 # CA_BUNDLE (the CA bundle to trust inside builds), UV_VERSION, FORCE.
 set -euo pipefail
@@ -32,7 +33,12 @@ bash "$(dirname "${BASH_SOURCE[0]}")/configure-podman.sh"
 exec 9>"${LOCK_FILE:-/run/lock/housing-base-image.lock}"
 flock 9
 
-image_exists() { [[ "$FORCE" != 1 ]] && podman image exists "$1"; }
+RECIPE="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)"
+RECIPE_LABEL=io.housing.base-recipe
+image_exists() {
+    [[ "$FORCE" != 1 ]] && podman image exists "$1" \
+        && [[ "$(podman image inspect --format "{{ index .Labels \"$RECIPE_LABEL\" }}" "$1")" == "$RECIPE" ]]
+}
 
 if image_exists "$BASE_IMAGE"; then
     log "$BASE_IMAGE exists, keeping it"
@@ -44,16 +50,33 @@ else
     log "debootstrap $SUITE from $MIRROR (1-2 minutes)"
     debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
         "$SUITE" "$rootfs" "$MIRROR" >/dev/null
-    # Package caches and lists only add size to the image.
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    # Package caches and lists, documentation, manuals and message translations only add size to
+    # the images (about 50 MB); dpkg leaves them out of packages installed later, too. The copyright
+    # files stay.
+    cat > "$rootfs/etc/dpkg/dpkg.cfg.d/90-housing-slim" <<'DPKG'
+path-exclude=/usr/share/doc/*
+path-include=/usr/share/doc/*/copyright
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/locale/*
+path-include=/usr/share/locale/locale.alias
+DPKG
+    find "$rootfs/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+    find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
+    find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+    rm -rf "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+        "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     tar -C "$rootfs" -c . | podman import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
+        --change "LABEL $RECIPE_LABEL=$RECIPE" \
         --change 'CMD ["python3"]' \
         - "$BASE_IMAGE" >/dev/null
     rm -rf "$rootfs"
     trap - EXIT
     log "built $BASE_IMAGE"
+    # The uv image is built on the base: a new base makes it out of date.
+    FORCE=1
 fi
 
 if image_exists "$UV_IMAGE"; then
@@ -74,6 +97,7 @@ RUN update-ca-certificates >/dev/null \\
 ENV UV_NATIVE_TLS=1 \\
     REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \\
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+LABEL $RECIPE_LABEL=$RECIPE
 EOF
     log "building $UV_IMAGE"
     buildah build --quiet --network host --layers=false -t "$UV_IMAGE" "$context" >/dev/null

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from training.artifacts import FeatureStatistics
+from contracts.artifacts import FeatureStatistics
 
 # Empty bins would make the logarithm infinite; a tiny floor keeps PSI finite and comparable.
 PROPORTION_FLOOR = 1e-4

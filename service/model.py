@@ -13,9 +13,9 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics, GoldenSet
 from service.compiled import compile_model
 from service.schemas import FEATURES
-from training.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics, GoldenSet
 from training.modelio import ModelLoadError, load_sklearn_model
 
 Artifact = TypeVar("Artifact")

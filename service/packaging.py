@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
+from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics, GoldenSet
 from service.config import ServiceSettings
 from service.model import ModelInfo, load_model_dir
-from training.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics, GoldenSet
 from training.modelio import SKOPS_FILE, ModelLoadError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from training.artifacts import FeatureStatistics
+from contracts.artifacts import FeatureStatistics
 
-# The soft range is [q0.1%, q99.9%] of the training split (see training/artifacts.py).
+# The soft range is [q0.1%, q99.9%] of the training split (see contracts/artifacts.py).
 LOW_QUANTILE = "0.001"
 HIGH_QUANTILE = "0.999"
 

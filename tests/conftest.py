@@ -94,9 +94,9 @@ def data_path() -> Path:
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory: pytest.TempPathFactory, data_path: Path) -> Path:
     """3,000 seeded rows in the scikit-learn layout: enough to train a sensible model in a second."""
-    from training.config import CALIFORNIA_FEATURES
+    from training.examples import load_example
 
-    dataset = load_dataset(data_path, list(CALIFORNIA_FEATURES), "MedHouseVal")
+    dataset = load_dataset(data_path, load_example("housing").spec.feature_names, "MedHouseVal")
     sample: pd.DataFrame = dataset.frame.sample(n=3000, random_state=7)
     path = tmp_path_factory.mktemp("data") / "housing-small.csv"
     sample.to_csv(path, index=False)

@@ -48,6 +48,10 @@ DataOption = Annotated[
     Path | None,
     typer.Option("--data", help="CSV/CSV.gz to train on [env: HOUSING_DATA_PATH]; default: download."),
 ]
+ExampleOption = Annotated[
+    str | None,
+    typer.Option("--example", help="Example folder: housing, iris, or a path [env: HOUSING_EXAMPLE]."),
+]
 ModelNameOption = Annotated[
     str | None, typer.Option("--model-name", help="Registered model [env: HOUSING_MODEL_NAME].")
 ]
@@ -68,27 +72,34 @@ def settings_from(**overrides: Any) -> TrainingSettings:
 @handle_errors
 def data(
     data_path: DataOption = None,
+    example: ExampleOption = None,
     out: Annotated[
         Path | None, typer.Option(help="Write the validated frame (features + target) to this CSV/CSV.gz.")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Load and validate the data; show its size, digest, split and feature ranges."""
-    from training.data import load_dataset, split_dataset
     from training.params import load_params
+    from training.pipeline import load_settings_dataset, load_split
 
-    settings = settings_from(data_path=data_path)
-    dataset = load_dataset(settings.data_path, settings.features, settings.target)
-    split = split_dataset(dataset, **load_params(settings.params_file).split.model_dump())
+    settings = settings_from(data_path=data_path, example=example)
+    dataset = load_settings_dataset(settings)
+    _, split, _ = load_split(settings, load_params(settings.params_file), dataset)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         dataset.frame.to_csv(out, index=False, float_format="%.10g")
     summary: dict[str, Any] = {
+        "example": settings.resolved_example.spec.name,
         "source": dataset.source,
         "rows": len(dataset.features),
         "digest": dataset.digest,
         "split": {"train": len(split.x_train), "validation": len(split.x_val), "test": len(split.x_test)},
         "describe": dataset.frame.describe().loc[["mean", "min", "max"]].to_dict(),
+        **(
+            {"classes": {str(k): int(v) for k, v in dataset.target.value_counts().sort_index().items()}}
+            if settings.resolved_example.spec.task == "classification"
+            else {}
+        ),
     }
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -99,6 +110,8 @@ def data(
     for column, stats in summary["describe"].items():
         table.add_row(column, f"{stats['mean']:.6f}", f"{stats['min']:.5g}", f"{stats['max']:.5g}")
     console.print(table)
+    if "classes" in summary:
+        console.print(f"classes of {settings.target}: {summary['classes']}")
     console.print(f"split: {summary['split']}" + (f"; written to {out}" if out else ""))
 
 
@@ -106,6 +119,7 @@ def data(
 @handle_errors
 def train(
     data_path: DataOption = None,
+    example: ExampleOption = None,
     model_name: ModelNameOption = None,
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment [env: HOUSING_EXPERIMENT].")
@@ -137,6 +151,7 @@ def train(
 
     settings = settings_from(
         data_path=data_path,
+        example=example,
         model_name=model_name,
         experiment=experiment,
         params_file=params_file,
@@ -168,13 +183,18 @@ def train(
 
     def progress(result: Any) -> None:
         if not as_json:
+            from training.tasks import LABELS
+
+            name = next(iter(result.test))
             console.print(
-                f"  {result.name:<24} val RMSE {result.validation.rmse:.4f}  "
-                f"test RMSE {result.test.rmse:.4f}  fit {result.fit_seconds:.1f}s  run {result.run_id[:8]}"
+                f"  {result.name:<24} val {LABELS[name]} {result.validation[name]:.4f}  "
+                f"test {LABELS[name]} {result.test[name]:.4f}  fit {result.fit_seconds:.1f}s  "
+                f"run {result.run_id[:8]}"
             )
 
     if not as_json:
-        console.print(f"training on {settings.data_path or 'the downloaded data'} -> {settings.tracking_uri}")
+        source = settings.data_path or "its own data source"
+        console.print(f"training example {settings.example} on {source} -> {settings.tracking_uri}")
     report = run_training(settings, on_candidate=progress)
     summary = report.summary()
     if settings.metrics_dir is not None:
@@ -200,6 +220,7 @@ def promote(
         bool, typer.Option("--rollback", help="Move production back to the champion it replaced.")
     ] = False,
     data_path: DataOption = None,
+    example: ExampleOption = None,
     model_name: ModelNameOption = None,
 ) -> None:
     """Move the production alias: through the gate, by force, or back to the previous champion."""
@@ -209,7 +230,7 @@ def promote(
         raise fail("give exactly one of --version N or --rollback", 2)
     if force and rollback:
         raise fail("--force goes with --version, not --rollback", 2)
-    settings = settings_from(data_path=data_path, model_name=model_name)
+    settings = settings_from(data_path=data_path, example=example, model_name=model_name)
     if rollback:
         client = registry.connect(settings)
         previous, current = registry.rollback(client, settings.model_name)
@@ -224,17 +245,23 @@ def promote(
 
 @app.command()
 @handle_errors
-def models(model_name: ModelNameOption = None, as_json: JsonOption = False) -> None:
+def models(
+    example: ExampleOption = None, model_name: ModelNameOption = None, as_json: JsonOption = False
+) -> None:
     """List registered versions with their aliases, test metrics and promotion decisions."""
     from training import registry
+    from training.tasks import LABELS, REPORTED
 
-    settings = settings_from(model_name=model_name)
+    settings = settings_from(example=example, model_name=model_name)
+    reported = REPORTED[settings.resolved_example.spec.task]
     rows = registry.list_versions(registry.connect(settings), settings.model_name)
     if as_json:
         sys.stdout.write(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
         return
     table = Table(title=f"{settings.model_name} ({settings.tracking_uri})")
-    for column in ("version", "aliases", "candidate", "test RMSE", "test MAE", "test R2", "decision", "run"):
+    for column in ("version", "aliases", "candidate", *(f"test {LABELS[name]}" for name in reported)):
+        table.add_column(column)
+    for column in ("decision", "run"):
         table.add_column(column)
 
     def number(value: float | None) -> str:
@@ -245,9 +272,7 @@ def models(model_name: ModelNameOption = None, as_json: JsonOption = False) -> N
             row.version,
             ", ".join(row.aliases),
             row.candidate,
-            number(row.test_rmse),
-            number(row.test_mae),
-            number(row.test_r2),
+            *(number(row.metrics.get(f"test_{name}")) for name in reported),
             row.decision,
             row.run_id[:8],
         )

@@ -135,11 +135,10 @@ def load_test(url: str, options: PipelineOptions, console: Console) -> bool:
 
 def run(settings: TrainingSettings, options: PipelineOptions, console: Console) -> None:
     from service.packaging import PackagingError, build_bento
-    from training.data import load_dataset
-    from training.pipeline import train
+    from training.pipeline import load_settings_dataset, train
 
     _step(console, 1, "data")
-    dataset = load_dataset(settings.data_path, settings.features, settings.target)
+    dataset = load_settings_dataset(settings)
     console.print(f"{len(dataset.features)} rows from {dataset.source} (digest {dataset.digest})")
 
     _step(console, 2, "train, register, promote")

@@ -1,4 +1,4 @@
-"""The committed parameters file (``params.yaml``) and the candidate pipelines it describes."""
+"""An example's parameters file (``examples/<name>/params.yaml``) and the candidate pipelines it describes."""
 
 from __future__ import annotations
 
@@ -24,13 +24,20 @@ class SplitParams(_Strict):
 
 
 class PromotionParams(_Strict):
-    margin: float = Field(default=0.0, ge=0, description="RMSE improvement the challenger must exceed.")
+    metric: str | None = Field(
+        default=None,
+        description="Test metric the gate bootstraps: rmse or mae (regression), log_loss or accuracy "
+        "(classification); unset means rmse / log_loss.",
+    )
+    margin: float = Field(
+        default=0.0, ge=0, description="Improvement (in the metric's units) the challenger must exceed."
+    )
     bootstrap_samples: int = Field(default=1000, ge=100, description="Paired bootstrap resamples.")
     confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Confidence of the interval.")
 
 
 class CandidateParams(_Strict):
-    estimator: str = Field(description="Dotted path of a scikit-learn regressor class.")
+    estimator: str = Field(description="Dotted path of a scikit-learn regressor or classifier class.")
     scale: bool = Field(default=False, description="Standardise features first.")
     params: dict[str, Any] = Field(default_factory=dict, description="Estimator keyword arguments.")
 
@@ -67,9 +74,12 @@ def load_params(path: Path) -> TrainingParams:
         raise ConfigError(f"params file {path}: {where}: {first['msg']}") from exc
 
 
-def build_pipeline(candidate: CandidateParams, seed: int) -> Any:
-    """A scikit-learn Pipeline for one candidate; only scikit-learn classes may be named."""
-    from sklearn.base import RegressorMixin
+def build_pipeline(candidate: CandidateParams, seed: int, kind: str = "regressor") -> Any:
+    """A scikit-learn Pipeline for one candidate: a scikit-learn class of the task's ``kind``.
+
+    ``kind`` is ``regressor`` or ``classifier``; a classifier must give probabilities (the gate scores them).
+    """
+    from sklearn.base import ClassifierMixin, RegressorMixin
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -80,12 +90,15 @@ def build_pipeline(candidate: CandidateParams, seed: int) -> Any:
         estimator_class = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"estimator {candidate.estimator!r} does not exist") from exc
-    if not (isinstance(estimator_class, type) and issubclass(estimator_class, RegressorMixin)):
-        raise ConfigError(f"estimator {candidate.estimator!r} is not a regressor")
+    mixin = ClassifierMixin if kind == "classifier" else RegressorMixin
+    if not (isinstance(estimator_class, type) and issubclass(estimator_class, mixin)):
+        raise ConfigError(f"estimator {candidate.estimator!r} is not a {kind}")
     try:
         estimator = estimator_class(**candidate.params)
     except TypeError as exc:
         raise ConfigError(f"estimator {candidate.estimator!r}: {exc}") from exc
+    if kind == "classifier" and not hasattr(estimator, "predict_proba"):
+        raise ConfigError(f"estimator {candidate.estimator!r} gives no class probabilities (predict_proba)")
     if "random_state" in estimator.get_params() and "random_state" not in candidate.params:
         estimator.set_params(random_state=seed)
     steps: list[tuple[str, Any]] = [("scale", StandardScaler())] if candidate.scale else []

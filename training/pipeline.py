@@ -16,14 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from contracts.artifacts import CONTRACT_FILE, FEATURE_STATS_FILE, GOLDEN_SET_FILE
+from contracts.model import ModelContract
 from training import registry
 from training.config import PROJECT_ROOT, TrainingSettings
+from training.contract import derive_contract
 from training.data import Dataset, Split, load_dataset, split_dataset
 from training.errors import RegistryError
-from training.evaluate import Quality, model_bytes, quality, single_row_latency
+from training.evaluate import model_bytes, single_row_latency
 from training.modelio import TRUSTED_TYPES
 from training.params import CandidateParams, TrainingParams, build_pipeline, load_params
-from training.stats import feature_statistics, golden_set
+from training.stats import feature_statistics
+from training.tasks import Metric, TaskKind, gate_metric, task_for
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -39,8 +43,8 @@ class CandidateResult:
     model_id: str
     fingerprint: str
     model: Any
-    validation: Quality
-    test: Quality
+    validation: dict[str, float]
+    test: dict[str, float]
     fit_seconds: float
     latency_seconds: float
     size_bytes: int
@@ -54,25 +58,26 @@ class TrainingReport:
     newly_registered: bool
     decision: registry.Decision
     data_digest: str
+    contract: ModelContract
+    metric: Metric
 
     def summary(self) -> dict[str, Any]:
         """Machine-readable outcome (DVC metrics, ``--json``)."""
         return {
+            "example": self.contract.example,
+            "task": self.contract.task,
+            "metric": self.metric.name,
             "data_digest": self.data_digest,
             "best": self.best.name,
             "version": self.version,
             "newly_registered": self.newly_registered,
             "decision": self.decision.outcome,
             "reason": self.decision.reason,
-            "test_rmse": self.best.test.rmse,
-            "test_mae": self.best.test.mae,
-            "test_r2": self.best.test.r2,
+            **{f"test_{name}": value for name, value in self.best.test.items()},
             "candidates": {
                 result.name: {
-                    "val_rmse": result.validation.rmse,
-                    "test_rmse": result.test.rmse,
-                    "test_mae": result.test.mae,
-                    "test_r2": result.test.r2,
+                    f"val_{self.metric.name}": result.validation[self.metric.name],
+                    **{f"test_{name}": value for name, value in result.test.items()},
                     "fit_seconds": result.fit_seconds,
                     "predict_seconds_per_row": result.latency_seconds,
                     "model_bytes": result.size_bytes,
@@ -126,23 +131,35 @@ def _pip_requirements() -> list[str]:
     return [f"{package}=={version(package)}" for package in ("scikit-learn", "skops", "numpy", "pandas")]
 
 
-def _train_candidate(
-    name: str,
-    candidate: CandidateParams,
-    params: TrainingParams,
-    dataset: Dataset,
-    split: Split,
-    experiment_id: str,
-    sha: str,
-    artifacts: list[Path],
-) -> CandidateResult:
+@dataclass(frozen=True)
+class Session:
+    """What every candidate of one training session shares."""
+
+    params: TrainingParams
+    dataset: Dataset
+    split: Split
+    task: TaskKind
+    experiment_id: str
+    sha: str
+    artifacts: list[Path]
+
+
+def _train_candidate(name: str, candidate: CandidateParams, session: Session) -> CandidateResult:
     import mlflow
     from mlflow.models import infer_signature
 
-    run_fingerprint = fingerprint(dataset.digest, name, candidate, params, sha)
-    pipeline = build_pipeline(candidate, params.split.seed)
-    tags = {"candidate": name, "git_sha": sha, "data_digest": dataset.digest, "fingerprint": run_fingerprint}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
+    params, dataset, split, task = session.params, session.dataset, session.split, session.task
+    run_fingerprint = fingerprint(dataset.digest, name, candidate, params, session.sha)
+    pipeline = build_pipeline(candidate, params.split.seed, task.estimator_kind)
+    tags = {
+        "candidate": name,
+        "git_sha": session.sha,
+        "data_digest": dataset.digest,
+        "fingerprint": run_fingerprint,
+        "example": task.contract.example,
+        "task": task.contract.task,
+    }
+    with mlflow.start_run(experiment_id=session.experiment_id, run_name=name, tags=tags) as run:
         mlflow.log_params(
             {"estimator": candidate.estimator, "scale": candidate.scale}
             | {f"model.{key}": value for key, value in candidate.params.items()}
@@ -153,7 +170,7 @@ def _train_candidate(
                 dataset.frame,
                 source=None if dataset.source.startswith("sklearn") else dataset.source,
                 targets=str(dataset.target.name),
-                name="california-housing",
+                name=task.contract.example,
                 digest=dataset.digest,
             ),
             context="training",
@@ -161,19 +178,14 @@ def _train_candidate(
         start = time.perf_counter()
         pipeline.fit(split.x_train, split.y_train)
         fit_seconds = time.perf_counter() - start
-        validation = quality(split.y_val, pipeline.predict(split.x_val))
-        test_pred = pipeline.predict(split.x_test)
-        test = quality(split.y_test, test_pred)
-        latency = single_row_latency(pipeline, split.x_test)
+        validation = task.quality(split.y_val, task.scores(pipeline, split.x_val))
+        test = task.quality(split.y_test, task.scores(pipeline, split.x_test))
+        latency = single_row_latency(partial(task.scores, pipeline), split.x_test)
         size = model_bytes(pipeline)
         mlflow.log_metrics(
-            {
-                "val_rmse": validation.rmse,
-                "val_mae": validation.mae,
-                "val_r2": validation.r2,
-                "test_rmse": test.rmse,
-                "test_mae": test.mae,
-                "test_r2": test.r2,
+            {f"val_{key}": value for key, value in validation.items()}
+            | {f"test_{key}": value for key, value in test.items()}
+            | {
                 "fit_seconds": fit_seconds,
                 "predict_seconds_per_row": latency,
                 "model_bytes": size,
@@ -190,9 +202,12 @@ def _train_candidate(
             pip_requirements=_pip_requirements(),
         )
         with tempfile.TemporaryDirectory(prefix="housing-golden-") as scratch:
-            golden = golden_set(pipeline, split.x_test, params.golden_set_rows, params.split.seed)
-            mlflow.log_artifact(str(golden.write(Path(scratch) / "golden_set.json")))
-        for path in artifacts:
+            sample = split.x_test.sample(
+                n=min(params.golden_set_rows, len(split.x_test)), random_state=params.split.seed
+            )
+            golden = task.golden_set(pipeline, sample)
+            mlflow.log_artifact(str(golden.write(Path(scratch) / GOLDEN_SET_FILE)))
+        for path in session.artifacts:
             mlflow.log_artifact(str(path))
     return CandidateResult(
         name=name,
@@ -209,16 +224,16 @@ def _train_candidate(
     )
 
 
-def champion_predictions(
-    client: MlflowClient, name: str, version: str | None, split: Split
+def champion_scores(
+    client: MlflowClient, name: str, version: str | None, split: Split, task: TaskKind
 ) -> np.ndarray | None:
-    """The champion's predictions on today's frozen test rows, so both models face identical rows."""
+    """The champion's scores on today's frozen test rows, so both models face identical rows."""
     if version is None:
         return None
     model = registry.load_version_model(client, name, version)
     try:
-        return np.asarray(model.predict(split.x_test), dtype="float64")
-    except (ValueError, KeyError) as exc:
+        return task.scores(model, split.x_test)
+    except (ValueError, KeyError, AttributeError) as exc:
         raise RegistryError(
             f"champion v{version} cannot score the current test rows ({exc}); "
             "promote deliberately with `housing promote --version N --force`"
@@ -230,8 +245,9 @@ def decide(
     settings: TrainingSettings,
     params: TrainingParams,
     split: Split,
+    task: TaskKind,
     version: str,
-    challenger_pred: np.ndarray,
+    challenger_scores: np.ndarray,
 ) -> registry.Decision:
     """Run the gate for ``version`` against the current champion and record the outcome."""
     champion = registry.alias_version(client, settings.model_name, registry.PRODUCTION)
@@ -239,24 +255,34 @@ def decide(
     decision = registry.gate(
         version,
         champion_version,
-        split.y_test.to_numpy(),
-        challenger_pred,
-        champion_predictions(client, settings.model_name, champion_version, split),
+        task.targets(split.y_test),
+        challenger_scores,
+        champion_scores(client, settings.model_name, champion_version, split, task),
         params.promotion,
         params.split.seed,
+        metric=gate_metric(task, params.promotion.metric),
     )
     if decision.outcome != "unchanged":
         registry.apply(client, settings.model_name, decision)
     return decision
 
 
+def load_settings_dataset(settings: TrainingSettings) -> Dataset:
+    """The data the settings name: their example's source, or ``data_path`` in its place."""
+    return load_dataset(settings.data_path, settings.features, settings.target, settings.resolved_example)
+
+
 def load_split(
     settings: TrainingSettings, params: TrainingParams, dataset: Dataset | None = None
-) -> tuple[Dataset, Split]:
-    """The configured data (unless already loaded) and its seeded split."""
+) -> tuple[Dataset, Split, TaskKind]:
+    """The configured data (unless already loaded), its seeded split, and the task of its contract."""
     if dataset is None:
-        dataset = load_dataset(settings.data_path, settings.features, settings.target)
-    return dataset, split_dataset(dataset, **params.split.model_dump())
+        dataset = load_settings_dataset(settings)
+    example = settings.resolved_example
+    stratify = example.spec.task == "classification"
+    split = split_dataset(dataset, **params.split.model_dump(), stratify=stratify)
+    contract = derive_contract(example, settings.features, settings.target, split)
+    return dataset, split, task_for(contract)
 
 
 def train(
@@ -267,35 +293,26 @@ def train(
     """The whole training session; the registry changes only after every candidate is logged."""
     params = load_params(settings.params_file)
     selected = params.select(settings.candidates)
-    dataset, split = load_split(settings, params, dataset)
+    dataset, split, task = load_split(settings, params, dataset)
+    metric = gate_metric(task, params.promotion.metric)
     client = registry.connect(settings)
     experiment_id = registry.ensure_experiment(client, settings)
-    sha = git_sha()
     results = []
     with tempfile.TemporaryDirectory(prefix="housing-stats-") as scratch:
         stats_path = feature_statistics(split.x_train, settings.target).write(
-            Path(scratch) / "feature_stats.json"
+            Path(scratch) / FEATURE_STATS_FILE
         )
+        contract_path = task.contract.write(Path(scratch) / CONTRACT_FILE)
+        session = Session(params, dataset, split, task, experiment_id, git_sha(), [stats_path, contract_path])
         for name, candidate in selected.items():
             logger.info("training candidate %s", name)
             result = registry.call(
-                partial(
-                    _train_candidate,
-                    name,
-                    candidate,
-                    params,
-                    dataset,
-                    split,
-                    experiment_id,
-                    sha,
-                    [stats_path],
-                ),
-                f"log candidate {name}",
+                partial(_train_candidate, name, candidate, session), f"log candidate {name}"
             )
             results.append(result)
             if on_candidate is not None:
                 on_candidate(result)
-    best = min(results, key=lambda result: result.validation.rmse)
+    best = select_best(results, metric)
     version, created = registry.register(
         client, settings.model_name, best.model_uri, best.model_id, best.run_id, best.fingerprint
     )
@@ -303,8 +320,17 @@ def train(
         lambda: client.set_registered_model_alias(settings.model_name, registry.CHALLENGER, version),
         "set the challenger alias",
     )
-    decision = decide(client, settings, params, split, version, best.model.predict(split.x_test))
-    return TrainingReport(results, best, version, created, decision, dataset.digest)
+    decision = decide(client, settings, params, split, task, version, task.scores(best.model, split.x_test))
+    return TrainingReport(results, best, version, created, decision, dataset.digest, task.contract, metric)
+
+
+def select_best(results: list[CandidateResult], metric: Metric) -> CandidateResult:
+    """The candidate best on the validation rows by the gate's metric (the first of equals)."""
+    best = results[0]
+    for result in results[1:]:
+        if metric.better(result.validation[metric.name], best.validation[metric.name]):
+            best = result
+    return best
 
 
 def promote_version(settings: TrainingSettings, version: str, *, force: bool) -> registry.Decision:
@@ -322,6 +348,10 @@ def promote_version(settings: TrainingSettings, version: str, *, force: bool) ->
         )
         registry.apply(client, settings.model_name, decision)
         return decision
-    _, split = load_split(settings, params)
+    _, split, task = load_split(settings, params)
     model = registry.load_version_model(client, settings.model_name, version)
-    return decide(client, settings, params, split, version, np.asarray(model.predict(split.x_test)))
+    try:
+        scores = task.scores(model, split.x_test)
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise RegistryError(f"version {version} cannot score the current test rows ({exc})") from exc
+    return decide(client, settings, params, split, task, version, scores)

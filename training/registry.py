@@ -22,6 +22,7 @@ from training.errors import RegistryError
 from training.evaluate import Comparison, compare
 from training.modelio import ModelLoadError, load_sklearn_model
 from training.params import PromotionParams
+from training.tasks import Metric
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -165,12 +166,18 @@ class Decision:
         return self.outcome in {"first", "promoted", "forced"}
 
     def tags(self) -> dict[str, str]:
+        """``promotion.*`` tags: decision, reason, champion, and the comparison's metric and numbers."""
         tags = {DECISION_TAG: self.outcome, "promotion.reason": self.reason}
         if self.champion is not None:
             tags["promotion.champion"] = self.champion
         if self.comparison is not None:
             for key, value in asdict(self.comparison).items():
-                tags[f"promotion.{key}"] = f"{value:.6f}"
+                if isinstance(value, bool):
+                    tags[f"promotion.{key}"] = str(value).lower()
+                elif isinstance(value, float):
+                    tags[f"promotion.{key}"] = f"{value:.6f}"
+                else:
+                    tags[f"promotion.{key}"] = str(value)
         return tags | self.extra
 
 
@@ -182,13 +189,19 @@ def gate(
     champion_pred: np.ndarray | None,
     promotion: PromotionParams,
     seed: int,
+    *,
+    metric: Metric,
 ) -> Decision:
-    """Decide whether a challenger replaces the champion; pure, so it is tested without MLflow."""
+    """Decide whether a challenger replaces the champion; pure, so it is tested without MLflow.
+
+    ``y_true`` and the scores are in the form ``metric`` takes (see :mod:`training.tasks`).
+    """
     if champion is None or champion_pred is None:
         return Decision(version, "first", "no champion yet: the first model is promoted")
     if champion == version:
         return Decision(version, "unchanged", "this version is already production", champion)
     comparison = compare(
+        metric,
         y_true,
         challenger_pred,
         champion_pred,
@@ -197,17 +210,14 @@ def gate(
         seed=seed,
     )
     interval = f"{comparison.confidence:.0%} CI [{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}]"
-    if comparison.beats(promotion.margin):
-        reason = (
-            f"test RMSE {comparison.challenger_rmse:.4f} vs champion v{champion} "
-            f"{comparison.champion_rmse:.4f}: difference {interval} lies below -{promotion.margin:g}"
-        )
-        return Decision(version, "promoted", reason, champion, comparison)
-    reason = (
-        f"test RMSE {comparison.challenger_rmse:.4f} vs champion v{champion} "
-        f"{comparison.champion_rmse:.4f}: difference {interval} does not lie below -{promotion.margin:g}"
+    bound = f"above +{promotion.margin:g}" if metric.higher_is_better else f"below -{promotion.margin:g}"
+    numbers = (
+        f"test {metric.label} {comparison.challenger_value:.4f} vs champion v{champion} "
+        f"{comparison.champion_value:.4f}: difference {interval}"
     )
-    return Decision(version, "rejected", reason, champion, comparison)
+    if comparison.beats(promotion.margin):
+        return Decision(version, "promoted", f"{numbers} lies {bound}", champion, comparison)
+    return Decision(version, "rejected", f"{numbers} does not lie {bound}", champion, comparison)
 
 
 def apply(client: MlflowClient, name: str, decision: Decision) -> None:
@@ -251,9 +261,7 @@ class VersionRow:
     aliases: list[str]
     run_id: str
     candidate: str
-    test_rmse: float | None
-    test_mae: float | None
-    test_r2: float | None
+    metrics: dict[str, float]
     decision: str
     created: int
 
@@ -278,9 +286,7 @@ def list_versions(client: MlflowClient, name: str) -> list[VersionRow]:
                 aliases=sorted(aliases_by_version.get(str(version.version), [])),
                 run_id=version.run_id or "",
                 candidate=run.data.tags.get("candidate", "") if run else "",
-                test_rmse=metrics.get("test_rmse"),
-                test_mae=metrics.get("test_mae"),
-                test_r2=metrics.get("test_r2"),
+                metrics={key: value for key, value in metrics.items() if key.startswith("test_")},
                 decision=version.tags.get(DECISION_TAG, ""),
                 created=int(version.creation_timestamp or 0),
             )

@@ -14,17 +14,21 @@ if TYPE_CHECKING:
 
 def candidates_table(report: TrainingReport) -> Table:
     """All candidates of a training session, best first, the registered one starred."""
+    from training.tasks import LABELS
+
+    metric = report.metric
+    reported = list(report.best.test)
     table = Table(title=f"Candidates (data digest {report.data_digest})")
-    for column in ("candidate", "val RMSE", "test RMSE", "test MAE", "test R2", "fit s", "ms/row", "size KB"):
+    columns = ["candidate", f"val {metric.label}", *(f"test {LABELS[name]}" for name in reported)]
+    for column in (*columns, "fit s", "ms/row", "size KB"):
         table.add_column(column, justify="left" if column == "candidate" else "right")
-    for result in sorted(report.candidates, key=lambda result: result.validation.rmse):
+    ranked = sorted(report.candidates, key=lambda result: result.validation[metric.name])
+    for result in reversed(ranked) if metric.higher_is_better else ranked:
         marker = " *" if result is report.best else ""
         table.add_row(
             result.name + marker,
-            f"{result.validation.rmse:.4f}",
-            f"{result.test.rmse:.4f}",
-            f"{result.test.mae:.4f}",
-            f"{result.test.r2:.4f}",
+            f"{result.validation[metric.name]:.4f}",
+            *(f"{result.test[name]:.4f}" for name in reported),
             f"{result.fit_seconds:.2f}",
             f"{result.latency_seconds * 1000:.3f}",
             f"{result.size_bytes / 1024:.0f}",

@@ -8,6 +8,7 @@ skip validation). Any invalid value, from either side, becomes one :class:`Confi
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -34,7 +35,13 @@ def _describe(settings_class: type[BaseSettings], problem: Any, given: dict[str,
     field, *inner = [str(part) for part in problem["loc"]]
     detail = "".join(f".{part}" for part in inner)
     if field in given:
-        return f"invalid setting {field}{detail} (given {given[field]!r}): {problem['msg']}"
+        value = given[field]
+        # A list item's problem names that item (e.g. the one missing values file), not the whole list.
+        index = problem["loc"][1] if len(problem["loc"]) > 1 else None
+        if isinstance(value, list | tuple) and isinstance(index, int) and 0 <= index < len(value):
+            value = value[index]
+        shown = str(value) if isinstance(value, PurePath) else repr(value)
+        return f"invalid setting {field}{detail} (given {shown}): {problem['msg']}"
     return f"invalid setting {_env_name(settings_class, field)}{detail}: {problem['msg']}"
 
 

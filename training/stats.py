@@ -1,13 +1,11 @@
-"""Feature statistics and golden sets: the artifacts the service validates inputs and readiness with."""
+"""Feature statistics: the artifact the service checks soft limits and drift with."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from training.artifacts import QUANTILES, FeatureStatistics, FeatureSummary, GoldenSet, Histogram
+from contracts.artifacts import QUANTILES, FeatureStatistics, FeatureSummary, Histogram
 
 HISTOGRAM_BINS = 10
 
@@ -43,14 +41,3 @@ def feature_statistics(features: pd.DataFrame, target: str) -> FeatureStatistics
             )
         )
     return FeatureStatistics(n_rows=len(features), features=summaries, target=target)
-
-
-def golden_set(model: Any, features: pd.DataFrame, rows: int, seed: int) -> GoldenSet:
-    """A seeded sample of rows with the model's own predictions for them."""
-    sample = features.sample(n=min(rows, len(features)), random_state=seed)
-    predictions = model.predict(sample)
-    return GoldenSet(
-        feature_names=[str(column) for column in sample.columns],
-        rows=sample.to_numpy(dtype="float64").tolist(),
-        predictions=[float(value) for value in predictions],
-    )

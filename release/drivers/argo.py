@@ -212,6 +212,10 @@ class ArgoDriver(ABC):
     def promote(self, *, full: bool) -> str:
         return self.rollouts.promote(self.name, full=full)
 
+    def settle(self) -> None:
+        """The controller scales the old ReplicaSet down itself (``scaleDownDelaySeconds``)."""
+        return
+
     def abort(self) -> str:
         return self.rollouts.abort(self.name)
 

@@ -8,6 +8,7 @@ Tracks (pod label ``housing.io/track``): canary ``canary`` next to ``stable``; b
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 from release import chart
@@ -60,6 +61,9 @@ class NativeDriver(ABC):
     @abstractmethod
     def deployments(self, values: dict[str, Any]) -> list[str]:
         """The Deployments these values render."""
+
+    @abstractmethod
+    def settle(self) -> None: ...
 
     @abstractmethod
     def track_lines(self, values: dict[str, Any], replicas: dict[str, int]) -> list[str]: ...
@@ -137,7 +141,7 @@ class NativeDriver(ABC):
             return Verdict(False, reason, evidence, left_paused=not watch.auto_promote)
         summary = f"analysis passed: {', '.join(f'{r.name} {r.successful} ok' for r in evidence.metrics)}"
         if watch.auto_promote:
-            log(self.promote(full=False))
+            log(self.take_over(watch.deadline))
             log(self.wait_ready(watch.deadline))
             return Verdict(True, summary, evidence)
         log(f"{summary}; waiting for `housing rollout promote` (or abort)")
@@ -151,14 +155,23 @@ class NativeDriver(ABC):
                 return Verdict(False, "aborted by an operator", evidence)
             watch.deadline.sleep("`housing rollout promote` or abort")
 
-    def promote(self, *, full: bool) -> str:
-        del full  # the candidate takes all traffic in one step either way
+    def take_over(self, deadline: Deadline) -> str:
+        """The candidate takes all traffic; what that did. A canary needs one upgrade, nothing to wait for."""
+        del deadline
         values = self.cluster.installed_values()
+        tag = self.promoted_tag(values)
+        revision = self.cluster.upgrade(self.promotion_overrides(values))
+        return f"promoted {chart.dig(values, 'image.repository')}:{tag} (Helm revision {revision})"
+
+    def promoted_tag(self, values: dict[str, Any]) -> str:
         tag = self.candidate_tag(values)
         if not tag:
             raise ReleaseError("there is no canary or preview to promote")
-        revision = self.cluster.upgrade(self.promotion_overrides(values))
-        return f"promoted {chart.dig(values, 'image.repository')}:{tag} (Helm revision {revision})"
+        return tag
+
+    def promote(self, *, full: bool) -> str:
+        del full  # the candidate takes all traffic in one step either way
+        return self.take_over(self.cluster.deadline())
 
     def abort(self) -> str:
         overrides, what = self.abort_overrides(self.cluster.installed_values())
@@ -200,6 +213,9 @@ class NativeDriver(ABC):
 
 class NativeCanary(NativeDriver):
     strategy = "canary"
+
+    def settle(self) -> None:
+        """Nothing is left after a canary's promotion: its track is gone."""
 
     def tracks(self, values: dict[str, Any]) -> tuple[str, str]:
         return "canary", "stable"
@@ -252,8 +268,98 @@ class NativeCanary(NativeDriver):
         return [f"  canary {tag}: weight {100 * canary // total}% ({canary}/{total} available pods)"]
 
 
+@dataclass(frozen=True)
+class Standby:
+    """The old colour after a switch: kept at the serving size for ``delay`` seconds, then ``previewReplicas``
+    goes back to ``preview_replicas``."""
+
+    colour: str
+    active: str
+    pods: int
+    preview_replicas: int
+    delay: float
+
+
 class NativeBlueGreen(NativeDriver):
+    """Blue/green without a capacity drop: the promotion first scales the idle colour to the active colour's
+    live size and waits until it is ready, then switches ``activeColor`` keeping that size, and
+    :meth:`settle` lowers ``previewReplicas`` again after ``scaleDownDelaySeconds``. Until then the old
+    colour still runs every pod, so a rollback (``housing rollout undo``: the revision before the switch)
+    only flips the Service back."""
+
     strategy = "blueGreen"
+
+    def __init__(self, cluster: Cluster, values: dict[str, Any] | None) -> None:
+        super().__init__(cluster, values)
+        self.standby: Standby | None = None
+
+    @staticmethod
+    def preview(pods: int) -> dict[str, Any]:
+        return chart.nested("rollout.native.blueGreen.previewReplicas", pods)
+
+    def colour_deployment(self, values: dict[str, Any], colour: str) -> str:
+        return chart.suffixed(values, self.cluster.release, colour)
+
+    def serving_pods(self, values: dict[str, Any], colour: str) -> int:
+        """Live ``.spec.replicas`` of the colour's Deployment: under the HPA, the count the HPA set."""
+        live = self.cluster.kube.deployment(self.colour_deployment(values, colour)).get("spec", {})
+        return int(live.get("replicas") or chart.dig(values, "replicaCount", 1))
+
+    def scale_up(self, values: dict[str, Any], active: str, idle: str, deadline: Deadline) -> int:
+        """Step 1: ``previewReplicas`` = the active colour's size, until the idle colour has that many
+        available pods (again if the HPA grew the active colour meanwhile); returns that size."""
+        idle_name = self.colour_deployment(values, idle)
+        while True:
+            pods = self.serving_pods(values, active)
+            available = self.cluster.kube.deployment(idle_name).get("status", {}).get("availableReplicas", 0)
+            if int(available) >= pods:
+                return pods
+            self.cluster.upgrade(self.preview(pods))
+            self.cluster.kube.wait_deployments_ready([idle_name], deadline, self.cluster.log)
+
+    def take_over(self, deadline: Deadline) -> str:
+        values = self.cluster.installed_values()
+        tag = self.promoted_tag(values)
+        active, idle = self.colours(values)
+        pods = self.scale_up(values, active, idle, deadline)
+        # Step 2: the switch; the old colour keeps its pods for an instant rollback.
+        revision = self.cluster.upgrade(chart.merge(self.promotion_overrides(values), self.preview(pods)))
+        service = chart.fullname(values, self.cluster.release)
+        selected = self.cluster.kube.service(service).get("spec", {}).get("selector", {}).get(TRACK_LABEL)
+        if selected != idle:
+            raise ReleaseError(
+                f"Service {service} selects {TRACK_LABEL}={selected} after the switch to {idle}"
+            )
+        self.cluster.kube.wait_deployments_ready(
+            [self.colour_deployment(values, colour) for colour in (idle, active)], deadline, self.cluster.log
+        )
+        delay = float(chart.dig(values, "rollout.native.blueGreen.scaleDownDelaySeconds", 0))
+        preview = int(chart.dig(values, "rollout.native.blueGreen.previewReplicas", 1))
+        self.standby = Standby(colour=active, active=idle, pods=pods, preview_replicas=preview, delay=delay)
+        return (
+            f"promoted {chart.dig(values, 'image.repository')}:{tag} (Helm revision {revision}): Service "
+            f"{service} selects {idle} ({pods} pods); {active} keeps {pods} pods for an instant rollback"
+        )
+
+    def settle(self) -> None:
+        """Step 3, after ``scaleDownDelaySeconds`` on the cluster's clock: the old colour back to the
+        ``previewReplicas`` it had. The command waits; interrupted, the old colour stays at full size
+        (``housing rollout status`` says so). Skipped when ``activeColor`` changed meanwhile."""
+        standby, self.standby = self.standby, None
+        if standby is None:
+            return
+        log = self.cluster.log
+        log(
+            f"{standby.colour} keeps {standby.pods} pods for {standby.delay:g}s "
+            "(rollout.native.blueGreen.scaleDownDelaySeconds): `housing rollout undo` switches back at once"
+        )
+        self.cluster.clock.sleep(standby.delay)
+        active, _ = self.colours(self.cluster.installed_values())
+        if active != standby.active:
+            log(f"activeColor is {active} again: {standby.colour} keeps its pods")
+            return
+        self.cluster.upgrade(self.preview(standby.preview_replicas))
+        log(f"{standby.colour} scaled down to previewReplicas={standby.preview_replicas}")
 
     @staticmethod
     def colours(values: dict[str, Any]) -> tuple[str, str]:
@@ -309,6 +415,13 @@ class NativeBlueGreen(NativeDriver):
         return [chart.suffixed(values, self.cluster.release, colour) for colour in colours]
 
     def track_lines(self, values: dict[str, Any], replicas: dict[str, int]) -> list[str]:
-        del replicas
         active, idle = self.colours(values)
-        return [f"  active colour {active}; preview {idle}: {self.candidate_tag(values) or 'none'}"]
+        tag = self.candidate_tag(values)
+        lines = [f"  active colour {active}; preview {idle}: {tag or 'none'}"]
+        serving = replicas.get(self.colour_deployment(values, active), 0)
+        if tag and serving and replicas.get(self.colour_deployment(values, idle), 0) >= serving:
+            lines.append(
+                f"  {idle} runs as many pods as {active}: a switch back is instant; it scales down with "
+                "rollout.native.blueGreen.previewReplicas=1"
+            )
+        return lines

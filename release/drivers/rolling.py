@@ -47,6 +47,9 @@ class RollingUpdate:
     def promote(self, *, full: bool) -> str:
         raise ReleaseError("a rollingUpdate release has nothing to promote")
 
+    def settle(self) -> None:
+        """Nothing was promoted."""
+
     def abort(self) -> str:
         raise ReleaseError(NO_ROLLOUT.format("abort"))
 

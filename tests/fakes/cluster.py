@@ -2,7 +2,7 @@
 
 :func:`serve_chart` makes every change of the recording fake Helm's values land in the fake API as the
 REAL ``helm template`` renders it: Rollouts (spec replaced, ``metadata.generation`` bumped, status kept,
-as the API server does for a spec change), AnalysisTemplates, ConfigMaps and Deployments; the
+as the API server does for a spec change), AnalysisTemplates, ConfigMaps, Services and Deployments; the
 Deployments are ready at once and get one Ready pod per pod template (the Deployment controller's part).
 
 """
@@ -26,6 +26,7 @@ KINDS = {
     "AnalysisTemplate": "/apis/argoproj.io/v1alpha1/namespaces/{ns}/analysistemplates/",
     "ConfigMap": "/api/v1/namespaces/{ns}/configmaps/",
     "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments/",
+    "Service": "/api/v1/namespaces/{ns}/services/",
 }
 PODS = "/api/v1/namespaces/{ns}/pods/"
 
@@ -89,6 +90,7 @@ def ready_deployment(fake: FakeKube, deployment: dict[str, Any], clock: AnyClock
         "observedGeneration": 1,
         "replicas": replicas,
         "updatedReplicas": replicas,
+        "readyReplicas": replicas,
         "availableReplicas": replicas,
     }
     template = deployment["spec"]["template"]
@@ -117,3 +119,11 @@ def ready_deployment(fake: FakeKube, deployment: dict[str, Any], clock: AnyClock
 
 def chart_values(user_values: dict[str, Any]) -> dict[str, Any]:
     return chart.merge(CHART_DEFAULTS, user_values)
+
+
+def selected_colour(fake: FakeKube, release: str = "housing") -> tuple[str, int]:
+    """Native blue/green: the colour the main Service selects and that colour's ready pods."""
+    service = fake.objects[KINDS["Service"].format(ns=NAMESPACE) + release]
+    colour = str(service["spec"]["selector"]["housing.io/track"])
+    deployment = fake.objects.get(KINDS["Deployment"].format(ns=NAMESPACE) + f"{release}-{colour}", {})
+    return colour, int(deployment.get("status", {}).get("readyReplicas", 0))

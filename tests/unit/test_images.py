@@ -5,6 +5,7 @@ tests/e2e/test_images.py."""
 import hashlib
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,17 @@ def test_service_image_is_containerized_from_the_bento(tmp_path: Path) -> None:
     ]
     with pytest.raises(ImageError, match="docker"):
         service_build_command("housing:abc", "x:1-a", _options(Backend.docker, bundle))
+
+
+def test_training_image_copies_and_compiles_every_package_of_the_project() -> None:
+    """A package missing from the Containerfile would be missing from the image, or compiled at every
+    start (the image's bytecode is precompiled; its read-only root keeps nothing compiled later)."""
+    pyproject = tomllib.loads((CONTAINERFILE.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = set(pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"])
+    text = CONTAINERFILE.read_text()
+    copied = set(re.findall(r"^COPY (\w+)/ \1/$", text, flags=re.MULTILINE))
+    compiled = set(re.findall(r'"\$site/(\w+)"', text))
+    assert copied == compiled == packages
 
 
 def test_build_context_holds_everything_the_containerfile_copies() -> None:

@@ -13,6 +13,7 @@ import pytest
 from release.errors import ReleaseRejectedError
 from release.loop import ReleaseRequest, release
 from tests.fakes.clock import ScaledClock
+from tests.fakes.cluster import selected_colour
 from tests.integration.release.conftest import (
     Tracks,
     cluster_with,
@@ -69,11 +70,26 @@ def served_images(fake: FakeKube) -> dict[str, str]:
     }
 
 
+def record_serving_colour(fake: FakeKube, helm: RecordingFakeHelm) -> list[tuple[str, int]]:
+    """Native blue/green: after every Helm change, the colour the main Service selects and its ready pods."""
+    applied = helm.on_change
+    assert applied is not None
+    serving = [selected_colour(fake)]
+
+    def record(values: dict[str, Any]) -> None:
+        applied(values)
+        serving.append(selected_colour(fake))
+
+    helm.on_change = record
+    return serving
+
+
 @pytest.mark.parametrize("strategy", ["canary", "blueGreen"])
 def test_good_candidate_passes_the_analysis_and_takes_all_traffic(
     fake: FakeKube, training: TrainingSettings, tracks: tuple[Tracks, str], strategy: str
 ) -> None:
     target, helm, lines = start(fake, training, tracks, strategy)
+    serving = record_serving_colour(fake, helm) if strategy == "blueGreen" else []
 
     assert (
         release(target, training, ReleaseRequest(strategy=strategy, provider="native", image=NEW_IMAGE))
@@ -91,16 +107,25 @@ def test_good_candidate_passes_the_analysis_and_takes_all_traffic(
     measured = [line for line in lines if line.startswith("analysis success-rate #")]
     assert len(measured) == 3, lines
     assert all(line.endswith(("-> Successful (Running)", "(Successful)")) for line in measured)
-    candidate, promotion = (call[1] for call in helm.calls)
     if strategy == "canary":
+        candidate, promotion = (call[1] for call in helm.calls)
         assert candidate["rollout"]["native"]["canary"] == {"tag": "2-bbb", "modelVersion": "2"}
         assert promotion["image"]["tag"] == "2-bbb"
         assert promotion["rollout"]["native"]["canary"]["tag"] == ""
         assert served_images(fake) == {"housing": NEW_IMAGE}
     else:
+        candidate, scale_up, switch, scale_down = (call[1] for call in helm.calls)
         assert candidate["rollout"]["native"]["blueGreen"] == {"blueTag": "1-aaa", "greenTag": "2-bbb"}
-        assert promotion["rollout"]["native"]["blueGreen"] == {"activeColor": "green"}
-        # The old colour keeps running for a fast switch back; users are on green.
+        # The preview grows to blue's 2 pods, the Service switches, blue keeps 2 pods for the delay.
+        assert scale_up["rollout"]["native"]["blueGreen"] == {"previewReplicas": 2}
+        assert switch["rollout"]["native"]["blueGreen"] == {"activeColor": "green", "previewReplicas": 2}
+        assert scale_down["rollout"]["native"]["blueGreen"] == {"previewReplicas": 1}
+        assert serving == [("blue", 2), ("blue", 2), ("blue", 2), ("green", 2), ("green", 2)]
+        # production moves at the switch; the scale-down comes scaleDownDelaySeconds (60) later.
+        assert lines.index("moved production from v1 to v2") < lines.index(
+            "blue scaled down to previewReplicas=1"
+        )
+        # The old colour keeps one pod for a fast switch back; users are on green.
         assert served_images(fake) == {"housing-blue": f"{REPOSITORY}:1-aaa", "housing-green": NEW_IMAGE}
 
 
@@ -138,8 +163,11 @@ def test_a_candidate_without_traffic_is_no_evidence_and_rolled_back(
 
     tags = version_tags(training, "2")
     assert (tags["release.state"], tags["release.evidence.requests.candidate"]) == ("rejected", "missing")
-    # The loop's own analysis saw empty results: Errors up to consecutiveErrorLimit, never a pass.
-    assert any("-> Error" in line for line in lines)
+    # The loop's own analysis saw empty results, never a pass: the chart guards every `result[0]` with
+    # `len(result) > 0`, so an empty result fails the condition (Argo: utils/evaluate/evaluate.go).
+    measured = [line for line in lines if line.startswith("analysis success-rate #")]
+    assert measured, "\n".join(lines)
+    assert all(line.endswith("[] -> Failed (Failed)") for line in measured), "\n".join(lines)
     assert [call[0] for call in helm.calls] == ["upgrade", "rollback"]
     assert production(training) == "1"
 

@@ -252,9 +252,10 @@ def test_a_candidate_without_traffic_is_no_evidence(
     assert tags["release.state"] == "rejected"
     assert tags["release.reason"].startswith("no evidence: ")
     assert tags["release.evidence.requests.candidate"] == "missing"
-    # Argo itself saw only errors: an empty result is an Error, never a pass.
+    # Argo itself never saw a pass: the chart guards every `result[0]` with `len(result) > 0`, so an
+    # empty result fails the condition (utils/evaluate/evaluate.go) and the run fails.
     [run] = runs(fake)
-    assert run["status"]["phase"] == "Error"
+    assert run["status"]["phase"] == "Failed"
     assert [call[0] for call in helm.calls] == ["upgrade", "rollback"]
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, GoldenSet
 from tests.integration.service.conftest import (
     FEATURES,
     HGB_TRUSTED,
@@ -37,7 +38,6 @@ from tests.integration.service.conftest import (
     wait_alive,
     wait_ready,
 )
-from training.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, GoldenSet
 
 # The chart's default model.name, so the rendered queries select these versions as they are.
 MODEL_NAME = "housing-price"
@@ -291,7 +291,7 @@ VARIANT_SCRIPT = """
 import shutil, sys
 from pathlib import Path
 import bentoml
-from training.artifacts import GoldenSet
+from contracts.artifacts import GoldenSet
 source_tag, target_tag, fault = sys.argv[1:]
 source = bentoml.models.get(source_tag)
 with bentoml.models.create(target_tag, metadata=dict(source.info.metadata)) as target:

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from training.artifacts import (
+from contracts.artifacts import (
     FEATURE_STATS_FILE,
     GOLDEN_SET_FILE,
     QUANTILES,
@@ -301,7 +301,7 @@ def broken_golden_model_tag(
     script = f"""
 import shutil, bentoml
 from pathlib import Path
-from training.artifacts import GoldenSet
+from contracts.artifacts import GoldenSet
 source = bentoml.models.get("{MODEL_NAME}:latest")
 with bentoml.models.create("{MODEL_NAME}:broken-golden", metadata=dict(source.info.metadata)) as target:
     for item in Path(source.path).iterdir():

@@ -13,6 +13,7 @@ import httpx
 import psutil
 import pytest
 
+from contracts.artifacts import GOLDEN_SET_FILE, GoldenSet
 from tests.integration.service.conftest import (
     MODEL_NAME,
     RegisteredModel,
@@ -25,7 +26,6 @@ from tests.integration.service.conftest import (
     wait_ready,
     with_faults,
 )
-from training.artifacts import GOLDEN_SET_FILE, GoldenSet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts.artifacts import GOLDEN_SET_FILE, GoldenSet
 from tests.integration.service.conftest import (
     FEATURES,
     RegisteredModel,
@@ -28,7 +29,6 @@ from tests.integration.service.conftest import (
     start_server,
     stop_server,
 )
-from training.artifacts import GOLDEN_SET_FILE, GoldenSet
 
 pytestmark = pytest.mark.integration
 

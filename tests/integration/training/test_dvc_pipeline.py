@@ -15,6 +15,7 @@ from tests.conftest import FAST_CANDIDATES, write_params
 from tests.support import REPO_ROOT, VENV_BIN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+PARAMS = "examples/housing/params.yaml"
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -33,10 +34,11 @@ def workspace(tmp_path: Path, data_path: Path) -> Path:
     for name in ("dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", "data/cal_housing.csv.gz.dvc"):
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / name, work / name)
-    shutil.copytree(REPO_ROOT / "training", work / "training", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("training", "contracts", "examples"):
+        shutil.copytree(REPO_ROOT / package, work / package, ignore=shutil.ignore_patterns("__pycache__"))
     (work / "metrics").mkdir()
     shutil.copy(data_path, work / "data" / "cal_housing.csv.gz")
-    write_params(work / "params.yaml", candidates={"ridge": FAST_CANDIDATES["ridge"]})
+    write_params(work / PARAMS, candidates={"ridge": FAST_CANDIDATES["ridge"]})
     return work
 
 
@@ -73,11 +75,11 @@ def test_dvc_repro_reproduces_a_training_run(workspace: Path, tmp_path: Path) ->
 
     run(["git", "add", "-A"], workspace, env)
     run(["git", "commit", "-qm", "baseline"], workspace, env)
-    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params = yaml.safe_load((workspace / PARAMS).read_text())
     params["candidates"]["ridge"]["params"]["alpha"] = 10.0
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    (workspace / PARAMS).write_text(yaml.safe_dump(params))
     diff = json.loads(run([dvc, "params", "diff", "--json"], workspace, env))
-    assert diff["params.yaml"]["candidates.ridge.params.alpha"] == {"old": 1.0, "new": 10.0, "diff": 9.0}
+    assert diff[PARAMS]["candidates.ridge.params.alpha"] == {"old": 1.0, "new": 10.0, "diff": 9.0}
     status = run([dvc, "status"], workspace, env)
     assert "train" in status
     assert "prepare" not in status

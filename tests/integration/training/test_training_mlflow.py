@@ -64,7 +64,7 @@ def test_train_registers_and_promotes_then_gates_a_worse_model(
         assert run.data.tags["git_sha"]
         assert run.inputs.dataset_inputs[0].dataset.digest == run.data.tags["data_digest"]
         artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
-        assert {"feature_stats.json", "golden_set.json"} <= artifacts
+        assert {"feature_stats.json", "golden_set.json", "contract.json"} <= artifacts
 
     version = client.get_model_version_by_alias("gate-model", "production")
     assert version.version == "1"
@@ -88,6 +88,8 @@ def test_train_registers_and_promotes_then_gates_a_worse_model(
     assert client.get_model_version_by_alias("gate-model", "production").version == "1"
     rejected = client.get_model_version("gate-model", "2")
     assert rejected.tags["promotion.decision"] == "rejected"
+    assert rejected.tags["promotion.metric"] == "rmse"
+    assert float(rejected.tags["promotion.diff"]) > 0
     assert float(rejected.tags["promotion.ci_low"]) > 0
 
     code, output = housing("promote", "--version", "2", env=env)
@@ -110,7 +112,7 @@ def test_train_registers_and_promotes_then_gates_a_worse_model(
     assert listed["1"]["aliases"] == ["production"]
     assert listed["2"]["aliases"] == ["challenger"]
     assert listed["2"]["decision"] == "rolled_back"
-    assert listed["1"]["test_rmse"] < listed["2"]["test_rmse"]
+    assert listed["1"]["metrics"]["test_rmse"] < listed["2"]["metrics"]["test_rmse"]
 
 
 def test_promote_argument_errors_are_one_line(mlflow_url: str, small_data: Path, tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from contracts.artifacts import GoldenSet
 from load.config import DEFAULT_PAYLOADS_FILE
 from load.payloads import FEATURE_NAMES, PARAMS_FILE, PayloadSet, build_payloads, read_rows
-from training.artifacts import GoldenSet
 
 pytestmark = pytest.mark.unit
 

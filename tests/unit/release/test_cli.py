@@ -3,6 +3,7 @@ fake API server, real kubernetes client; one-line errors and exit codes."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tests.unit.release.fake_helm import CHART_DEFAULTS
 from tests.unit.release.fake_kube import FakeKube
 from tests.unit.release.test_rollouts import ROLLOUT_PATH, rollout
 from training.cli import app
+from training.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 
@@ -119,3 +121,102 @@ def test_pipeline_on_a_cluster_refuses_a_local_data_file(cli_env: dict[str, str]
     code, _, err = invoke(cli_env, "pipeline", "--k8s", "--data", str(data))
     assert code == 2
     assert "is a local file; on the cluster, set the chart value training.env" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["deploy", "--timeout", "-5"],
+            "error: invalid setting timeout_seconds (given -5.0): Input should be greater than 0",
+        ),
+        (
+            ["deploy", "-f", "missing.yaml"],
+            "error: invalid setting values_files.0 (given missing.yaml): Path does not point to a file",
+        ),
+        (
+            ["release", "-f", "present.yaml", "-f", "."],
+            "error: invalid setting values_files.1 (given .): Path does not point to a file",
+        ),
+        (
+            ["rollout", "status", "--namespace", "x", "--helm-release", "h", "--kube-context", "c"],
+            None,
+        ),
+    ],
+    ids=["negative-timeout", "missing-values-file", "values-file-is-a-directory", "valid"],
+)
+def test_every_command_line_override_is_validated_in_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], line: str | None
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "present.yaml").write_text("{}\n")
+    result = CliRunner().invoke(app, args, env={"KUBECONFIG": str(tmp_path / "none")})
+    if line is None:  # valid settings: the command gets as far as the (missing) cluster, exit 6
+        assert result.exit_code == 6, result.output
+        assert result.output.startswith("error: no Kubernetes context"), result.output
+        return
+    assert (result.exit_code, result.output) == (2, line + "\n")
+
+
+def test_values_files_from_the_command_line_come_after_the_environments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from release.config import load_settings
+
+    for name in ("env.yaml", "cli.yaml"):
+        (tmp_path / name).write_text("{}\n")
+    monkeypatch.setenv("HOUSING_RELEASE_VALUES_FILES", json.dumps([str(tmp_path / "env.yaml")]))
+    settings = load_settings(extra_values_files=[tmp_path / "cli.yaml"], timeout_seconds=3)
+    assert settings.values_files == [tmp_path / "env.yaml", tmp_path / "cli.yaml"]
+    assert settings.timeout_seconds == 3
+    monkeypatch.setenv("HOUSING_RELEASE_VALUES_FILES", json.dumps([str(tmp_path / "gone.yaml")]))
+    with pytest.raises(ConfigError, match=r"^invalid setting HOUSING_RELEASE_VALUES_FILES\.0: Path does not"):
+        load_settings(extra_values_files=[tmp_path / "cli.yaml"])
+
+
+def test_deploy_refuses_a_strategy_switch_that_would_replace_the_serving_deployment(
+    fake: FakeKube, cli_env: dict[str, str]
+) -> None:
+    """A rollingUpdate release (Deployment ``housing``) asked to become an Argo canary (Rollout
+    ``housing``): Helm would delete the Deployment while the Rollout's pods still load."""
+    fake.serve_group("argoproj.io/v1alpha1", {"Rollout": "rollouts", "AnalysisTemplate": "analysistemplates"})
+    fake.serve_group(
+        "monitoring.coreos.com/v1", {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
+    )
+    fake.install_helm_release(
+        "housing", 4, CHART_DEFAULTS, {"image": {"repository": "localhost/housing-service", "tag": "3-ccc"}}
+    )
+    labels = {
+        "app.kubernetes.io/name": "housing",
+        "app.kubernetes.io/instance": "housing",
+        "app.kubernetes.io/component": "server",
+    }
+    fake.put(
+        "/apis/apps/v1/namespaces/housing/deployments/housing",
+        {"metadata": {"name": "housing", "labels": labels}, "spec": {"replicas": 2}},
+    )
+    secrets_before = [path for path in fake.objects if "/secrets/" in path]
+
+    code, out, err = invoke(
+        cli_env,
+        "deploy",
+        "--strategy",
+        "canary",
+        "--provider",
+        "argo",
+        "--image",
+        "localhost/housing-service:4-ddd",
+    )
+
+    assert code == 6, err
+    assert out == "deploying localhost/housing-service:4-ddd (model v4) as canary/argo\n"
+    assert err == (
+        "error: refusing to replace the serving workload(s) Deployment/housing with Rollout/housing: Helm "
+        "would delete the running pods before the new ones are ready (an outage). Switch safely: 1) kubectl "
+        "-n housing annotate deployment/housing helm.sh/resource-policy=keep (Helm then leaves it running "
+        "and this check lets the upgrade through); 2) run the upgrade again; 3) wait until the new workload "
+        "is ready and serving; 4) kubectl -n housing delete deployment/housing\n"
+    )
+    # Refused before `helm upgrade`: no new release record, nothing written to the cluster.
+    assert [path for path in fake.objects if "/secrets/" in path] == secrets_before
+    assert fake.made("POST") == fake.made("PUT") == fake.made("PATCH") == []

@@ -9,10 +9,14 @@ from typing import Any
 
 import pytest
 
+from release.cluster import Cluster
+from release.config import ReleaseSettings
+from release.drivers import driver_for
 from release.errors import ReleaseError
 from release.helm import Helm
 from release.kube import Kube
 from release.switch import WorkloadSwitchError, check_switch, require_safe_switch, serving_workloads
+from tests.unit.release.fake_helm import RecordingFakeHelm
 from tests.unit.release.fake_kube import FakeKube
 
 pytestmark = pytest.mark.unit
@@ -114,3 +118,24 @@ def test_the_pure_check() -> None:
             },
         ]
     ) == ["Deployment/x"]
+
+
+def test_the_release_loops_candidate_upgrade_is_guarded(
+    fake: FakeKube, settings: ReleaseSettings, kube: Kube, helm: Helm
+) -> None:
+    """``housing release --strategy canary`` over a rollingUpdate release: the loop's driver upgrades
+    through ``Cluster.upgrade``, which refuses before ``helm upgrade`` runs."""
+    fake.serve_group("argoproj.io/v1alpha1", {"Rollout": "rollouts", "AnalysisTemplate": "analysistemplates"})
+    fake.serve_group(
+        "monitoring.coreos.com/v1", {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
+    )
+    running(fake, DEPLOYMENTS, "housing")
+    installed = {"image": {"repository": "localhost/housing-service", "tag": "3-ccc"}}
+    recording = RecordingFakeHelm(helm, installed)
+    target = Cluster(settings, recording, kube, lambda _: None)
+    driver = driver_for(target, target.installed_values(), "canary", "argo")
+    with pytest.raises(
+        WorkloadSwitchError, match=r"^refusing to replace .*Deployment/housing with Rollout/housing"
+    ):
+        driver.deploy_candidate("localhost/housing-service:4-ddd", "4")
+    assert recording.calls == []

@@ -15,10 +15,7 @@ import pytest
 import skops.io
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from service.logs import JsonFormatter, configure_logger
-from service.model import ModelInfo
-from service.schemas import FEATURES
-from training.artifacts import (
+from contracts.artifacts import (
     FEATURE_STATS_FILE,
     GOLDEN_SET_FILE,
     QUANTILES,
@@ -27,6 +24,9 @@ from training.artifacts import (
     GoldenSet,
     Histogram,
 )
+from service.logs import JsonFormatter, configure_logger
+from service.model import ModelInfo
+from service.schemas import FEATURES
 from training.modelio import SKOPS_FILE
 
 INF = float("inf")

@@ -15,12 +15,12 @@ import httpx
 import pytest
 
 import service.service
+from contracts.artifacts import FeatureStatistics
 from service.api import PredictionAPI
 from service.config import ServiceSettings
 from service.model import load_model_dir
 from service.schemas import FEATURES
 from tests.unit.service.conftest import INFO, Lines, model_dir
-from training.artifacts import FeatureStatistics
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 

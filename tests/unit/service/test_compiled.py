@@ -14,6 +14,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
+from contracts.artifacts import FeatureStatistics
 from service.api import PredictionAPI
 from service.compiled import compile_model
 from service.config import ServiceSettings
@@ -21,7 +22,6 @@ from service.logs import LOGGER_NAME
 from service.model import load_model_dir
 from service.schemas import FEATURES
 from tests.unit.service.conftest import INFO, Lines, model_dir
-from training.artifacts import FeatureStatistics
 
 pytestmark = pytest.mark.unit
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics
 from service.model import load_model_dir
 from service.schemas import FEATURES
 from tests.unit.service.conftest import INFO, model_dir
-from training.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics
 from training.modelio import SKOPS_FILE, ModelLoadError
 
 pytestmark = pytest.mark.unit

@@ -54,7 +54,7 @@ def test_bentofile_serves_the_service_with_only_what_it_needs() -> None:
     assert set(config["include"]) == {
         "service/**/*.py",
         "training/__init__.py",
-        "training/artifacts.py",
+        "contracts/*.py",
         "training/modelio.py",
     }
     assert "service/packaging.py" in config["exclude"]

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from contracts.artifacts import FeatureStatistics
 from service.drift import DriftWindow, population_stability_index
 from service.ranges import RangeChecker
 from service.schemas import FEATURES
-from training.artifacts import FeatureStatistics
 
 pytestmark = pytest.mark.unit
 

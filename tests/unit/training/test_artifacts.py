@@ -11,8 +11,10 @@ import pytest
 from pydantic import ValidationError
 from sklearn.linear_model import LinearRegression
 
-from training.artifacts import FeatureStatistics, GoldenSet, Histogram
-from training.stats import feature_statistics, golden_set
+from contracts.artifacts import FeatureStatistics, GoldenSet, Histogram
+from contracts.model import FeatureSpec, ModelContract
+from training.stats import feature_statistics
+from training.tasks import Regression
 
 pytestmark = pytest.mark.unit
 
@@ -42,7 +44,10 @@ def test_feature_statistics_round_trip(frame: pd.DataFrame, tmp_path: Path) -> N
 
 def test_golden_set_holds_the_models_own_predictions(frame: pd.DataFrame, tmp_path: Path) -> None:
     model = LinearRegression().fit(frame, frame["a"] * 2 + frame["b"])
-    golden = golden_set(model, frame, rows=5, seed=1)
+    contract = ModelContract(
+        example="t", task="regression", features=[FeatureSpec(name=str(n)) for n in frame.columns], target="y"
+    )
+    golden = Regression(contract).golden_set(model, frame.sample(n=5, random_state=1))
     restored = GoldenSet.read(golden.write(tmp_path / "golden.json"))
     assert restored == golden
     assert np.allclose(

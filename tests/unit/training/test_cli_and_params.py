@@ -124,8 +124,9 @@ def test_params_file_errors_name_the_problem(tmp_path: Path, content: str, messa
 def test_committed_params_file_is_valid() -> None:
     from training.config import PROJECT_ROOT
 
-    params = load_params(PROJECT_ROOT / "params.yaml")
+    params = load_params(PROJECT_ROOT / "examples" / "housing" / "params.yaml")
     assert {"linear", "ridge", "random_forest", "gradient_boosting", "hist_gradient_boosting"} <= set(
         params.candidates
     )
     assert (params.split.test_size, params.split.test_seed) == (0.2, 42)
+    assert params.promotion.metric == "rmse"

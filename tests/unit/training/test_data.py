@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.config import CALIFORNIA_FEATURES
-from training.data import derive_statlib, digest, load_dataset, split_dataset
+from examples.housing.prepare import derive_statlib
+from training.data import digest, load_dataset, split_dataset
 from training.errors import DataError
+from training.examples import load_example
 
 pytestmark = pytest.mark.unit
-FEATURES = list(CALIFORNIA_FEATURES)
+FEATURES = load_example("housing").spec.feature_names
 
 
 def load(path: Path | None) -> object:
@@ -130,6 +131,13 @@ def test_download_failure_says_how_to_supply_data(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(sklearn.datasets, "fetch_california_housing", offline)
     with pytest.raises(DataError, match="HOUSING_DATA_PATH"):
         load(None)
+
+
+def test_training_rows_outside_the_hard_limits_are_refused(tmp_path: Path) -> None:
+    # Latitude 50 lies outside California's bounding box, declared in examples/housing/example.yaml.
+    path = write(tmp_path, HEADER + "\n" + GOOD_ROW + "\n" + GOOD_ROW.replace("37.5", "50.0") + "\n")
+    with pytest.raises(DataError, match=r"hard limits \(Latitude: 1 rows \(first 50\)\)"):
+        load(path)
 
 
 def test_custom_feature_columns_are_honoured(tmp_path: Path) -> None:

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from training.evaluate import compare, quality
+from contracts.model import FeatureSpec, ModelContract
+from training.evaluate import compare
 from training.params import PromotionParams
-from training.registry import Decision, gate
+from training.registry import Decision
+from training.registry import gate as registry_gate
+from training.tasks import RMSE, Regression
 
 pytestmark = pytest.mark.unit
 PROMOTION = PromotionParams(margin=0.0, bootstrap_samples=500, confidence=0.95)
+REGRESSION = Regression(
+    ModelContract(example="t", task="regression", features=[FeatureSpec(name="x")], target="y")
+)
+
+
+def quality(truth: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    return REGRESSION.quality(pd.Series(truth), predictions)
+
+
+def gate(*args: object, **kwargs: object) -> Decision:
+    return registry_gate(*args, metric=RMSE, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -33,8 +48,16 @@ def test_clearly_better_challenger_is_promoted(truth: np.ndarray) -> None:
     assert decision.outcome == "promoted"
     assert decision.comparison is not None
     assert decision.comparison.ci_high < 0
-    assert decision.tags()["promotion.decision"] == "promoted"
-    assert float(decision.tags()["promotion.rmse_diff"]) < 0
+    tags = decision.tags()
+    assert tags["promotion.decision"] == "promoted"
+    assert tags["promotion.metric"] == "rmse"
+    assert tags["promotion.higher_is_better"] == "false"
+    assert float(tags["promotion.diff"]) < 0
+    assert (
+        float(tags["promotion.ci_low"]) <= float(tags["promotion.diff"]) <= float(tags["promotion.ci_high"])
+    )
+    assert decision.reason.startswith("test RMSE ")
+    assert "lies below -0" in decision.reason
 
 
 def test_worse_challenger_is_rejected(truth: np.ndarray) -> None:
@@ -76,11 +99,11 @@ def test_same_version_is_unchanged(truth: np.ndarray) -> None:
 
 def test_bootstrap_is_paired_and_reproducible(truth: np.ndarray) -> None:
     challenger, champion = noisy(truth, 0.45, 1), noisy(truth, 0.5, 2)
-    first = compare(truth, challenger, champion, samples=300, confidence=0.9, seed=5)
-    again = compare(truth, challenger, champion, samples=300, confidence=0.9, seed=5)
+    first = compare(RMSE, truth, challenger, champion, samples=300, confidence=0.9, seed=5)
+    again = compare(RMSE, truth, challenger, champion, samples=300, confidence=0.9, seed=5)
     assert first == again
-    assert first.rmse_diff == pytest.approx(quality(truth, challenger).rmse - quality(truth, champion).rmse)
-    assert first.ci_low < first.rmse_diff < first.ci_high
+    assert first.diff == pytest.approx(quality(truth, challenger)["rmse"] - quality(truth, champion)["rmse"])
+    assert first.ci_low < first.diff < first.ci_high
 
 
 def test_decision_tags_name_the_champion() -> None:
@@ -90,6 +113,6 @@ def test_decision_tags_name_the_champion() -> None:
 
 def test_quality_metrics_on_known_values() -> None:
     result = quality(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]))
-    assert result.rmse == pytest.approx(np.sqrt(4 / 3))
-    assert result.mae == pytest.approx(2 / 3)
-    assert result.r2 == pytest.approx(1 - 4 / 2)
+    assert result["rmse"] == pytest.approx(np.sqrt(4 / 3))
+    assert result["mae"] == pytest.approx(2 / 3)
+    assert result["r2"] == pytest.approx(1 - 4 / 2)

@@ -2,8 +2,9 @@
 
 These models are the contract between ``training`` (which writes them into the MLflow run)
 and ``service`` (which reads them from the Bento): feature statistics for input checks and
-drift reference, and a golden set for readiness checks. Keep this module free of heavy
-imports: the service image ships it.
+drift reference, a golden set for readiness checks, and the model contract
+(:mod:`contracts.model`, ``contract.json``). Keep this module free of heavy imports: the service
+image ships it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FEATURE_STATS_FILE = "feature_stats.json"
 GOLDEN_SET_FILE = "golden_set.json"
+CONTRACT_FILE = "contract.json"
 # Quantiles recorded per feature; the service's soft range is [q001, q999].
 QUANTILES: tuple[float, ...] = (0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
 
 
-class _Artifact(BaseModel):
+class Artifact(BaseModel):
+    """A JSON file that travels with the model: strict, immutable, written and read whole."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def write(self, path: Path) -> Path:
@@ -69,7 +73,7 @@ class FeatureSummary(BaseModel):
     histogram: Histogram
 
 
-class FeatureStatistics(_Artifact):
+class FeatureStatistics(Artifact):
     """Per-feature statistics of the training data, in the model's feature order."""
 
     n_rows: int = Field(gt=0, description="Training rows the statistics were computed on.")
@@ -84,21 +88,42 @@ class FeatureStatistics(_Artifact):
         return {feature.name: feature for feature in self.features}
 
 
-class GoldenSet(_Artifact):
-    """Inputs with the predictions the trained model made for them.
+class GoldenSet(Artifact):
+    """Inputs with the outputs the trained model gave for them.
 
-    A serving process is ready only when it reproduces these predictions within ``tolerance``.
+    A serving process is ready only when it reproduces them: a regression model its ``predictions``
+    within ``tolerance``; a classifier its ``labels`` exactly and its ``probabilities`` (one per class,
+    in ``classes`` order) within ``tolerance``.
     """
 
     feature_names: list[str]
     rows: list[list[float]] = Field(min_length=1, description="Inputs, in feature_names order.")
-    predictions: list[float]
+    predictions: list[float] = Field(default_factory=list, description="Regression: one prediction per row.")
+    classes: list[str] = Field(default_factory=list, description="Classification: labels, probability order.")
+    labels: list[str] = Field(default_factory=list, description="Classification: predicted label per row.")
+    probabilities: list[list[float]] = Field(
+        default_factory=list, description="Classification: per row, one probability per class."
+    )
     tolerance: float = Field(default=1e-6, gt=0, description="Largest absolute difference accepted.")
+
+    @property
+    def is_classification(self) -> bool:
+        return bool(self.classes)
 
     @model_validator(mode="after")
     def _check_shape(self) -> Self:
-        if len(self.rows) != len(self.predictions):
-            raise ValueError("golden set needs one prediction per row")
         if any(len(row) != len(self.feature_names) for row in self.rows):
             raise ValueError("every golden row needs one value per feature")
+        if not self.is_classification:
+            if len(self.rows) != len(self.predictions) or self.labels or self.probabilities:
+                raise ValueError("golden set needs one prediction per row")
+            return self
+        if self.predictions:
+            raise ValueError("a classifier's golden set holds labels and probabilities, not predictions")
+        if len(self.labels) != len(self.rows) or len(self.probabilities) != len(self.rows):
+            raise ValueError("golden set needs one label and one probability row per row")
+        if any(label not in self.classes for label in self.labels):
+            raise ValueError("every golden label must be one of the classes")
+        if any(len(row) != len(self.classes) for row in self.probabilities):
+            raise ValueError("every probability row needs one probability per class")
         return self

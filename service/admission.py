@@ -160,6 +160,8 @@ class Admission:
         self._waiting: deque[_Waiter] = deque()
         self._refused: deque[_Waiter] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        # The waiter whose turn it was when it did not fit: it keeps it against smaller ones (see _dispatch).
+        self._blocked: _Waiter | None = None
         self._typical_kib = 0.0
         self._busy_since: float | None = None
         self._window_busy = 0.0
@@ -192,9 +194,10 @@ class Admission:
         except asyncio.CancelledError:
             if waiter.admitted.done() and not waiter.admitted.cancelled() and waiter.admitted.result():
                 self.leave(Ticket(cost, kib))
-            for queue in (self._waiting, self._refused):
-                if waiter in queue:
-                    queue.remove(waiter)
+            if waiter in self._waiting:
+                self._forget(waiter)
+            elif waiter in self._refused:
+                self._refused.remove(waiter)
             raise
         return Ticket(cost, kib) if admitted else None
 
@@ -229,24 +232,41 @@ class Admission:
         return Ticket(cost, kib)
 
     def _dispatch(self) -> None:
-        """Admit waiters in queue order while they fit; never skip one (a large batch is not starved)."""
+        """Admit waiters in queue order while they fit.
+
+        One that does not fit keeps its turn against smaller ones until it fits or is refused: newer
+        single rows would otherwise overtake a waiting batch for ever.
+        """
         self._refuse_late(asyncio.get_running_loop().time())
         while self._waiting:
             waiter = self._waiting[-1] if self.newest_first else self._waiting[0]
+            if self._blocked is not None and self._blocked.cost > waiter.cost:
+                waiter = self._blocked
             if not waiter.admitted.done() and not self._fits(waiter.cost):
+                self._blocked = waiter
                 return
-            if self.newest_first:
-                self._waiting.pop()
-            else:
-                self._waiting.popleft()
+            self._forget(waiter)
             if not waiter.admitted.done():  # done: cancelled, its task removes nothing more
                 self._admit(waiter.kib, waiter.cost)
                 waiter.admitted.set_result(True)
 
+    def _forget(self, waiter: _Waiter) -> None:
+        if waiter is self._blocked:
+            self._blocked = None
+        if self._waiting[-1] is waiter:
+            self._waiting.pop()
+        elif self._waiting[0] is waiter:
+            self._waiting.popleft()
+        else:
+            self._waiting.remove(waiter)
+
     def _refuse_late(self, now: float) -> None:
         """Waiters past ``admit_by`` (the oldest) will not be admitted any more; their 503 waits."""
         while self._waiting and self._waiting[0].admit_by <= now:
-            self._refused.append(self._waiting.popleft())
+            late = self._waiting.popleft()
+            if late is self._blocked:
+                self._blocked = None
+            self._refused.append(late)
 
     def _refuse_due(self) -> None:
         """Answer every refusal that is due with a 503, then re-arm for the next one."""

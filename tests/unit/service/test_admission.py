@@ -157,6 +157,26 @@ def test_a_waiter_that_does_not_fit_is_not_skipped_by_smaller_ones_behind_it() -
     run(scenario)
 
 
+def test_newer_small_requests_do_not_overtake_a_large_one_that_waits_for_room() -> None:
+    async def scenario() -> None:
+        gate, _ = admission(target=0.0045, order="lifo")
+        gate.cost_model.seconds_per_kib = 0.001  # 1 ms per KiB on top of 1 ms per request
+        small = [await gate.enter("0"), await gate.enter("0")]  # 2 ms admitted
+        large = asyncio.ensure_future(gate.enter(str(2 * 1024)))  # 3 ms: does not fit yet
+        await settle()
+        newer = asyncio.ensure_future(gate.enter("0"))  # would fit, and is the newest
+        await settle()
+        assert not newer.done()
+        gate.leave(small[0])  # type: ignore[arg-type]  # 1 ms admitted: room for the large one
+        assert isinstance(await large, Ticket)
+        await settle()
+        assert not newer.done()  # 5 ms would be over the target
+        gate.leave(small[1])  # type: ignore[arg-type]
+        assert isinstance(await newer, Ticket)
+
+    run(scenario)
+
+
 def test_a_request_that_waited_too_long_is_refused_and_counted() -> None:
     async def scenario() -> None:
         gate, shed = admission(target=0.001, wait=0.01, refusal=0.01)

@@ -95,7 +95,7 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 @contextmanager
 def started(
-    name: str, command: list[str], health_path: str, logs: Path, env: dict[str, str]
+    name: str, command: list[str], health_path: str, logs: Path, env: dict[str, str], cwd: Path = PROJECT_ROOT
 ) -> Iterator[Target]:
     """Start a server in its own process group, wait until ``health_path`` answers 200, stop it at the end."""
     port = free_port()
@@ -103,7 +103,7 @@ def started(
     with log_path.open("wb") as log:
         process = subprocess.Popen(  # noqa: S603 - fixed interpreter and arguments
             [part.replace("{port}", str(port)) for part in command],
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

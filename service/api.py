@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service.admission import Admission, shed_response
 from service.batching import MicroBatcher, Rows
 from service.config import ServiceSettings
 from service.drift import DriftWindow
@@ -78,7 +79,14 @@ class PredictionAPI:
             sink=self._database_sink(),
         )
         self._extra: Literal["ignore"] | None = "ignore" if settings.allow_extra_fields else None
-        self._in_flight = 0
+        self.admission = Admission(
+            settings.admission_target_seconds,
+            settings.admission_wait_seconds,
+            settings.admission_refusal_seconds,
+            settings.concurrency_limit,
+            settings.admission_order,
+            on_shed=self.metrics.count_shed,
+        )
 
     async def predict(self, request: Request) -> Response:
         return await self._serve(request, self._predict_one)
@@ -99,11 +107,10 @@ class PredictionAPI:
         catch-all (``service.service.HousingApp``), which also counts every response.
         """
         started = time.perf_counter()
-        if self._in_flight >= self.settings.concurrency_limit:
-            self.metrics.count_shed("concurrency")
-            response = error_response(OverloadedError("too many requests in flight, retry shortly"))
+        ticket = await self.admission.enter(request.headers.get("content-length"))
+        if ticket is None:
+            response = shed_response()
         else:
-            self._in_flight += 1
             try:
                 async with asyncio.timeout(self.settings.request_timeout_seconds):
                     body = await read_json_body(request, self.settings.max_request_bytes)
@@ -115,7 +122,7 @@ class PredictionAPI:
                 self.metrics.count_shed("timeout")
                 response = error_response(OverloadedError("request timed out, retry shortly"))
             finally:
-                self._in_flight -= 1
+                self.admission.leave(ticket)
         return response
 
     async def _predict_one(self, body: bytes, started: float) -> PredictionResponse:

@@ -7,6 +7,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Beyond the service's own deadlines, before BentoML's request timeout answers 504.
+SERVER_TIMEOUT_MARGIN_SECONDS = 2.0
+
 
 class ServiceSettings(BaseSettings):
     """Everything the prediction service can be told from its environment."""
@@ -43,13 +46,46 @@ class ServiceSettings(BaseSettings):
     prediction_log_flush_seconds: float = Field(
         default=1.0, gt=0.0, description="Longest wait before buffered records are written to the database."
     )
-    # Requests beyond the limit wait on the event loop, not in a queue we could drop from: measured at twice
-    # the capacity of full 1,000-row batches (~60/s), 256 let accepted requests wait 10 s, 32 kept p99 near
-    # 1 s; 32 still serves 32 closed-loop clients (the benchmark's largest run) without shedding.
+    # A memory bound, not the admission policy (that is by cost, below): each held request keeps its
+    # connection and up to 64 KiB of unread body in the server's buffers.
     concurrency_limit: int = Field(
-        default=32,
+        default=1024,
         gt=0,
-        description="Prediction requests in flight per worker; more are shed at once with 503.",
+        description=(
+            "Prediction requests a worker holds at once, admitted or waiting; more are shed at once with 503."
+        ),
+    )
+    admission_target_seconds: float = Field(
+        default=0.1,
+        gt=0.0,
+        description=(
+            "Worker time admitted at once, in seconds as measured from recent requests; beyond it "
+            "requests wait. It bounds the queueing of admitted requests: keep it well below the latency SLO."
+        ),
+    )
+    admission_wait_seconds: float = Field(
+        default=0.1,
+        ge=0.0,
+        description=(
+            "Longest a request may wait and still be admitted; later it is refused. Accepted requests "
+            "take at most about this plus the target: keep both within the latency SLO."
+        ),
+    )
+    admission_refusal_seconds: float = Field(
+        default=1.0,
+        ge=0.0,
+        description=(
+            "When a refused waiting request gets its 503, counted from its arrival (at least the wait). "
+            "Later slows a crowd of clients that retry at once (each 503 costs the worker half a "
+            "single-row prediction); sooner tells them sooner. Keep it below the clients' timeout."
+        ),
+    )
+    admission_order: Literal["lifo", "fifo"] = Field(
+        default="lifo",
+        description=(
+            "Order waiting requests are admitted in: newest first keeps accepted latency near the target "
+            "under overload and refuses the oldest; oldest first makes every admitted request wait its turn."
+        ),
     )
     request_timeout_seconds: float = Field(
         default=2.0,
@@ -90,3 +126,12 @@ class ServiceSettings(BaseSettings):
         default="json", description="Service log lines as JSON objects or human-readable text."
     )
     log_level: str = Field(default="INFO", description="Level of the service logger.")
+
+    @property
+    def server_timeout_seconds(self) -> float:
+        """BentoML's own request timeout: just above the longest this service lets a request take.
+
+        Every prediction is answered within the refusal delay plus the request timeout; the margin
+        leaves room to read a large body and write the answer.
+        """
+        return self.admission_refusal_seconds + self.request_timeout_seconds + SERVER_TIMEOUT_MARGIN_SECONDS

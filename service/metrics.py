@@ -126,7 +126,7 @@ class ServiceMetrics:
         self.log_dropped.labels(**self.model_labels, sink=sink).inc(n)
 
     def count_shed(self, reason: str) -> None:
-        self.shed.labels(**self.model_labels, reason=reason).inc()
+        self._child(self.shed, reason=reason).inc()
 
 
 def exposition() -> tuple[bytes, str]:

@@ -330,7 +330,11 @@ def test_serving_pods_probe_drain_and_listen_on_3000(rendered: Render, scenario:
 def test_service_settings_reach_the_pods_as_housing_service_env(rendered: Render) -> None:
     config = rendered("default").one("ConfigMap", "housing")["data"]
     assert config == {
-        "HOUSING_SERVICE_CONCURRENCY_LIMIT": "32",
+        "HOUSING_SERVICE_CONCURRENCY_LIMIT": "1024",
+        "HOUSING_SERVICE_ADMISSION_TARGET_SECONDS": "0.1",
+        "HOUSING_SERVICE_ADMISSION_WAIT_SECONDS": "0.1",
+        "HOUSING_SERVICE_ADMISSION_REFUSAL_SECONDS": "1",
+        "HOUSING_SERVICE_ADMISSION_ORDER": "lifo",
         "HOUSING_SERVICE_REQUEST_TIMEOUT_SECONDS": "2",
         "HOUSING_SERVICE_MAX_BATCH_ROWS": "1000",
         "HOUSING_SERVICE_MAX_REQUEST_BYTES": "1000000",

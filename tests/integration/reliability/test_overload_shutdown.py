@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from load.overload import SCENARIOS, request_lines, run_wrk, wrk_command
 from tests.integration.reliability.harness import (
     ModelVersions,
     Outcome,
@@ -31,6 +32,7 @@ from tests.integration.reliability.harness import (
     tree_rss,
     wait_ready,
 )
+from tests.support import require_tool
 
 pytestmark = [pytest.mark.load, pytest.mark.slow]
 
@@ -44,6 +46,17 @@ OVERLOAD_SECONDS = 10
 OVERLOAD_FACTOR = 2.0
 # RSS in the last third of the overload may exceed the peak of the first two thirds by this share.
 PLATEAU_TOLERANCE = 0.1
+# A closed-loop crowd of single-row clients: 8 times the connections that saturate one worker. At 32
+# times, wrk itself counts requests of connections still in the server's accept queue after its first
+# seconds as unanswered, even against a worker that refuses everything at once (see load/overload.py).
+CROWD_CONNECTIONS = 256
+CROWD_SECONDS = 8
+# wrk's patience: a request still unanswered this long counts as a timeout (the longest wait for
+# admission plus the request timeout, and 2 s to spare: a liveness bound, not a latency objective).
+CROWD_PATIENCE_SECONDS = 5
+SETTLE_SECONDS = 3
+# RSS after the crowd left may exceed RSS before it by this share.
+RSS_TOLERANCE = 0.1
 
 
 class RssSampler(threading.Thread):
@@ -125,6 +138,60 @@ def test_overload_is_shed_quickly_memory_stays_flat_and_it_recovers(
     assert single.status_code == 200, single.text
     assert ready == 200
     assert pids_after == pids, "a server process was restarted"
+
+
+def test_a_crowd_of_closed_loop_clients_is_answered_and_memory_returns(
+    model: ModelVersions, chart_settings: dict[str, str], log_dir: Path, tmp_path: Path
+) -> None:
+    wrk = require_tool("wrk")
+    requests_file = tmp_path / "single.txt"
+    requests_file.write_text("\n".join(request_lines(SCENARIOS["single"], payload_rows())) + "\n")
+    with serving(model.tags["stable"], model.bentoml_home, log_dir / "crowd.log", **chart_settings) as s:
+        pids = tree_pids(s.process.pid)
+        warm_up = wrk_command(wrk, s.base_url, requests_file, 32, 3, CROWD_PATIENCE_SECONDS, probe=False)
+        run_wrk(warm_up, 3)
+        rss_before = tree_rss(s.process.pid)
+        crowd_command = wrk_command(
+            wrk,
+            s.base_url,
+            requests_file,
+            CROWD_CONNECTIONS,
+            CROWD_SECONDS,
+            CROWD_PATIENCE_SECONDS,
+            probe=False,
+        )
+        crowd = run_wrk(crowd_command, CROWD_SECONDS)
+        time.sleep(SETTLE_SECONDS)
+        rss_after = tree_rss(s.process.pid)
+        pids_after = tree_pids(s.process.pid)
+        ready = httpx.get(f"{s.base_url}/readyz", timeout=5).status_code
+        single = httpx.post(f"{s.base_url}/predict", json=payload_rows()[0], timeout=10)
+
+    statuses: dict[str, int] = crowd["statuses"]
+    errors: dict[str, int] = crowd["errors"]
+    seconds = crowd["duration_us"] / 1e6
+    figures = {
+        "settings": chart_settings,
+        "connections": CROWD_CONNECTIONS,
+        "statuses": statuses,
+        "errors": errors,
+        "goodput_rps": round(statuses.get("200", 0) / seconds, 1),
+        "shed_rps": round(statuses.get("503", 0) / seconds, 1),
+        "rss_before_mb": round(rss_before / MB, 1),
+        "rss_after_mb": round(rss_after / MB, 1),
+    }
+    record_figures("crowd", figures)
+    assert statuses.get("200"), figures
+    assert set(statuses) <= {"200", "503"}, figures
+    # load/overload.lua counts 503s that lack the header separately.
+    assert "503 without Retry-After" not in statuses, figures
+    assert errors == dict.fromkeys(("connect", "read", "write", "status", "timeout"), 0) | {
+        "status": statuses.get("503", 0)
+    }, figures
+    assert rss_after <= rss_before * (1 + RSS_TOLERANCE), figures
+    assert pids_after == pids, "a server process was restarted"
+    assert ready == 200
+    assert single.status_code == 200, single.text
 
 
 def steady_clients(

@@ -152,7 +152,7 @@ async def test_every_response_is_counted_exactly_once(http: httpx.AsyncClient, a
     api.batcher._predict = held
     api.batcher._inline_rows = 0
     first = asyncio.create_task(http.post("/predict", json=ROW))
-    while api._in_flight == 0:
+    while api.admission.admitted == 0:
         await asyncio.sleep(0.01)
     shed = await http.post("/predict", json=ROW)
     release.set()

@@ -120,3 +120,29 @@ def test_small_batches_run_inline_and_large_ones_on_the_prediction_thread() -> N
     asyncio.run(scenario())
     assert threads[0] == threading.main_thread().name
     assert threads[1].startswith("predict")
+
+
+def test_small_requests_are_batched_only_up_to_the_inline_size() -> None:
+    sizes: list[tuple[int, str]] = []
+    release = threading.Event()
+
+    def record(rows: Rows) -> Rows:
+        if threading.current_thread() is not threading.main_thread():
+            release.wait(5)
+        sizes.append(
+            (rows.shape[0], "inline" if threading.current_thread() is threading.main_thread() else "thread")
+        )
+        return np.zeros(rows.shape[0])
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            batcher = MicroBatcher(record, executor, max_rows=100, inline_rows=4)
+            large = asyncio.ensure_future(batcher.predict(np.ones((10, 1))))
+            await asyncio.sleep(0.02)  # the large request holds the prediction thread
+            singles = [asyncio.ensure_future(batcher.predict(np.ones((1, 1)))) for _ in range(10)]
+            await asyncio.sleep(0.02)
+            release.set()
+            await asyncio.gather(large, *singles)
+
+    asyncio.run(scenario())
+    assert sizes == [(10, "thread"), (4, "inline"), (4, "inline"), (2, "inline")]

@@ -1,0 +1,301 @@
+"""Admission by cost: the cost model learns from busy time; the queue admits, orders and refuses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from service.admission import KIB, WINDOW_SECONDS, Admission, CostModel, QueueOrder, Ticket, shed_response
+from service.config import SERVER_TIMEOUT_MARGIN_SECONDS, ServiceSettings
+
+pytestmark = pytest.mark.unit
+
+SINGLE_KIB = 0.16
+BATCH_KIB = 162.0
+
+
+def test_cost_model_recovers_per_request_and_per_kib_seconds_from_a_mix() -> None:
+    model = CostModel(seconds_per_request=0.003, seconds_per_kib=0.0009)  # ten times the true rates
+    true_a, true_b = 0.0003, 0.00009
+    for window in range(60):
+        singles, batches = 200 + window % 7, window % 3
+        kib = singles * SINGLE_KIB + batches * BATCH_KIB
+        model.observe(true_a * (singles + batches) + true_b * kib, singles + batches, kib)
+    assert model.seconds_per_request == pytest.approx(true_a, rel=0.05)
+    assert model.seconds_per_kib == pytest.approx(true_b, rel=0.05)
+    assert model.estimate(BATCH_KIB) == pytest.approx(true_a + true_b * BATCH_KIB, rel=0.05)
+
+
+def test_cost_model_fits_single_rows_alone_even_though_their_parts_cannot_be_told_apart() -> None:
+    model = CostModel()
+    for _ in range(60):
+        model.observe(busy_seconds=0.1, requests=200, kib=200 * SINGLE_KIB)
+    # 0.1 s for 200 single rows: half a millisecond each, however it is split.
+    assert model.estimate(SINGLE_KIB) == pytest.approx(0.0005, rel=0.02)
+    assert model.seconds_per_request >= 0.0
+    assert model.seconds_per_kib >= 0.0
+
+
+def test_cost_model_never_goes_negative() -> None:
+    model = CostModel()
+    # Larger bodies finishing faster: the data drives the per-KiB rate below zero.
+    model.observe(busy_seconds=0.5, requests=10, kib=1.0)
+    model.observe(busy_seconds=0.1, requests=10, kib=100.0)
+    assert model.seconds_per_request >= 0.0
+    assert model.seconds_per_kib >= 0.0
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def __call__(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+
+def admission(
+    target: float = 0.01,
+    wait: float = 5.0,
+    refusal: float = 5.0,
+    limit: int = 100,
+    order: QueueOrder = "lifo",
+) -> tuple[Admission, Recorder]:
+    shed = Recorder()
+    # Fixed costs (1 ms per request, nothing per KiB) and a clock that never moves: nothing is learnt.
+    model = CostModel(seconds_per_request=0.001, seconds_per_kib=0.0)
+    gate = Admission(target, wait, refusal, limit, order, on_shed=shed, cost_model=model, clock=lambda: 0.0)
+    return gate, shed
+
+
+def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_work_within_the_target_is_admitted_at_once_and_the_rest_waits() -> None:
+    async def scenario() -> None:
+        gate, shed = admission(target=0.0105)  # ten requests of 1 ms
+        tickets = [await gate.enter("100") for _ in range(10)]
+        assert all(isinstance(t, Ticket) for t in tickets)
+        assert gate.admitted == 10
+        waiting = asyncio.ensure_future(gate.enter("100"))
+        await settle()
+        assert not waiting.done()
+        assert gate.waiting == 1
+        gate.leave(tickets[0])  # type: ignore[arg-type]
+        assert isinstance(await waiting, Ticket)
+        assert (gate.admitted, gate.waiting, shed.reasons) == (10, 0, [])
+
+    run(scenario)
+
+
+def test_a_request_larger_than_the_target_runs_when_nothing_else_is_admitted() -> None:
+    async def scenario() -> None:
+        gate, _ = admission(target=0.001)
+        gate.cost_model.seconds_per_kib = 1.0  # a 1 MiB body costs 1,024 s: far over the target
+        ticket = await gate.enter(str(1024 * 1024))
+        assert isinstance(ticket, Ticket)
+        assert ticket.kib == pytest.approx(1024)
+        behind = asyncio.ensure_future(gate.enter("10"))
+        await settle()
+        assert not behind.done()
+        gate.leave(ticket)
+        assert isinstance(await behind, Ticket)
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(("order", "expected"), [("lifo", [3, 2, 1]), ("fifo", [1, 2, 3])])
+def test_waiters_are_admitted_in_the_configured_order(order: QueueOrder, expected: list[int]) -> None:
+    async def scenario() -> list[int]:
+        gate, _ = admission(target=0.001, order=order)  # one request at a time
+        first = await gate.enter("1")
+        admitted: list[int] = []
+
+        async def client(number: int) -> None:
+            ticket = await gate.enter("1")
+            assert ticket is not None
+            admitted.append(number)
+            await asyncio.sleep(0)
+            gate.leave(ticket)
+
+        clients = []
+        for number in (1, 2, 3):
+            clients.append(asyncio.ensure_future(client(number)))
+            await settle()
+        assert first is not None
+        gate.leave(first)
+        await asyncio.gather(*clients)
+        return admitted
+
+    assert run(scenario) == expected
+
+
+def test_a_waiter_that_does_not_fit_is_not_skipped_by_smaller_ones_behind_it() -> None:
+    async def scenario() -> None:
+        gate, _ = admission(target=0.0025, order="fifo")
+        gate.cost_model.seconds_per_kib = 0.001 * KIB / 1024  # 1 ms per KiB
+        small = [await gate.enter("0"), await gate.enter("0")]  # 2 ms admitted
+        large = asyncio.ensure_future(gate.enter(str(2 * 1024)))  # 3 ms: waits
+        await settle()
+        tiny = asyncio.ensure_future(gate.enter("0"))  # 1 ms would fit, but queues behind the large one
+        await settle()
+        assert not large.done()
+        assert not tiny.done()
+        gate.leave(small[0])  # type: ignore[arg-type]
+        gate.leave(small[1])  # type: ignore[arg-type]
+        assert isinstance(await large, Ticket)
+        assert not tiny.done()
+
+    run(scenario)
+
+
+def test_newer_small_requests_do_not_overtake_a_large_one_that_waits_for_room() -> None:
+    async def scenario() -> None:
+        gate, _ = admission(target=0.0045, order="lifo")
+        gate.cost_model.seconds_per_kib = 0.001  # 1 ms per KiB on top of 1 ms per request
+        small = [await gate.enter("0"), await gate.enter("0")]  # 2 ms admitted
+        large = asyncio.ensure_future(gate.enter(str(2 * 1024)))  # 3 ms: does not fit yet
+        await settle()
+        newer = asyncio.ensure_future(gate.enter("0"))  # would fit, and is the newest
+        await settle()
+        assert not newer.done()
+        gate.leave(small[0])  # type: ignore[arg-type]  # 1 ms admitted: room for the large one
+        assert isinstance(await large, Ticket)
+        await settle()
+        assert not newer.done()  # 5 ms would be over the target
+        gate.leave(small[1])  # type: ignore[arg-type]
+        assert isinstance(await newer, Ticket)
+
+    run(scenario)
+
+
+def test_a_request_that_waited_too_long_is_refused_and_counted() -> None:
+    async def scenario() -> None:
+        gate, shed = admission(target=0.001, wait=0.01, refusal=0.01)
+        held = await gate.enter("1")
+        late = await gate.enter("1")
+        assert held is not None
+        assert late is None
+        assert shed.reasons == ["queue_timeout"]
+        assert gate.waiting == 0
+        gate.leave(held)
+        assert gate.admitted == 0
+
+    run(scenario)
+
+
+def test_a_refused_request_is_not_admitted_when_room_frees_and_hears_of_it_at_the_refusal_time() -> None:
+    async def scenario() -> None:
+        gate, shed = admission(target=0.001, wait=0.01, refusal=1.0)
+        held = await gate.enter("1")
+        late = asyncio.ensure_future(gate.enter("1"))
+        await asyncio.sleep(0.05)  # past the wait, before the refusal
+        assert held is not None
+        gate.leave(held)  # room for one: but the waiter is refused already
+        await settle()
+        assert not late.done()
+        assert (gate.admitted, gate.waiting) == (0, 1)
+        assert await late is None
+        assert shed.reasons == ["queue_timeout"]
+        assert gate.waiting == 0
+
+    run(scenario)
+
+
+def test_beyond_the_limit_of_held_requests_refusal_is_immediate() -> None:
+    async def scenario() -> None:
+        gate, shed = admission(target=0.001, limit=2)
+        held = await gate.enter("1")
+        waiting = asyncio.ensure_future(gate.enter("1"))
+        await settle()
+        assert await gate.enter("1") is None
+        assert shed.reasons == ["concurrency"]
+        assert held is not None
+        gate.leave(held)
+        assert isinstance(await waiting, Ticket)
+
+    run(scenario)
+
+
+def test_the_limit_holds_even_when_the_work_would_fit() -> None:
+    async def scenario() -> None:
+        gate, shed = admission(target=10.0, limit=2)
+        assert [await gate.enter("1") is not None for _ in range(3)] == [True, True, False]
+        assert shed.reasons == ["concurrency"]
+
+    run(scenario)
+
+
+def test_a_cancelled_waiter_leaves_the_queue_and_admits_nothing() -> None:
+    async def scenario() -> None:
+        gate, _ = admission(target=0.001)
+        held = await gate.enter("1")
+        waiting = asyncio.ensure_future(gate.enter("1"))
+        await settle()
+        waiting.cancel()
+        await settle()
+        assert gate.waiting == 0
+        assert held is not None
+        gate.leave(held)
+        assert (gate.admitted, gate.admitted_cost) == (0, 0.0)
+
+    run(scenario)
+
+
+def test_a_waiter_cancelled_right_after_admission_gives_its_share_back() -> None:
+    async def scenario() -> None:
+        gate, _ = admission(target=0.001)
+        held = await gate.enter("1")
+        waiting = asyncio.ensure_future(gate.enter("1"))
+        await settle()
+        assert held is not None
+        gate.leave(held)  # admits the waiter, whose task has not resumed yet
+        waiting.cancel()
+        await settle()
+        assert waiting.cancelled()
+        assert (gate.admitted, gate.waiting) == (0, 0)
+
+    run(scenario)
+
+
+def test_busy_time_teaches_the_cost_model() -> None:
+    async def scenario() -> float:
+        now = [0.0]
+        model = CostModel(seconds_per_request=0.05, seconds_per_kib=0.0)
+        gate = Admission(10.0, 1.0, 1.0, 1000, cost_model=model, clock=lambda: now[0])
+        # Requests of 2 ms each, two at a time, for well over one window of busy time.
+        for _ in range(int(3 * WINDOW_SECONDS / 0.004)):
+            first, second = await gate.enter("200"), await gate.enter("200")
+            assert first is not None
+            assert second is not None
+            now[0] += 0.002
+            gate.leave(first)
+            now[0] += 0.002
+            gate.leave(second)
+            now[0] += 0.5  # idle time between bursts is not busy time
+        return model.estimate(200 / KIB)
+
+    assert run(scenario) == pytest.approx(0.002, rel=0.05)
+
+
+def test_the_refusal_is_a_prebuilt_structured_503_with_retry_after() -> None:
+    first, second = shed_response(), shed_response()
+    assert first.status_code == 503
+    assert first.headers["retry-after"] == "1"
+    assert first.headers["content-type"] == "application/json"
+    assert b'"type":"overloaded"' in first.body
+    first.headers["access-control-allow-origin"] = "*"  # as CORS middleware does, in place
+    assert "access-control-allow-origin" not in second.headers
+
+
+def test_bentoml_timeout_sits_just_above_the_service_deadlines() -> None:
+    settings = ServiceSettings(admission_refusal_seconds=1.0, request_timeout_seconds=2.0)
+    assert settings.server_timeout_seconds == pytest.approx(1.0 + 2.0 + SERVER_TIMEOUT_MARGIN_SECONDS)

@@ -77,6 +77,10 @@ class AnalysisSpec:
     min_requests: int
     min_measurements: int
 
+    def measuring_seconds(self) -> float:
+        """How long the analysis takes to measure: its slowest metric's initial delay and count intervals."""
+        return max((m.initial_delay + m.count * m.interval for m in self.metrics), default=0.0)
+
     @classmethod
     def from_json(cls, text: str) -> AnalysisSpec:
         try:

@@ -15,7 +15,7 @@ from release import chart
 from release.analysis import run_analysis
 from release.cluster import Cluster
 from release.drivers import Verdict, Watch
-from release.errors import ReleaseError
+from release.errors import ClusterTimeoutError, ReleaseError
 from release.evidence import Evidence, timestamp
 from release.kube import Deadline, deployment_summary, ready_since
 
@@ -119,10 +119,25 @@ class NativeDriver(ABC):
     def follow(self, watch: Watch) -> Verdict:
         log = self.cluster.log
         values = self.cluster.installed_values()
-        self.cluster.kube.wait_deployments_ready(self.deployments(values), watch.deadline, log)
         candidate, stable = self.tracks(values)
         if watch.spec is None:
+            self.cluster.kube.wait_deployments_ready(self.deployments(values), watch.deadline, log)
             return Verdict(False, str(self.evidence(watch, values, "none", "", ()).verdict(None)), None)
+        # A candidate gets as long to become ready as the analysis takes to measure, the time Argo's
+        # background run would measure it; one that is not ready by then is no evidence, and is rolled
+        # back with the rest of the command's budget rather than waited for until it runs out.
+        readiness = Deadline(
+            min(watch.spec.measuring_seconds(), watch.deadline.remaining()),
+            watch.deadline.poll_seconds,
+            self.cluster.clock,
+        )
+        try:
+            self.cluster.kube.wait_deployments_ready(self.deployments(values), readiness, log)
+        except ClusterTimeoutError as timeout:
+            log(f"the candidate track {candidate} is not ready: {timeout}")
+            evidence = self.evidence(watch, values, "none", "", ())
+            not_ready = evidence.verdict(watch.spec) or f"no evidence: {timeout}"
+            return Verdict(False, not_ready, evidence, left_paused=not watch.auto_promote)
         log(
             f"analysis of track {candidate} against {stable}: {', '.join(m.name for m in watch.spec.metrics)}"
         )

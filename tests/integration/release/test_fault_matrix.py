@@ -79,6 +79,10 @@ ANALYSIS: dict[str, Any] = {
     "window": f"{WINDOW_SECONDS:.0f}s",
     "minRequests": 15,
     "minMeasurements": 3,
+    # About 30 predictions per track fall in a 6 s window: two samples of one distribution then differ
+    # by up to about 0.35 in KS distance (the 95 % critical value 1.36 * sqrt(2 / 30)). The chart's 0.2
+    # is sized for minutes of traffic; here 0.5, and the shifted fault is large enough to clear it.
+    "predictionShift": {"maxDistance": 0.5},
 }
 LOAD = CHART_DEFAULTS["rollout"]["analysis"]["load"]
 LOAD_RATE, LOAD_USERS = float(LOAD["requestsPerSecond"]), int(LOAD["users"])
@@ -104,7 +108,7 @@ CASES = {
     "good": Case("candidate"),
     "erroring": Case("candidate", {"raise_rate": "0.2"}, "success-rate"),  # 1 call in 5 raises: 500
     "slow": Case("candidate", {"delay_seconds": "0.3"}, "latency-p95"),  # SLO: p95 <= 0.25 s
-    "shifted": Case("candidate", {"shift": "1.0"}, "prediction-shift"),  # +$100k on every prediction
+    "shifted": Case("candidate", {"shift": "3.0"}, "prediction-shift"),  # +$300k on every prediction
     "never-ready": Case("candidate", {"never_ready": "1"}, "no pod of the candidate track"),
     # The worker exits after 10 predictions and BentoML starts another, which loads the model for
     # seconds: the evidence rule catches it (no series left, no Ready pod, or too few requests).

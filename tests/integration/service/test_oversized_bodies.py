@@ -19,19 +19,10 @@ import pytest
 import requests
 
 from tests.integration.service.conftest import Server, requests_counted
+from tests.integration.service.test_service_http import ROW
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROW = {
-    "MedInc": 3.5,
-    "HouseAge": 25.0,
-    "AveRooms": 5.2,
-    "AveBedrms": 1.05,
-    "Population": 1200.0,
-    "AveOccup": 2.9,
-    "Latitude": 34.05,
-    "Longitude": -118.25,
-}
 BODIES = {
     "10 MB document": b'{"pad": "' + b"x" * 10_000_000 + b'"}',
     "200,000-row batch": json.dumps({"rows": [ROW] * 200_000}).encode(),

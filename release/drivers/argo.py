@@ -64,9 +64,23 @@ class ArgoDriver(ABC):
         return chart.fullname(self.values, self.cluster.release)
 
     # --- what the subclasses decide ------------------------------------------------------------
-    @abstractmethod
+    pause_reason: str  # the pause condition the strategy's own pause adds
+
     def pause_kind(self, rollout: dict[str, Any]) -> str | None:
         """``timed``, ``manual``, ``user`` (spec.paused), ``inconclusive``, or None when not paused."""
+        spec, status = rollout.get("spec", {}), rollout.get("status", {})
+        reasons = {condition.get("reason") for condition in status.get("pauseConditions") or []}
+        if "InconclusiveAnalysis" in reasons:
+            return "inconclusive"
+        if spec.get("paused"):
+            return "user"
+        if self.pause_reason not in reasons:
+            return None
+        return self.strategy_pause_kind(spec, status)
+
+    @abstractmethod
+    def strategy_pause_kind(self, spec: dict[str, Any], status: dict[str, Any]) -> str:
+        """``timed`` or ``manual``: how the strategy's own pause ends."""
 
     def completed(self, rollout: dict[str, Any]) -> bool:
         status = rollout.get("status", {})
@@ -261,16 +275,9 @@ class ArgoDriver(ABC):
 class ArgoCanary(ArgoDriver):
     mode = "canary/argo"
     run_type = "Background"
+    pause_reason = "CanaryPauseStep"
 
-    def pause_kind(self, rollout: dict[str, Any]) -> str | None:
-        spec, status = rollout.get("spec", {}), rollout.get("status", {})
-        reasons = {condition.get("reason") for condition in status.get("pauseConditions") or []}
-        if "InconclusiveAnalysis" in reasons:
-            return "inconclusive"
-        if spec.get("paused"):
-            return "user"
-        if "CanaryPauseStep" not in reasons:
-            return None
+    def strategy_pause_kind(self, spec: dict[str, Any], status: dict[str, Any]) -> str:
         steps = spec["strategy"]["canary"].get("steps", [])
         index = int(status.get("currentStepIndex") or 0)
         pause = steps[index].get("pause") if index < len(steps) else None
@@ -280,16 +287,10 @@ class ArgoCanary(ArgoDriver):
 class ArgoBlueGreen(ArgoDriver):
     mode = "blueGreen/argo"
     run_type = "PrePromotion"
+    pause_reason = "BlueGreenPause"
 
-    def pause_kind(self, rollout: dict[str, Any]) -> str | None:
-        spec, status = rollout.get("spec", {}), rollout.get("status", {})
-        reasons = {condition.get("reason") for condition in status.get("pauseConditions") or []}
-        if "InconclusiveAnalysis" in reasons:
-            return "inconclusive"
-        if spec.get("paused"):
-            return "user"
-        if "BlueGreenPause" not in reasons:
-            return None
+    def strategy_pause_kind(self, spec: dict[str, Any], status: dict[str, Any]) -> str:
+        del status  # a blue/green pause ends by its promotion settings alone
         blue_green = spec["strategy"]["blueGreen"]
         # rollout/pause.go CompletedBlueGreenPause: with autoPromotionEnabled (the default) the pause
         # ends after autoPromotionSeconds; without it, only a promotion ends it.

@@ -5,6 +5,7 @@ share podman's image store, tags and pod names."""
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +17,9 @@ from tests.support import REPO_ROOT, VENV_BIN, require_tool, unavailable
 
 UV_BASE_IMAGE = "localhost/debian-python-uv:bookworm"
 TEST_CA_NAME = "housing-e2e-test-ca"
+# The git-sha part of every image tag and pod name this session makes: test runs side by side on one
+# machine (a developer's and CI's) share podman's store, and must not overwrite each other's images.
+SESSION_TAG = f"e2e{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)
@@ -60,11 +64,11 @@ def training_image(base_images: str, tmp_path_factory: pytest.TempPathFactory) -
          "-subj", f"/CN={TEST_CA_NAME}", "-keyout", str(key), "-out", str(cert)],
         capture_output=True, check=True, timeout=60,
     )  # fmt: skip
-    ref = "localhost/housing-training:0-e2etest"
+    ref = f"localhost/housing-training:0-{SESSION_TAG}"
     started = time.monotonic()
     result = subprocess.run(
         [str(VENV_BIN / "housing"), "images", "--only", "training", "--backend", "podman",
-         "--registry", "localhost", "--model-version", "0", "--git-sha", "e2etest",
+         "--registry", "localhost", "--model-version", "0", "--git-sha", SESSION_TAG,
          "--base-image", base_images, "--network", "host", "--ca-bundle", str(cert)],
         capture_output=True, text=True, timeout=1800, check=False,
     )  # fmt: skip

@@ -24,6 +24,7 @@ import yaml
 
 from contracts.artifacts import GOLDEN_SET_FILE, GoldenSet
 from tests.chart.helm import CHART_DIR, helm_binary
+from tests.e2e.conftest import SESSION_TAG
 from tests.e2e.test_images import BASE_IMAGE
 from tests.integration.service import conftest as service_fixtures
 from tests.integration.service.conftest import RegisteredModel, run_cli, service_env
@@ -35,8 +36,8 @@ bentoml_home = service_fixtures.bentoml_home
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-RELEASE = "housing-e2e"
-GIT_SHA = "e2etest"
+RELEASE = f"housing-{SESSION_TAG}"
+GIT_SHA = SESSION_TAG
 # A ConfigMap value the image does not set itself (its Dockerfile sets 1000), to see the chart's env arrive.
 MAX_BATCH_ROWS = 7
 # BentoML's image user, which the chart's podSecurityContext names (docs/architecture.md).

@@ -20,11 +20,11 @@ import pytest
 import yaml
 
 from tests.chart.helm import CHART_DIR, helm_binary
-from tests.e2e.conftest import BuiltImage
+from tests.e2e.conftest import SESSION_TAG, BuiltImage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-RELEASE = "housing-e2e-train"
+RELEASE = f"housing-train-{SESSION_TAG}"
 PROBE = """
 import errno, os, pathlib
 from sklearn.datasets import fetch_california_housing, get_data_home

@@ -15,12 +15,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.artifacts import GoldenSet
+from contracts.examples import DEFAULT_EXAMPLE, load_example
 from load.config import DEFAULT_PAYLOADS_FILE
-from service.schemas import FEATURES
 
-# The service's request schema, in the order scikit-learn's fetch_california_housing uses.
-FEATURE_NAMES = FEATURES
-TARGET = "MedHouseVal"
+# The housing example's request fields in model order, and its target (examples/housing/example.yaml).
+HOUSING = load_example(DEFAULT_EXAMPLE).spec
+FEATURE_NAMES = tuple(HOUSING.feature_names)
+TARGET = HOUSING.target
 # The training params whose split the rows are drawn from.
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "examples" / "housing" / "params.yaml"
 
@@ -31,7 +32,7 @@ class PayloadSet(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str = Field(description="Data file the rows were derived from.")
-    data_digest: str = Field(description="training.data digest of the derived data set.")
+    data_digest: str = Field(description="contracts.data digest of the derived data set.")
     test_size: float = Field(gt=0, lt=1, description="Share of the data in training's frozen test split.")
     test_seed: int = Field(description="Seed of training's test split.")
     sample_seed: int = Field(description="Seed of the sample drawn from the test split.")
@@ -57,8 +58,8 @@ def read_rows(path: Path) -> list[dict[str, float]]:
 
 def build_payloads(data: Path, params_file: Path, sample_seed: int, n_rows: int) -> PayloadSet:
     """Sample request rows from the test split training holds out (same loader, same split params)."""
-    from training.data import load_dataset, split_dataset
-    from training.params import load_params
+    from contracts.data import load_dataset, split_dataset
+    from contracts.params import load_params
 
     split_params = load_params(params_file).split
     dataset = load_dataset(data, list(FEATURE_NAMES), TARGET)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from contracts.data import Split, load_dataset, split_dataset
+from contracts.errors import DataError
+from contracts.examples import load_example
 from contracts.model import FeatureSpec, ModelContract
 from contracts.request import request_model
 from training.contract import derive_contract
-from training.data import Split, load_dataset, split_dataset
-from training.errors import DataError
-from training.examples import load_example
 
 pytestmark = pytest.mark.unit
 

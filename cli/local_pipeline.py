@@ -21,14 +21,14 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from contracts.errors import ProductError
 from training.config import PROJECT_ROOT, TrainingSettings
-from training.errors import TrainingError
 from training.render import candidates_table, print_decision
 
 READY_TIMEOUT_SECONDS = 180.0
 
 
-class ServingError(TrainingError):
+class ServingError(ProductError):
     """The packaged service could not be built or did not become ready."""
 
     exit_code = 6

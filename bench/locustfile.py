@@ -1,32 +1,24 @@
-"""The benchmark's one workload: single-row predictions, no think time, against any of the targets.
+"""The benchmark's one Locust workload: single-row predictions, no think time, against any target.
 
-``bench.compare`` runs it headless with ``HOUSING_BENCH_KIND`` (``service``, ``mlflow`` or ``constant``)
-and ``HOUSING_BENCH_ROWS`` (a JSON list of feature rows); only the request shape differs per kind.
+``bench.compare`` runs it headless with ``HOUSING_BENCH_REQUESTS``: a file of ``<path> <json body>`` lines,
+the same file wrk sends (bench/overload.lua), written per target by bench/targets.py, so nothing here
+depends on the target.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
 
 from locust import FastHttpUser, constant, task
 
-KIND = os.environ["HOUSING_BENCH_KIND"]
-ROWS: list[dict[str, float]] = json.loads(Path(os.environ["HOUSING_BENCH_ROWS"]).read_text(encoding="utf-8"))
-COLUMNS = list(ROWS[0])
-
-
-def _body(row: dict[str, float]) -> str:
-    if KIND == "mlflow":
-        return json.dumps({"dataframe_split": {"columns": COLUMNS, "data": [list(row.values())]}})
-    return json.dumps(row)
-
-
 # Bodies are encoded once so the load generator spends its CPU on requests, not on JSON.
-BODIES = [_body(row) for row in ROWS]
-PATH = "/invocations" if KIND == "mlflow" else "/predict"
+REQUESTS = [
+    tuple(line.split(" ", 1))
+    for line in Path(os.environ["HOUSING_BENCH_REQUESTS"]).read_text(encoding="utf-8").splitlines()
+    if line.strip()
+]
 HEADERS = {"Content-Type": "application/json"}
 
 
@@ -35,4 +27,5 @@ class SingleRowUser(FastHttpUser):
 
     @task
     def predict(self) -> None:
-        self.client.post(PATH, data=random.choice(BODIES), headers=HEADERS, name="predict")  # noqa: S311
+        path, body = random.choice(REQUESTS)  # noqa: S311 - load, not crypto
+        self.client.post(path, data=body, headers=HEADERS, name="predict")

@@ -43,7 +43,7 @@ import httpx
 import psutil
 import typer
 
-from bench.compare import PROJECT_ROOT, BenchError, Target, child_env, server_command, started
+from bench.targets import PROJECT_ROOT, WIRES, BenchError, Context, Target, child_env, started
 from load.config import DEFAULT_PAYLOADS_FILE
 
 LUA_SCRIPT = Path(__file__).with_name("overload.lua")
@@ -355,7 +355,9 @@ def goals(runs: list[Run], slo_ms: float) -> list[tuple[str, bool, str]]:
 def serve_command(source: Path | None, bento: str | None, model_tag: str) -> tuple[list[str], str]:
     """``bentoml serve`` of the Bento, or of the service code of another checkout with the same model."""
     if source is None:
-        return server_command("service", bento, "", "")
+        service = WIRES["service"]
+        context = Context(bento, model_name="", model_version="", model_dir=Path())
+        return service.command(context), service.health
     command = [sys.executable, "-m", "bentoml", "serve", "service.service:HousingService"]
     command += ["--working-dir", str(source), "--arg", f"model_tag={model_tag}"]
     return [*command, "--host", "127.0.0.1", "--port", "{port}"], "/readyz"

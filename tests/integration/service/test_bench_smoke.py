@@ -1,4 +1,6 @@
-"""A smoke run of the benchmark: every target starts, takes Locust traffic, and lands in the report."""
+"""A smoke run of the benchmark: the service, MLflow's scoring server and the constant endpoint start,
+predict what the model predicts, take wrk and Locust traffic, and land in the report. The peers in
+their own environments have tests/integration/load/test_peers.py."""
 
 from __future__ import annotations
 
@@ -10,37 +12,44 @@ from pathlib import Path
 import pytest
 
 from tests.integration.service.conftest import PROJECT_ROOT, RegisteredModel, Server, service_env
+from tests.support import require_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.load]
+
+TARGETS = ("service", "mlflow", "constant")
 
 
 def test_bench_smoke_run_reports_every_target(
     served: Server, registered_model: RegisteredModel, bentoml_home: Path, tmp_path: Path
 ) -> None:
+    require_tool("wrk")
     output = tmp_path / "bench.md"
     env = {**service_env(bentoml_home), "MLFLOW_TRACKING_URI": registered_model.tracking_uri}
     result = subprocess.run(
         [
             sys.executable, "-m", "bench.compare", "--smoke", "--output", str(output),
             "--model-name", registered_model.name, "--service-url", served.base_url,
+            "--targets", ",".join(TARGETS),
         ],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     document = json.loads(output.with_suffix(".json").read_text())
-    runs = {(r["target"], r["users"]): r for r in document["results"]}
-    assert set(runs) == {(target, users) for target in ("service", "mlflow", "constant") for users in (1, 4)}
+    runs = {(r["target"], r["tool"], r["connections"]): r for r in document["results"]}
+    assert set(runs) == {(t, tool, n) for t in TARGETS for tool in ("wrk", "locust") for n in (1, 4)}
     for run in runs.values():
         assert run["requests"] > 0, run
         # Locust reports whole milliseconds: a sub-millisecond median reads 0.
-        assert 0 <= run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"], run
-    assert all(runs[("service", users)]["failures"] == 0 for users in (1, 4))
+        assert 0 <= run["p50_ms"] <= run["p99_ms"], run
+    # Every target answered every request of the smoke run with a 200.
+    assert [run for run in runs.values() if run["failures"]] == []
     assert document["in_process"]["single_row_p50_ms"] > 0
     assert document["in_process"]["batch_us_per_row"] > 0
-    assert {goal["goal"] for goal in document["goals"]} >= {"service: zero errors", "4 users: p99 <= 100 ms"}
+    goals = {goal["goal"] for goal in document["goals"]}
+    assert {"service: zero errors", "4 connections: p99 <= 3x p50", "1 connection: p50 < 1 ms"} <= goals
+    assert "4 connections: >= 20x the best peer (mlflow)" in goals
     table = output.read_text()
     print(table)  # the measured figures, visible with -s
-    assert "| target | users | req/s |" in table
-    assert table.count("| service |") == 2
-    assert table.count("| mlflow |") == 2
-    assert table.count("| constant |") == 2
+    assert "| target | connections | tool | req/s |" in table
+    for target in TARGETS:
+        assert table.count(f"| {target} |") == 4, target

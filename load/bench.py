@@ -31,9 +31,11 @@ from typing import Annotated
 import httpx
 import typer
 
+from load.config import DEFAULT_PAYLOADS_FILE
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).with_name("bench_locustfile.py")
-DEFAULT_ROWS = Path(__file__).with_name("payloads.json")
+DEFAULT_ROWS = DEFAULT_PAYLOADS_FILE
 TARGETS = ("service", "mlflow", "constant")
 # Goals of the service at the highest user count, from the issue.
 GOAL_VS_MLFLOW = 10.0

@@ -44,9 +44,10 @@ import psutil
 import typer
 
 from load.bench import PROJECT_ROOT, BenchError, Target, child_env, server_command, started
+from load.config import DEFAULT_PAYLOADS_FILE
 
 LUA_SCRIPT = Path(__file__).with_name("overload.lua")
-DEFAULT_ROWS = Path(__file__).with_name("payloads.json")
+DEFAULT_ROWS = DEFAULT_PAYLOADS_FILE
 RESULT_PREFIX = "overload-result "
 BATCH_ROWS = 1000
 # Probe connections per run (at most half of all): their requests are measured one by one. They

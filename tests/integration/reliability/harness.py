@@ -22,8 +22,8 @@ from typing import Any
 
 import psutil
 
-from load.config import DEFAULT_PAYLOADS_FILE
 from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, GoldenSet
+from load.config import DEFAULT_PAYLOADS_FILE
 from tests.integration.service.conftest import (
     FEATURES,
     HGB_TRUSTED,

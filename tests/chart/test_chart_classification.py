@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -503,3 +504,39 @@ def test_helm_test_pod_checks_the_golden_label(iris: Render, case: str) -> None:
     else:
         assert completed.returncode != 0, completed.stdout
         assert failure in completed.stderr
+
+
+# --- names: only the contract's metrics and labels ----------------------------------------------------------
+
+# The classification series of the service contract (CONTRACT3, "Classification in the service"), with the
+# label they add; docs/architecture.md's metric table lists the regression service's.
+CLASSIFICATION_METRICS = {
+    "housing_predicted_class_total",
+    "housing_prediction_confidence_bucket",
+    "housing_prediction_confidence_sum",
+    "housing_prediction_confidence_count",
+}
+
+
+# Argo scenarios: a native track label (housing_io_track) would read as a metric name below.
+@pytest.mark.parametrize("scenario", ["canary", "blue-green"])
+def test_classification_queries_use_only_contract_names(iris: Render, scenario: str) -> None:
+    from tests.chart.test_chart_labels import (
+        chart_queries,
+        misread_labels,
+        scrape_target_labels,
+        service_labels,
+    )
+    from tests.chart.test_chart_render import contract_metrics
+
+    r = iris(scenario)
+    allowed = contract_metrics() | CLASSIFICATION_METRICS | {"kube_pod_container_status_restarts_total"}
+    emitted, attached = service_labels() | {"class"}, scrape_target_labels(r)
+    problems = []
+    for where, promql in chart_queries(r):
+        used = set(re.findall(r"\b(housing_[a-z_]+|kube_[a-z_]+)\b(?!\s*(?:=|!=|=~|!~)\s*\")", promql))
+        if used - allowed:
+            problems.append(f"{where}: unknown metrics {sorted(used - allowed)}")
+        if "kube_" not in promql and (misread := misread_labels(promql, emitted, attached)):
+            problems.append(f"{where}: labels {sorted(misread)}")
+    assert not problems, "\n".join(problems)

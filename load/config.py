@@ -9,8 +9,8 @@ from typing import Annotated, Self
 from pydantic import AnyHttpUrl, Field, FilePath, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from training.errors import ConfigError
-from training.examples import DEFAULT_EXAMPLE, EXAMPLES_ROOT, example_folder
+from contracts.errors import ConfigError
+from contracts.examples import DEFAULT_EXAMPLE, EXAMPLES_ROOT, example_folder
 
 # Locust's --run-time syntax: "90", "90s", "1m30s", "1h".
 _RUN_TIME = re.compile(r"^(?:\d+|(?:\d+h)?(?:\d+m)?(?:\d+s)?)$")

@@ -19,11 +19,11 @@ from locust import FastHttpUser, between, events, tag, task
 from locust.env import Environment
 from locust.stats import StatsEntry, StatsError
 
+from contracts.examples import load_example
 from load.answers import ANSWERS, Answers
 from load.config import LoadSettings
 from load.gates import RUN_STATS_FILE, EndpointStats, RunStats
 from load.payloads import load_rows
-from training.examples import load_example
 
 SETTINGS = LoadSettings()
 ROWS = load_rows(SETTINGS)

@@ -18,9 +18,9 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.artifacts import GoldenSet
+from contracts.errors import ConfigError
+from contracts.examples import DEFAULT_EXAMPLE, Example, load_example
 from load.config import PAYLOADS_FILE, LoadSettings
-from training.errors import ConfigError
-from training.examples import DEFAULT_EXAMPLE, Example, load_example
 
 # One request body: feature name -> value (an int for an integer feature, which the service takes strictly).
 Row = dict[str, int | float]
@@ -34,7 +34,7 @@ class PayloadSet(BaseModel):
     example: str = Field(min_length=1, description="Example (example.yaml `name`) the rows belong to.")
     features: list[str] = Field(min_length=1, description="The example's feature names, in model order.")
     source: str = Field(description="Data file or scikit-learn loader the rows were derived from.")
-    data_digest: str = Field(description="training.data digest of the derived data set.")
+    data_digest: str = Field(description="contracts.data digest of the derived data set.")
     test_size: float = Field(gt=0, lt=1, description="Share of the data in training's frozen test split.")
     test_seed: int = Field(description="Seed of training's test split.")
     sample_seed: int = Field(description="Seed of the sample drawn from the test split.")
@@ -63,8 +63,8 @@ def build_payloads(example: Example, data: Path | None, sample_seed: int, n_rows
 
     ``data`` replaces the example's own source, as ``--data`` does for training.
     """
-    from training.data import load_dataset, split_dataset
-    from training.params import load_params
+    from contracts.data import load_dataset, split_dataset
+    from contracts.params import load_params
 
     spec = example.spec
     split_params = load_params(example.params_file).split

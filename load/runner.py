@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.errors import ProductError
 from load.config import LoadSettings
 from load.gates import RUN_STATS_FILE, GateResult, RunStats, evaluate_gates
-from training.errors import TrainingError
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CSV_PREFIX = "locust"
@@ -31,7 +31,7 @@ STOP_TIMEOUT_S = 5
 STARTUP_SLACK_S = 60
 
 
-class LoadTestError(TrainingError):
+class LoadTestError(ProductError):
     """Locust crashed (its settings were valid), so there are no results to gate: an unexpected failure."""
 
     exit_code = 1

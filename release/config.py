@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, FilePath
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.settings import settings_with_overrides
+from contracts.settings import settings_with_overrides
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 Strategy = Literal["rollingUpdate", "canary", "blueGreen"]

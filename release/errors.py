@@ -1,15 +1,11 @@
-"""Errors of the cluster side; each carries one readable line and the CLI's exit code.
-
-They extend :class:`training.errors.TrainingError`, so ``housing train --k8s`` reports them like any
-other training failure.
-"""
+"""Errors of the cluster side; each carries one readable line and the CLI's exit code."""
 
 from __future__ import annotations
 
-from training.errors import TrainingError
+from contracts.errors import ProductError
 
 
-class ReleaseError(TrainingError):
+class ReleaseError(ProductError):
     """A cluster, Helm or image operation that failed in a way the user can act on."""
 
     exit_code = 6
@@ -21,7 +17,7 @@ class ClusterTimeoutError(ReleaseError):
     exit_code = 7
 
 
-class ReleaseRejectedError(TrainingError):
+class ReleaseRejectedError(ProductError):
     """The rollout's analysis failed or an operator aborted it: the new version was rolled back."""
 
     exit_code = 5

@@ -86,11 +86,11 @@ def other_release_in_progress(client: MlflowClient, name: str, version: str) -> 
 
 
 def build_and_ship(cluster: Cluster, training: TrainingSettings, version: str, git_sha: str | None) -> str:
-    """Bento -> service image (the one builder, :func:`service.images.build_images`) -> registry or kind."""
+    """Bento -> service image (the one builder, :func:`release.images.build_images`) -> registry or kind."""
     import subprocess
     import tempfile
 
-    from service import images
+    from release import images
     from service.packaging import PackagingError, build_bento
 
     settings = cluster.settings

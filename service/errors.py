@@ -6,13 +6,14 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from contracts.errors import ProductError
 from service.schemas import ErrorBody, ErrorDetail, ErrorInfo, details_from
 
 
-class ServiceError(Exception):
-    """An error answered with ``status_code`` and the structured body of docs/architecture.md."""
+class ServiceError(ProductError):
+    """An error answered with ``http_status`` and the structured body of docs/architecture.md."""
 
-    status_code = 400
+    http_status = 400
     error_type = "bad_request"
 
     def __init__(self, message: str, details: list[ErrorDetail] | None = None) -> None:
@@ -22,41 +23,41 @@ class ServiceError(Exception):
 
 
 class InvalidJsonError(ServiceError):
-    status_code = 400
+    http_status = 400
     error_type = "invalid_json"
 
 
 class PayloadTooLargeError(ServiceError):
-    status_code = 413
+    http_status = 413
     error_type = "payload_too_large"
 
 
 class UnsupportedMediaTypeError(ServiceError):
-    status_code = 415
+    http_status = 415
     error_type = "unsupported_media_type"
 
 
 class InvalidInputError(ServiceError):
-    status_code = 422
+    http_status = 422
     error_type = "validation_error"
 
 
 class OverloadedError(ServiceError):
-    status_code = 503
+    http_status = 503
     error_type = "overloaded"
 
 
 class ModelUnavailableError(ServiceError):
     """The worker runs without a model: it failed to load (see the log); the pod never becomes ready."""
 
-    status_code = 503
+    http_status = 503
     error_type = "model_unavailable"
 
 
 class InternalError(ServiceError):
     """An unexpected fault: answered at once, logged once with its traceback, counted as a 500."""
 
-    status_code = 500
+    http_status = 500
     error_type = "internal_error"
 
 
@@ -69,10 +70,11 @@ def from_validation_error(error: ValidationError) -> ServiceError:
 
 
 def error_response(error: ServiceError) -> Response:
+    """The one place an error becomes an HTTP status: its ``http_status`` and the structured body."""
     body = ErrorBody(error=ErrorInfo(type=error.error_type, message=error.message, details=error.details))
-    headers = {"Retry-After": "1"} if error.status_code == 503 else None
+    headers = {"Retry-After": "1"} if error.http_status == 503 else None
     return Response(
-        body.model_dump_json(), status_code=error.status_code, media_type="application/json", headers=headers
+        body.model_dump_json(), status_code=error.http_status, media_type="application/json", headers=headers
     )
 
 

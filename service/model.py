@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics, GoldenSet
+from contracts.modelio import ModelLoadError, load_sklearn_model
 from service.compiled import compile_model
 from service.schemas import FEATURES
-from training.modelio import ModelLoadError, load_sklearn_model
 
 Artifact = TypeVar("Artifact")
 # Up to this many rows the compiled predictor beats scikit-learn and is short enough to run on the

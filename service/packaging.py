@@ -19,17 +19,20 @@ from typing import Any
 import yaml
 
 from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics, GoldenSet
+from contracts.errors import ProductError
+from contracts.modelio import SKOPS_FILE, ModelLoadError
 from service.config import ServiceSettings
 from service.model import ModelInfo, load_model_dir
-from training.modelio import SKOPS_FILE, ModelLoadError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BENTOFILE = PROJECT_ROOT / "bentofile.yaml"
 MODEL_ARTIFACT_DIR = "model"
 
 
-class PackagingError(RuntimeError):
-    """A build that cannot proceed; the CLI prints the message as one line."""
+class PackagingError(ProductError):
+    """A build that cannot proceed; the CLI prints the message as one line (a registry/MLflow failure)."""
+
+    exit_code = 4
 
 
 @dataclass(frozen=True)

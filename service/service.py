@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from contracts.modelio import ModelLoadError
 from service.api import PredictionAPI
 from service.config import ServiceSettings
 from service.errors import InternalError, ModelUnavailableError, error_response
@@ -40,7 +41,6 @@ from service.schemas import (
     ModelCard,
     PredictionResponse,
 )
-from training.modelio import ModelLoadError
 
 
 def _model_tag() -> str:

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from contracts.data import load_dataset
 from tests.postgres import Postgres, postgres_server
 from tests.support import REPO_ROOT, mlflow_server, shared_data_path
-from training.data import load_dataset
 
 # The suite a test belongs to follows from its folder (`-m unit` selects every test under tests/unit).
 SUITE_OF_FOLDER = {"unit": "unit", "integration": "integration", "e2e": "e2e", "chart": "chart"}
@@ -95,7 +95,7 @@ def data_path() -> Path:
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory: pytest.TempPathFactory, data_path: Path) -> Path:
     """3,000 seeded rows in the scikit-learn layout: enough to train a sensible model in a second."""
-    from training.examples import load_example
+    from contracts.examples import load_example
 
     dataset = load_dataset(data_path, load_example("housing").spec.feature_names, "MedHouseVal")
     sample: pd.DataFrame = dataset.frame.sample(n=3000, random_state=7)

@@ -9,7 +9,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.examples import DEFAULT_EXAMPLE, Example, load_example
+from contracts.examples import DEFAULT_EXAMPLE, Example, load_example
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from contracts.data import Split
+from contracts.errors import DataError
+from contracts.examples import Example
 from contracts.model import FeatureSpec, ModelContract
-from training.data import Split
-from training.errors import DataError
-from training.examples import Example
 
 
 def derive_contract(example: Example, features: list[str], target: str, split: Split) -> ModelContract:

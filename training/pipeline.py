@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from contracts.artifacts import CONTRACT_FILE, FEATURE_STATS_FILE, GOLDEN_SET_FILE
+from contracts.data import Dataset, Split, load_dataset, split_dataset
 from contracts.model import ModelContract
+from contracts.modelio import TRUSTED_TYPES
+from contracts.params import CandidateParams, TrainingParams, load_params
 from training import registry
+from training.candidates import build_pipeline
 from training.config import PROJECT_ROOT, TrainingSettings
 from training.contract import derive_contract
-from training.data import Dataset, Split, load_dataset, split_dataset
 from training.errors import RegistryError
 from training.evaluate import model_bytes, single_row_latency
-from training.modelio import TRUSTED_TYPES
-from training.params import CandidateParams, TrainingParams, build_pipeline, load_params
 from training.stats import feature_statistics
 from training.tasks import Metric, TaskKind, gate_metric, task_for
 

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from contracts.modelio import ModelLoadError, load_sklearn_model
+from contracts.params import PromotionParams
 from training.config import TrainingSettings
 from training.errors import RegistryError
 from training.evaluate import Comparison, compare
-from training.modelio import ModelLoadError, load_sklearn_model
-from training.params import PromotionParams
 from training.tasks import Metric
 
 if TYPE_CHECKING:

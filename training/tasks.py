@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from contracts.artifacts import GoldenSet
+from contracts.errors import ConfigError
 from contracts.model import ModelContract
-from training.errors import ConfigError
 
 PerRow = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

@@ -26,6 +26,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from contracts.examples import load_example
 from tests.chart.helm import (
     CHART_DIR,
     KUBERNETES_VERSIONS,
@@ -58,7 +59,6 @@ from tests.chart.test_chart_rules import (
     rendered_alerts,
     run_promtool_test,
 )
-from training.examples import load_example
 
 pytestmark = pytest.mark.chart
 

@@ -12,7 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from service.images import (
+from cli.images import register
+from release.images import (
     CONTAINERFILE,
     IGNOREFILE,
     Backend,
@@ -21,7 +22,6 @@ from service.images import (
     current_git_sha,
     image_ref,
     image_tag,
-    register,
     service_build_command,
     training_build_command,
 )

@@ -13,7 +13,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from service.images import register
+from cli.images import register
 from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.unit

@@ -391,7 +391,7 @@ def test_release_publishes_images_and_the_chart_from_the_tag() -> None:
 
 
 def test_e2e_runs_every_worked_example_on_the_same_steps() -> None:
-    from training.examples import load_example
+    from contracts.examples import load_example
 
     workflow = _load("e2e.yml")
     job = workflow["jobs"]["kind"]
@@ -439,8 +439,8 @@ def test_sabotaged_params_are_valid_params_of_one_constant_model(
 ) -> None:
     from sklearn.datasets import load_iris
 
-    from training.examples import load_example
-    from training.params import load_params
+    from contracts.examples import load_example
+    from contracts.params import load_params
 
     result = _e2e_function(
         tmp_path, "sabotaged_params params.yaml", HOUSING_EXAMPLE=example, HOUSING_SABOTAGE_TARGET=target

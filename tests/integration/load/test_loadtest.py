@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from cli.main import app
 from tests.support import free_port, server
-from training.cli import app
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from load.overload import SCENARIOS, request_lines, run_wrk, wrk_command
+from bench.overload import SCENARIOS, request_lines, run_wrk, wrk_command
 from tests.integration.reliability.harness import (
     ModelVersions,
     Outcome,
@@ -48,7 +48,7 @@ OVERLOAD_FACTOR = 2.0
 PLATEAU_TOLERANCE = 0.1
 # A closed-loop crowd of single-row clients: 8 times the connections that saturate one worker. At 32
 # times, wrk itself counts requests of connections still in the server's accept queue after its first
-# seconds as unanswered, even against a worker that refuses everything at once (see load/overload.py).
+# seconds as unanswered, even against a worker that refuses everything at once (see bench/overload.py).
 CROWD_CONNECTIONS = 256
 CROWD_SECONDS = 8
 # wrk's patience: a request still unanswered this long counts as a timeout (the longest wait for
@@ -183,7 +183,7 @@ def test_a_crowd_of_closed_loop_clients_is_answered_and_memory_returns(
     record_figures("crowd", figures)
     assert statuses.get("200"), figures
     assert set(statuses) <= {"200", "503"}, figures
-    # load/overload.lua counts 503s that lack the header separately.
+    # bench/overload.lua counts 503s that lack the header separately.
     assert "503 without Retry-After" not in statuses, figures
     assert errors == dict.fromkeys(("connect", "read", "write", "status", "timeout"), 0) | {
         "status": statuses.get("503", 0)

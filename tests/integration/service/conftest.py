@@ -40,7 +40,7 @@ FEATURES = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOcc
 MODEL_NAME = "housing-price-test"
 HGB_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 # Runs the service CLI commands on a local Typer app, as the root `housing` CLI does.
-CLI = "import typer; from service.cli import register; app = typer.Typer(); register(app); app()"
+CLI = "import typer; from cli.service import register; app = typer.Typer(); register(app); app()"
 
 
 def housing_features(rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:

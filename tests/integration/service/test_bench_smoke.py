@@ -21,7 +21,7 @@ def test_bench_smoke_run_reports_every_target(
     env = {**service_env(bentoml_home), "MLFLOW_TRACKING_URI": registered_model.tracking_uri}
     result = subprocess.run(
         [
-            sys.executable, "-m", "load.bench", "--smoke", "--output", str(output),
+            sys.executable, "-m", "bench.compare", "--smoke", "--output", str(output),
             "--model-name", registered_model.name, "--service-url", served.base_url,
         ],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,

@@ -11,10 +11,10 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from cli.main import app
 from contracts.artifacts import GoldenSet
 from contracts.model import ModelContract
 from tests.support import REPO_ROOT
-from training.cli import app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,10 +20,10 @@ from mlflow import MlflowClient
 from rich.console import Console
 from typer.testing import CliRunner
 
+from cli import local_pipeline
+from cli.main import app
 from tests.integration.training.test_iris_mlflow import FAST_IRIS, iris_params
 from tests.support import REPO_ROOT, VENV_BIN, free_port
-from training import local_pipeline
-from training.cli import app
 from training.config import TrainingSettings
 
 pytestmark = [pytest.mark.integration]

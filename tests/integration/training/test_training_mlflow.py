@@ -9,9 +9,9 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from cli.main import app
 from tests.conftest import FAST_CANDIDATES, write_params
 from tests.support import mlflow_server, stop
-from training.cli import app
 from training.config import TrainingSettings
 from training.errors import RegistryError
 from training.pipeline import train

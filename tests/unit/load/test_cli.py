@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from load.cli import register
+from cli.load import register
 
 pytestmark = pytest.mark.unit
 

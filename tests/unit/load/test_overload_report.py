@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from load.bench import BenchError
-from load.overload import (
+from bench.compare import BenchError
+from bench.overload import (
     BATCH_ROWS,
     PROBE_LEAD_SECONDS,
     SCENARIOS,

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from contracts.artifacts import GoldenSet
+from contracts.errors import ConfigError
+from contracts.examples import load_example
 from load.config import DEFAULT_PAYLOADS_FILE, PAYLOADS_FILE, LoadSettings
 from load.payloads import PayloadSet, build_payloads, example_rows, load_rows, read_rows
-from training.errors import ConfigError
-from training.examples import load_example
 
 pytestmark = pytest.mark.unit
 

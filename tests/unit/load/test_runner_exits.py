@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from cli.load import register
 from load import runner
-from load.cli import register
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""The release loop builds its service image through the one builder, ``service.images.build_images``:
+"""The release loop builds its service image through the one builder, ``release.images.build_images``:
 ``bentoml containerize`` runs from ``CONTAINERIZE_CWD`` (bentoml/BentoML#5566), then the image is pushed
 or loaded into kind. The processes are recorded, not run: building needs a Bento, a daemon and a registry,
 which tests/e2e has."""
@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from release import images
 from release.cluster import Cluster
 from release.config import ReleaseSettings
 from release.helm import Helm
 from release.kube import Kube
 from release.loop import build_and_ship
-from service import images, packaging
+from service import packaging
 from training.config import TrainingSettings
 
 pytestmark = pytest.mark.unit

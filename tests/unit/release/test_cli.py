@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
+from contracts.errors import ConfigError
 from tests.unit.release.fake_helm import CHART_DEFAULTS
 from tests.unit.release.fake_kube import FakeKube
 from tests.unit.release.test_rollouts import ROLLOUT_PATH, rollout
-from training.cli import app
-from training.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
 from release import chart
 from release.cluster import Cluster
 from release.config import ReleaseSettings
@@ -23,7 +24,6 @@ from tests.fakes.clock import ManualClock
 from tests.fakes.cluster import ready_deployment, selected_colour, serve_chart
 from tests.unit.release.fake_helm import CHART_DEFAULTS, RecordingFakeHelm
 from tests.unit.release.fake_kube import FakeKube
-from training.cli import app
 
 pytestmark = pytest.mark.unit
 

@@ -24,10 +24,10 @@ from contracts.artifacts import (
     GoldenSet,
     Histogram,
 )
+from contracts.modelio import SKOPS_FILE
 from service.logs import JsonFormatter, configure_logger
 from service.model import ModelInfo
 from service.schemas import FEATURES
-from training.modelio import SKOPS_FILE
 
 INF = float("inf")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from load.bench import InProcess, RunResult, combine, goals, markdown, percentile
+from bench.compare import InProcess, RunResult, combine, goals, markdown, percentile
 
 pytestmark = pytest.mark.unit
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics
+from contracts.modelio import SKOPS_FILE, ModelLoadError
 from service.model import load_model_dir
 from service.schemas import FEATURES
 from tests.unit.service.conftest import INFO, model_dir
-from training.modelio import SKOPS_FILE, ModelLoadError
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from service.cli import register
+from cli.service import register
 from service.packaging import PackagingError, _bentofile_with, _bentoml_name
 
 pytestmark = pytest.mark.unit
@@ -50,13 +50,8 @@ def test_bentofile_serves_the_service_with_only_what_it_needs() -> None:
     config = yaml.safe_load((ROOT / "bentofile.yaml").read_text(encoding="utf-8"))
     assert config["service"] == "service.service:HousingService"
     assert config["python"]["requirements_txt"] == "./service/requirements.txt"
-    # The service loads models with training's skops allow-list (training/modelio.py).
-    assert set(config["include"]) == {
-        "service/**/*.py",
-        "training/__init__.py",
-        "contracts/*.py",
-        "training/modelio.py",
-    }
+    # The service loads models with the shared skops allow-list (contracts/modelio.py).
+    assert set(config["include"]) == {"service/**/*.py", "contracts/*.py"}
     assert "service/packaging.py" in config["exclude"]
     assert config["docker"]["env"]["OMP_NUM_THREADS"] == "1"
 

@@ -82,7 +82,7 @@ def test_invalid_json_is_400_with_no_echoed_body() -> None:
         HouseFeatures.model_validate_json(b'{"MedInc": \xff')
     error = from_validation_error(caught.value)
     assert isinstance(error, InvalidJsonError)
-    assert error.status_code == 400
+    assert error.http_status == 400
     assert error.details[0].value is None
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
+from contracts.errors import ConfigError
+from contracts.params import CandidateParams, load_params
 from tests.conftest import write_params
-from training.cli import app
-from training.errors import ConfigError
-from training.params import CandidateParams, build_pipeline, load_params
+from training.candidates import build_pipeline
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from contracts.data import digest, load_dataset, split_dataset
+from contracts.errors import DataError
+from contracts.examples import load_example
 from examples.housing.prepare import derive_statlib
-from training.data import digest, load_dataset, split_dataset
-from training.errors import DataError
-from training.examples import load_example
 
 pytestmark = pytest.mark.unit
 FEATURES = load_example("housing").spec.feature_names

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from contracts.data import load_dataset
+from contracts.errors import ConfigError
+from contracts.examples import EXAMPLES_ROOT, load_example
+from contracts.params import load_params
+from training.candidates import build_pipeline
 from training.config import PROJECT_ROOT, TrainingSettings
-from training.data import load_dataset
-from training.errors import ConfigError
-from training.examples import EXAMPLES_ROOT, load_example
-from training.params import build_pipeline, load_params
 
 pytestmark = pytest.mark.unit
 
@@ -124,7 +125,7 @@ def test_your_own_folder_with_a_csv_beside_it(tmp_path: Path) -> None:
 
 
 def test_integer_features_must_hold_whole_numbers(tmp_path: Path) -> None:
-    from training.errors import DataError
+    from contracts.errors import DataError
 
     folder = write_example(tmp_path / "mine", OWN)
     (folder / "rows.csv").write_text("size,count,kind\n1,2,a\n2,2.5,b\n", encoding="utf-8")

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from contracts.model import FeatureSpec, ModelContract
+from contracts.params import PromotionParams
 from training.evaluate import compare
-from training.params import PromotionParams
 from training.registry import Decision
 from training.registry import gate as registry_gate
 from training.tasks import RMSE, Regression

@@ -1,4 +1,4 @@
-"""Settings from the environment with command-line values on top (training/settings.py): the given
+"""Settings from the environment with command-line values on top (contracts/settings.py): the given
 values are validated like the environment's (pydantic-settings init arguments), so `--timeout -5`
 fails in one line with exit 2 instead of slipping past `gt=0` as `model_copy(update=...)` let it."""
 
@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
+from contracts.errors import ConfigError
+from contracts.settings import settings_with_overrides
 from load.config import LoadSettings
 from release.config import ReleaseSettings, load_settings
-from training.cli import app
 from training.config import TrainingSettings
-from training.errors import ConfigError
-from training.settings import settings_with_overrides
 
 pytestmark = pytest.mark.unit
 

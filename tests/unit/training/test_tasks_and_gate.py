@@ -9,9 +9,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from contracts.artifacts import GoldenSet
+from contracts.errors import ConfigError
 from contracts.model import FeatureSpec, ModelContract
-from training.errors import ConfigError
-from training.params import CandidateParams, PromotionParams, build_pipeline
+from contracts.params import CandidateParams, PromotionParams
+from training.candidates import build_pipeline
 from training.registry import gate
 from training.tasks import ACCURACY, LOG_LOSS, MAE, RMSE, Classification, Metric, Regression, gate_metric
 

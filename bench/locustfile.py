@@ -1,6 +1,6 @@
 """The benchmark's one workload: single-row predictions, no think time, against any of the targets.
 
-``load.bench`` runs it headless with ``HOUSING_BENCH_KIND`` (``service``, ``mlflow`` or ``constant``)
+``bench.compare`` runs it headless with ``HOUSING_BENCH_KIND`` (``service``, ``mlflow`` or ``constant``)
 and ``HOUSING_BENCH_ROWS`` (a JSON list of feature rows); only the request shape differs per kind.
 """
 

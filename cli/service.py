@@ -1,4 +1,4 @@
-"""Service commands of the ``housing`` CLI (packaging, serving, images).
+"""Service commands of the ``housing`` CLI: ``build`` (a Bento) and ``serve``.
 
 Heavy libraries (mlflow, bentoml) are imported inside the commands so ``housing --help`` stays fast.
 """
@@ -12,16 +12,15 @@ from typing import Annotated
 
 import typer
 
-from training.exits import fail
+from cli.exits import handle_errors
+from contracts.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_NAME = "housing-price"
 DEFAULT_ALIAS = "production"
-# Exit code of registry/MLflow/packaging failures, as in the rest of the ``housing`` CLI.
-EXIT_PACKAGING = 4
-EXIT_USAGE = 2
 
 
+@handle_errors
 def build(
     model_name: Annotated[
         str, typer.Option("--model-name", envvar="HOUSING_MODEL_NAME", help="Registered MLflow model.")
@@ -36,20 +35,19 @@ def build(
     """
     chosen = [value for value in (ref, version, alias) if value is not None]
     if len(chosen) > 1:
-        raise fail("give at most one of --ref, --version and --alias", EXIT_USAGE)
+        raise ConfigError("give at most one of --ref, --version and --alias")
     if version is not None and not version.isdigit():
-        raise fail(f"--version must be a number, got {version!r}", EXIT_USAGE)
-    from service.packaging import PackagingError, build_bento
+        raise ConfigError(f"--version must be a number, got {version!r}")
+    from service.packaging import build_bento
 
-    try:
-        tag = build_bento(
-            model_name, chosen[0] if chosen else DEFAULT_ALIAS, os.environ.get("MLFLOW_TRACKING_URI")
-        )
-    except PackagingError as error:
-        raise fail(str(error), EXIT_PACKAGING) from None
+    # A PackagingError (exit 4) leaves through handle_errors.
+    tag = build_bento(
+        model_name, chosen[0] if chosen else DEFAULT_ALIAS, os.environ.get("MLFLOW_TRACKING_URI")
+    )
     typer.echo(tag)
 
 
+@handle_errors
 def serve(
     bento: Annotated[
         str | None, typer.Option("--bento", help="Bento tag to serve (default: the newest housing Bento).")
@@ -65,7 +63,7 @@ def serve(
 ) -> None:
     """Serve the prediction service with ``bentoml serve`` (this process becomes the server)."""
     if bento is not None and model_tag is not None:
-        raise fail("give either --bento or --model-tag", EXIT_USAGE)
+        raise ConfigError("give either --bento or --model-tag")
     command = [sys.executable, "-m", "bentoml", "serve"]
     if model_tag is not None:
         command += [

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from training.errors import ConfigError
+from contracts.errors import ConfigError
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 

@@ -1,6 +1,6 @@
 """Transport ceiling for the benchmark: a bare Starlette app on uvicorn answering a constant.
 
-``python -m load.bench_constant --port 8000`` serves ``POST /predict`` with a fixed JSON body,
+``python -m bench.constant --port 8000`` serves ``POST /predict`` with a fixed JSON body,
 without reading or validating the request: the fastest any Python HTTP service can be here.
 """
 

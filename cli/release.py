@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from training.exits import handle_errors
+from cli.exits import handle_errors
 
 if TYPE_CHECKING:
     from release.cluster import Cluster
@@ -119,9 +119,8 @@ def resolve_image(
     cluster: Cluster, image: str | None, version: str | None, git_sha: str | None
 ) -> tuple[str, str]:
     """The image and model version to deploy: given, derived from each other, or production's."""
-    from release import chart
+    from release import chart, images
     from release.errors import ReleaseError
-    from service import images
     from training import registry
     from training.config import TrainingSettings
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from training.exits import handle_errors
+from cli.exits import handle_errors
 
 
 @handle_errors
@@ -57,9 +57,9 @@ def loadtest(
     from rich.console import Console
     from rich.table import Table
 
+    from contracts.settings import settings_with_overrides
     from load.config import LoadSettings
     from load.runner import run_load_test
-    from training.settings import settings_with_overrides
 
     settings = settings_with_overrides(
         LoadSettings,

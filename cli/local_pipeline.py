@@ -20,10 +20,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from contracts.errors import ProductError
+from contracts.examples import Example
 from contracts.model import Task
 from training.config import TrainingSettings
-from training.errors import TrainingError
-from training.examples import Example
 from training.render import candidates_table, print_decision
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 READY_TIMEOUT_SECONDS = 180.0
 
 
-class ServingError(TrainingError):
+class ServingError(ProductError):
     """The packaged service could not be built or did not become ready."""
 
     exit_code = 6

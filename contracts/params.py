@@ -1,15 +1,17 @@
-"""An example's parameters file (``examples/<name>/params.yaml``) and the candidate pipelines it describes."""
+"""An example's parameters file (``examples/<name>/params.yaml``): split, promotion gate and candidates.
+
+Training builds the candidates' pipelines from it (:mod:`training.candidates`); the load test reads its split.
+"""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from training.errors import ConfigError
+from contracts.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -72,35 +74,3 @@ def load_params(path: Path) -> TrainingParams:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise ConfigError(f"params file {path}: {where}: {first['msg']}") from exc
-
-
-def build_pipeline(candidate: CandidateParams, seed: int, kind: str = "regressor") -> Any:
-    """A scikit-learn Pipeline for one candidate: a scikit-learn class of the task's ``kind``.
-
-    ``kind`` is ``regressor`` or ``classifier``; a classifier must give probabilities (the gate scores them).
-    """
-    from sklearn.base import ClassifierMixin, RegressorMixin
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    module_name, _, class_name = candidate.estimator.rpartition(".")
-    if not module_name.startswith("sklearn."):
-        raise ConfigError(f"estimator {candidate.estimator!r} is not a scikit-learn class")
-    try:
-        estimator_class = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"estimator {candidate.estimator!r} does not exist") from exc
-    mixin = ClassifierMixin if kind == "classifier" else RegressorMixin
-    if not (isinstance(estimator_class, type) and issubclass(estimator_class, mixin)):
-        raise ConfigError(f"estimator {candidate.estimator!r} is not a {kind}")
-    try:
-        estimator = estimator_class(**candidate.params)
-    except TypeError as exc:
-        raise ConfigError(f"estimator {candidate.estimator!r}: {exc}") from exc
-    if kind == "classifier" and not hasattr(estimator, "predict_proba"):
-        raise ConfigError(f"estimator {candidate.estimator!r} gives no class probabilities (predict_proba)")
-    if "random_state" in estimator.get_params() and "random_state" not in candidate.params:
-        estimator.set_params(random_state=seed)
-    steps: list[tuple[str, Any]] = [("scale", StandardScaler())] if candidate.scale else []
-    steps.append(("model", estimator))
-    return Pipeline(steps)

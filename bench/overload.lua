@@ -1,5 +1,5 @@
--- wrk script of load/overload.py: POSTs the requests of a file round-robin and counts answers by status.
--- Usage: wrk ... -s load/overload.lua URL -- REQUESTS_FILE [probe SKIP_MS]
+-- wrk script of bench/overload.py: POSTs the requests of a file round-robin and counts answers by status.
+-- Usage: wrk ... -s bench/overload.lua URL -- REQUESTS_FILE [probe SKIP_MS]
 -- REQUESTS_FILE holds one request a line: "<path> <json body>" (the body on one line).
 -- done() prints one line "overload-result {json}" with the status counts of every thread.
 -- With "probe", run with as many threads as connections: each thread then has one connection, whose

@@ -1,4 +1,8 @@
-"""How a failure leaves the ``housing`` CLI: one readable line on stderr and a meaningful exit code."""
+"""How a failure leaves the ``housing`` CLI: one readable line on stderr and a meaningful exit code.
+
+The one place exit codes are mapped: every command is wrapped in :func:`handle_errors`, which turns a
+:class:`contracts.errors.ProductError` into its ``exit_code``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from training.errors import TrainingError
+from contracts.errors import ProductError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,13 +31,13 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Domain errors (:class:`TrainingError` and its subclasses) become one line and their exit code."""
+    """Domain errors (:class:`ProductError` and its subclasses) become one line and their exit code."""
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except TrainingError as exc:
+        except ProductError as exc:
             raise fail(str(exc), exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None

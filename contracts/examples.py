@@ -1,7 +1,7 @@
 """Example folders: everything model-specific (data source, columns, task, hard limits, candidates, gate).
 
 A folder holds ``example.yaml`` (:class:`ExampleSpec`), ``params.yaml``
-(:class:`training.params.TrainingParams`) and optionally the ``prepare`` hook it names. The bundled
+(:class:`contracts.params.TrainingParams`) and optionally the ``prepare`` hook it names. The bundled
 ones live in ``examples/`` (shipped in the wheel); ``HOUSING_EXAMPLE`` names one of them or gives the
 path of your own.
 """
@@ -9,24 +9,28 @@ path of your own.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self, cast
+from typing import TYPE_CHECKING, Self, cast
 
-import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from contracts.errors import ConfigError
 from contracts.model import FeatureSpec, Task
-from training.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pandas as pd
+
+    # pandas stays out of the import: the load test's Locust process reads examples too.
+    Prepare = Callable[[pd.DataFrame], pd.DataFrame]
 
 EXAMPLES_ROOT = Path(__file__).resolve().parent.parent / "examples"
 DEFAULT_EXAMPLE = "housing"
 SPEC_FILE = "example.yaml"
 PARAMS_FILE = "params.yaml"
-
-Prepare = Callable[[pd.DataFrame], pd.DataFrame]
 
 
 class _Strict(BaseModel):

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from contracts.errors import ConfigError, DataError
+from contracts.examples import DEFAULT_EXAMPLE, Example, load_example
 from contracts.model import FeatureSpec, Task
-from training.errors import ConfigError, DataError
-from training.examples import DEFAULT_EXAMPLE, Example, load_example
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Overload benchmark: goodput of one worker when closed-loop clients outnumber what it can serve.
 
-Starts the served Bento (one worker; the start-up code of load/bench.py), then drives it with
-``wrk`` (load/overload.lua) per scenario (single rows, 1,000-row batches, a mix) at the connection
+Starts the served Bento (one worker; the start-up code of bench/compare.py), then drives it with
+``wrk`` (bench/overload.lua) per scenario (single rows, 1,000-row batches, a mix) at the connection
 count that saturates it and at 8x and 32x that count, each run for ``--seconds``. Prints and writes a
 markdown table: responses/s, goodput (200/s, and rows/s), 503/s, accepted p99, requests left
 without an answer within wrk's timeout, RSS before and after, and whether the PIDs stayed the same.
@@ -13,10 +13,10 @@ Several targets (``--target NAME=CHECKOUT[:SETTING=VALUE,...]``: that checkout's
 the same model, and extra ``HOUSING_SERVICE_*`` settings) are started side by side and measured in
 turn at each load, so that a machine whose load drifts treats them alike.
 
-    uv run python -m load.overload --output reports/overload.md            # the Bento, about 4 minutes
-    uv run python -m load.overload --smoke --output /tmp/overload.md       # proves the script
-    uv run python -m load.overload --target before=/tmp/main --target after=. --output /tmp/compare.md
-    uv run python -m load.overload --scenarios single --target lifo=. \
+    uv run python -m bench.overload --output reports/overload.md            # the Bento, about 4 minutes
+    uv run python -m bench.overload --smoke --output /tmp/overload.md       # proves the script
+    uv run python -m bench.overload --target before=/tmp/main --target after=. --output /tmp/compare.md
+    uv run python -m bench.overload --scenarios single --target lifo=. \
         --target fifo=.:HOUSING_SERVICE_ADMISSION_ORDER=fifo --output /tmp/order.md
 
 Service settings come from the environment (``HOUSING_SERVICE_*``), as for ``bentoml serve``.
@@ -43,7 +43,7 @@ import httpx
 import psutil
 import typer
 
-from load.bench import PROJECT_ROOT, BenchError, Target, child_env, server_command, started
+from bench.compare import PROJECT_ROOT, BenchError, Target, child_env, server_command, started
 from load.config import DEFAULT_PAYLOADS_FILE
 
 LUA_SCRIPT = Path(__file__).with_name("overload.lua")

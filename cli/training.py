@@ -1,9 +1,4 @@
-"""The ``housing`` command line: one entry point, a subcommand per job.
-
-Exit codes: 0 success, 1 unexpected failure, 2 bad parameters, 3 bad data, 4 registry/MLflow
-failure, 5 promotion or release rejected, 6 cluster/Helm/image/serving failure, 7 timeout,
-130 interrupted.
-"""
+"""Training commands of the ``housing`` CLI: ``data``, ``train``, ``promote``, ``models`` and ``pipeline``."""
 
 from __future__ import annotations
 
@@ -18,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from release.cli import (
+from cli.exits import error_console, handle_errors
+from cli.release import (
     ContextOption,
     HelmReleaseOption,
     NamespaceOption,
@@ -27,19 +23,10 @@ from release.cli import (
     TimeoutOption,
     ValuesOption,
 )
+from contracts.errors import ConfigError
 from training.config import TrainingSettings
-from training.exits import error_console, fail, handle_errors
 from training.render import candidates_table, print_decision
 
-app = typer.Typer(
-    name="housing",
-    help="Train, register, package, serve and release the house-price model.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    # Help text is plain: "[env: X]" hints must not be read as rich markup.
-    rich_markup_mode=None,
-)
 # Tables stay readable when piped (rich assumes 80 columns without a terminal).
 console = Console(width=None if sys.stdout.isatty() else 120)
 logger = logging.getLogger(__name__)
@@ -60,15 +47,14 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 def settings_from(**overrides: Any) -> TrainingSettings:
     """Settings from the environment, with the options the user gave on the command line on top."""
+    from contracts.settings import settings_with_overrides
     from training import logs
-    from training.settings import settings_with_overrides
 
     settings = settings_with_overrides(TrainingSettings, **overrides)
     logs.configure(settings.log_format)
     return settings
 
 
-@app.command()
 @handle_errors
 def data(
     data_path: DataOption = None,
@@ -79,7 +65,7 @@ def data(
     as_json: JsonOption = False,
 ) -> None:
     """Load and validate the data; show its size, digest, split and feature ranges."""
-    from training.params import load_params
+    from contracts.params import load_params
     from training.pipeline import load_settings_dataset, load_split
 
     settings = settings_from(data_path=data_path, example=example)
@@ -115,7 +101,6 @@ def data(
     console.print(f"split: {summary['split']}" + (f"; written to {out}" if out else ""))
 
 
-@app.command()
 @handle_errors
 def train(
     data_path: DataOption = None,
@@ -211,7 +196,6 @@ def train(
     print_decision(console, report.decision, settings.model_name)
 
 
-@app.command()
 @handle_errors
 def promote(
     version: Annotated[str | None, typer.Option("--version", "-v", help="Version to promote.")] = None,
@@ -227,9 +211,9 @@ def promote(
     from training import pipeline, registry
 
     if rollback == (version is not None):
-        raise fail("give exactly one of --version N or --rollback", 2)
+        raise ConfigError("give exactly one of --version N or --rollback")
     if force and rollback:
-        raise fail("--force goes with --version, not --rollback", 2)
+        raise ConfigError("--force goes with --version, not --rollback")
     settings = settings_from(data_path=data_path, example=example, model_name=model_name)
     if rollback:
         client = registry.connect(settings)
@@ -243,7 +227,6 @@ def promote(
         raise typer.Exit(5)
 
 
-@app.command()
 @handle_errors
 def models(
     example: ExampleOption = None, model_name: ModelNameOption = None, as_json: JsonOption = False
@@ -279,7 +262,6 @@ def models(
     console.print(table)
 
 
-@app.command()
 @handle_errors
 def pipeline(
     data_path: DataOption = None,
@@ -327,7 +309,7 @@ def pipeline(
     if k8s:
         if data_path is not None:
             raise typer.BadParameter("is a local file; on the cluster, set the chart value training.env")
-        from release.cli import run_pipeline_on_cluster
+        from cli.release import run_pipeline_on_cluster
 
         run_pipeline_on_cluster(
             settings_from(example=example, model_name=model_name),
@@ -342,7 +324,7 @@ def pipeline(
             timeout=timeout,
         )
         return
-    from training.local_pipeline import PipelineOptions, default_keep_serving, run
+    from cli.local_pipeline import PipelineOptions, default_keep_serving, run
 
     settings = settings_from(data_path=data_path, example=example, model_name=model_name)
     options = PipelineOptions(
@@ -356,15 +338,7 @@ def pipeline(
     run(settings, options, console)
 
 
-def _register_plugins() -> None:
-    """Commands of the other packages; each module keeps its heavy imports inside its commands."""
-    from load import cli as load_cli
-    from release import cli as release_cli
-    from service import cli as service_cli
-    from service import images
-
-    for module in (service_cli, images, load_cli, release_cli):
-        module.register(app)
-
-
-_register_plugins()
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root CLI."""
+    for command in (data, train, promote, models, pipeline):
+        app.command()(command)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import typer
 
+from cli.exits import handle_errors
 from release.errors import ClusterTimeoutError
-from training.exits import handle_errors
 
 pytestmark = pytest.mark.unit
 

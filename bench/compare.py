@@ -6,8 +6,8 @@ transport ceiling); drives each with the same Locust ``FastHttpUser`` workload (
 the test split, no think time) at several user counts, targets interleaved; times (d) the bare
 in-process predict call; and writes the results as JSON and as a markdown table.
 
-    uv run python -m load.bench --output reports/bench.md      # full run, several minutes
-    uv run python -m load.bench --smoke --output /tmp/bench.md   # seconds per run, proves the script
+    uv run python -m bench.compare --output reports/bench.md      # full run, several minutes
+    uv run python -m bench.compare --smoke --output /tmp/bench.md   # seconds per run, proves the script
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import typer
 from load.config import DEFAULT_PAYLOADS_FILE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-LOCUSTFILE = Path(__file__).with_name("bench_locustfile.py")
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 DEFAULT_ROWS = DEFAULT_PAYLOADS_FILE
 TARGETS = ("service", "mlflow", "constant")
 # Goals of the service at the highest user count, from the issue.
@@ -466,7 +466,7 @@ def server_command(name: str, bento: str | None, model_name: str, version: str) 
             sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{model_name}/{version}",
             "--env-manager", "local", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1",
         ], "/ping"  # fmt: skip
-    return [sys.executable, "-m", "load.bench_constant", "--port", "{port}"], "/livez"
+    return [sys.executable, "-m", "bench.constant", "--port", "{port}"], "/livez"
 
 
 if __name__ == "__main__":

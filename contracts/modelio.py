@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from contracts.errors import ProductError
+
 # Types scikit-learn's tree ensembles need beyond what skops trusts by default.
 TRUSTED_TYPES: list[str] = [
     "sklearn.tree._tree.Tree",
@@ -17,7 +19,7 @@ TRUSTED_TYPES: list[str] = [
 SKOPS_FILE = "model.skops"
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(ProductError):
     """The model file is missing, corrupt, or holds a type outside the allow-list."""
 
 

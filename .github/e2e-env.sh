@@ -41,16 +41,32 @@ rollout:
 VALUES
 }
 
-# Training parameters whose only candidate predicts the constant $HOUSING_SABOTAGE_TARGET (in units of
-# $100k) for every house: a valid, servable model whose predictions the canary analysis must reject.
+# HOUSING_RELEASE_VALUES_FILES: a JSON list of the given values files that exist (an empty argument,
+# an example without a values overlay, is left out), as absolute paths.
+# Usage: values_files FILE [FILE...]
+values_files() {
+    local file files=()
+    for file in "$@"; do
+        [ -n "$file" ] && files+=("$(realpath "$file")")
+    done
+    printf '%s\n' "${files[@]}" | jq --raw-input . | jq --slurp --compact-output .
+}
+
+# Training parameters of $HOUSING_EXAMPLE (default housing) whose only candidate predicts the constant
+# $HOUSING_SABOTAGE_TARGET for every row (housing: a price in units of $100k; iris: a species): a valid,
+# servable model whose predictions the canary analysis must reject.
 sabotaged_params() {
-    cat >"$1" <<PARAMS
+    local target="${HOUSING_SABOTAGE_TARGET:?set HOUSING_SABOTAGE_TARGET}"
+    case "${HOUSING_EXAMPLE:-housing}" in
+        housing)
+            cat >"$1" <<PARAMS
 split:
   test_size: 0.2
   test_seed: 42
   validation_size: 0.1
   seed: 42
 promotion:
+  metric: rmse
   margin: 0.0
   bootstrap_samples: 1000
   confidence: 0.95
@@ -60,14 +76,42 @@ candidates:
     estimator: sklearn.dummy.DummyRegressor
     params:
       strategy: constant
-      constant: ${HOUSING_SABOTAGE_TARGET:?set HOUSING_SABOTAGE_TARGET}
+      constant: ${target}
 PARAMS
+            ;;
+        iris)
+            cat >"$1" <<PARAMS
+split:
+  test_size: 0.2
+  test_seed: 42
+  validation_size: 0.2
+  seed: 42
+promotion:
+  metric: log_loss
+  margin: 0.0
+  bootstrap_samples: 1000
+  confidence: 0.95
+golden_set_rows: 16
+candidates:
+  sabotaged:
+    estimator: sklearn.dummy.DummyClassifier
+    params:
+      strategy: constant
+      constant: ${target}
+PARAMS
+            ;;
+        *)
+            echo "sabotaged_params: no sabotaged model for example ${HOUSING_EXAMPLE}" >&2
+            return 1
+            ;;
+    esac
 }
 
-# Load from inside the cluster: a pod of the training image runs `housing loadtest` against the Service's
-# DNS name ($SERVICE_URL), so kube-proxy spreads its connections over every ready pod (stable and canary
-# alike) and a replaced pod does not end the load. (A port-forward from the runner binds only [::1]
-# because kind already publishes 127.0.0.1:3000, and it pins one pod and dies with it.)
+# Load from inside the cluster: a pod of the training image runs `housing loadtest` (the rows and answers
+# of $HOUSING_EXAMPLE) against the Service's DNS name ($SERVICE_URL), so kube-proxy spreads its
+# connections over every ready pod (stable and canary alike) and a replaced pod does not end the load.
+# (A port-forward from the runner binds only [::1] because kind already publishes 127.0.0.1:3000, and it
+# pins one pod and dies with it.)
 # Usage: start_cluster_load NAME USERS RUN_TIME [extra loadtest options...]
 start_cluster_load() {
     local name="$1" users="$2" run_time="$3"
@@ -78,7 +122,7 @@ start_cluster_load() {
     local args_json
     args_json="$(printf '%s\n' "${args[@]}" | jq --raw-input . | jq --slurp --compact-output .)"
     jq --null-input --arg name "$name" --arg image "$HOUSING_RELEASE_TRAINING_IMAGE" \
-        --argjson args "$args_json" '{
+        --arg example "${HOUSING_EXAMPLE:-housing}" --argjson args "$args_json" '{
         apiVersion: "v1", kind: "Pod",
         metadata: {name: $name, labels: {"app.kubernetes.io/component": "e2e-load"}},
         spec: {
@@ -88,6 +132,7 @@ start_cluster_load() {
           containers: [{
             name: "loadtest", image: $image, imagePullPolicy: "IfNotPresent",
             command: ["housing"], args: $args,
+            env: [{name: "HOUSING_LOAD_EXAMPLE", value: $example}],
             securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
                               capabilities: {drop: ["ALL"]}},
             resources: {requests: {cpu: "250m", memory: "256Mi"}, limits: {memory: "512Mi"}},

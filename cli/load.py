@@ -29,6 +29,10 @@ def loadtest(
     out: Annotated[
         Path | None, typer.Option(help="Folder for CSV stats, HTML report, summary.json (HOUSING_LOAD_OUT).")
     ] = None,
+    example: Annotated[
+        str | None,
+        typer.Option(help="Example of the served model: housing, iris or a folder (HOUSING_LOAD_EXAMPLE)."),
+    ] = None,
     p95_ms: Annotated[
         float | None, typer.Option(help="Gate: highest accepted p95 latency, ms (HOUSING_LOAD_P95_MS).")
     ] = None,
@@ -65,6 +69,7 @@ def loadtest(
         run_time=run_time,
         tags=tags,
         out=out,
+        example=example,
         p95_ms=p95_ms,
         p99_ms=p99_ms,
         max_error_rate=max_error_rate,
@@ -74,7 +79,7 @@ def loadtest(
     console = Console()
     console.print(
         f"Load test: {settings.base_url} users={settings.users} spawn-rate={settings.spawn_rate} "
-        f"run-time={settings.run_time} tags={','.join(settings.tags) or 'all'}"
+        f"run-time={settings.run_time} tags={','.join(settings.tags) or 'all'} example={settings.example}"
     )
     # A Locust crash (LoadTestError, exit 1) or timeout (exit 7) leaves through handle_errors.
     summary = run_load_test(settings)

@@ -1,4 +1,4 @@
-"""``housing pipeline``: the whole local flow on the embedded default, one step after another.
+"""``housing pipeline``: the whole local flow for one example (housing by default), step after step.
 
 data -> train -> register -> promote -> build the Bento -> serve locally -> sample predictions
 -> a short Locust run, then where to look. Every step reuses the command that does it alone.
@@ -6,7 +6,6 @@ data -> train -> register -> promote -> build the Bento -> serve locally -> samp
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,15 +14,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
 from contracts.errors import ProductError
-from training.config import PROJECT_ROOT, TrainingSettings
+from contracts.examples import Example
+from contracts.model import Task
+from training.config import TrainingSettings
 from training.render import candidates_table, print_decision
+
+if TYPE_CHECKING:
+    from training.pipeline import TrainingReport
 
 READY_TIMEOUT_SECONDS = 180.0
 
@@ -85,39 +89,67 @@ def serving(bento_tag: str, options: PipelineOptions, console: Console) -> Itera
                 process.kill()
 
 
-def sample_predictions(url: str, console: Console, rows: int = 3) -> list[dict[str, Any]]:
-    """Send a few held-out rows to ``/predict`` and print what came back."""
-    payloads = json.loads((PROJECT_ROOT / "load" / "payloads.json").read_text(encoding="utf-8"))
-    sample = payloads["rows"][:rows]
+class AnswerView(Protocol):
+    """The columns a task's answer fills in the sample-predictions table."""
+
+    headers: tuple[str, ...]
+
+    def cells(self, answer: dict[str, Any]) -> tuple[str, ...]: ...
+
+
+class RegressionView:
+    headers: tuple[str, ...] = ("prediction",)
+
+    def cells(self, answer: dict[str, Any]) -> tuple[str, ...]:
+        return (f"{answer['prediction']:.4g}",)
+
+
+class ClassificationView:
+    headers: tuple[str, ...] = ("prediction", "probability")
+
+    def cells(self, answer: dict[str, Any]) -> tuple[str, ...]:
+        label = answer["prediction"]
+        return (label, f"{answer['probabilities'][label]:.3f}")
+
+
+VIEWS: dict[Task, AnswerView] = {"regression": RegressionView(), "classification": ClassificationView()}
+SHOWN_FEATURES = 4  # columns of the table given to the inputs; the rest are in the request
+
+
+def sample_predictions(url: str, example: Example, console: Console, rows: int = 3) -> list[dict[str, Any]]:
+    """Send a few of the example's held-out rows to ``/predict`` and print what came back."""
+    from load.answers import ANSWERS
+    from load.payloads import example_rows
+
+    task = example.spec.task
+    view = VIEWS[task]
+    shown = example.spec.feature_names[:SHOWN_FEATURES]
     table = Table(title=f"Sample predictions from {url}/predict")
-    for column in ("MedInc", "HouseAge", "Latitude", "Longitude", "prediction ($100k)", "USD", "model"):
+    for column in (*shown, *view.headers, "model"):
         table.add_column(column, justify="right")
     answers = []
-    for row in sample:
+    for row in example_rows(example)[:rows]:
         response = httpx.post(f"{url}/predict", json=row, timeout=10)
         if response.status_code != 200:
             raise ServingError(f"/predict answered {response.status_code}: {response.text[:300]}")
         answer = response.json()
+        problem = ANSWERS[task].single(answer) if isinstance(answer, dict) else "not a JSON object"
+        if problem is not None:
+            raise ServingError(f"/predict gave no {task} answer ({problem}): {response.text[:300]}")
         answers.append(answer)
-        table.add_row(
-            f"{row['MedInc']:.2f}",
-            f"{row['HouseAge']:.0f}",
-            f"{row['Latitude']:.2f}",
-            f"{row['Longitude']:.2f}",
-            f"{answer['prediction']:.3f}",
-            f"{answer['prediction_usd']:,.0f}",
-            f"{answer['model_name']} v{answer['model_version']}",
-        )
+        inputs = (f"{row[name]:.4g}" for name in shown)
+        table.add_row(*inputs, *view.cells(answer), f"{answer['model_name']} v{answer['model_version']}")
     console.print(table)
     return answers
 
 
-def load_test(url: str, options: PipelineOptions, console: Console) -> bool:
+def load_test(url: str, example: str, options: PipelineOptions, console: Console) -> bool:
     from load.config import LoadSettings
     from load.runner import run_load_test
 
     settings = LoadSettings(
         url=url,
+        example=example,
         users=options.users,
         spawn_rate=options.users,
         run_time=f"{options.load_seconds}s",
@@ -133,18 +165,29 @@ def load_test(url: str, options: PipelineOptions, console: Console) -> bool:
     return summary.passed
 
 
-def run(settings: TrainingSettings, options: PipelineOptions, console: Console) -> None:
-    from service.packaging import PackagingError, build_bento
+def train_and_promote(settings: TrainingSettings, console: Console) -> TrainingReport:
+    """Steps 1 and 2: the example's data, every candidate trained and registered, the gate's decision."""
     from training.pipeline import load_settings_dataset, train
 
+    example = settings.resolved_example.spec
     _step(console, 1, "data")
     dataset = load_settings_dataset(settings)
-    console.print(f"{len(dataset.features)} rows from {dataset.source} (digest {dataset.digest})")
+    console.print(
+        f"example {example.name} ({example.task}): {len(dataset.features)} rows from {dataset.source} "
+        f"(digest {dataset.digest})"
+    )
 
     _step(console, 2, "train, register, promote")
     report = train(settings, lambda result: console.print(f"  trained {result.name}"), dataset)
     console.print(candidates_table(report))
     print_decision(console, report.decision, settings.model_name)
+    return report
+
+
+def run(settings: TrainingSettings, options: PipelineOptions, console: Console) -> None:
+    from service.packaging import PackagingError, build_bento
+
+    train_and_promote(settings, console)
 
     _step(console, 3, "package the production model as a Bento")
     try:
@@ -156,9 +199,9 @@ def run(settings: TrainingSettings, options: PipelineOptions, console: Console) 
     _step(console, 4, "serve locally")
     with serving(bento_tag, options, console) as url:
         _step(console, 5, "sample predictions")
-        sample_predictions(url, console)
+        sample_predictions(url, settings.resolved_example, console)
         _step(console, 6, "short load test")
-        passed = load_test(url, options, console)
+        passed = load_test(url, settings.example, options, console)
         console.rule("[bold]where to look")
         store = settings.tracking_uri
         ui = "" if store.startswith("http") else f"uv run mlflow ui --backend-store-uri {store}  # then "

@@ -265,6 +265,7 @@ def models(
 @handle_errors
 def pipeline(
     data_path: DataOption = None,
+    example: ExampleOption = None,
     model_name: ModelNameOption = None,
     port: Annotated[int, typer.Option(help="Port of the local service.")] = 3000,
     load_seconds: Annotated[int, typer.Option(min=1, help="Duration of the closing load test.")] = 10,
@@ -311,7 +312,7 @@ def pipeline(
         from cli.release import run_pipeline_on_cluster
 
         run_pipeline_on_cluster(
-            settings_from(model_name=model_name),
+            settings_from(example=example, model_name=model_name),
             strategy=strategy,
             provider=provider,
             registry=registry,
@@ -325,7 +326,7 @@ def pipeline(
         return
     from cli.local_pipeline import PipelineOptions, default_keep_serving, run
 
-    settings = settings_from(data_path=data_path, model_name=model_name)
+    settings = settings_from(data_path=data_path, example=example, model_name=model_name)
     options = PipelineOptions(
         host="127.0.0.1",
         port=port,

@@ -9,9 +9,14 @@ from typing import Annotated, Self
 from pydantic import AnyHttpUrl, Field, FilePath, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contracts.errors import ConfigError
+from contracts.examples import DEFAULT_EXAMPLE, EXAMPLES_ROOT, example_folder
+
 # Locust's --run-time syntax: "90", "90s", "1m30s", "1h".
 _RUN_TIME = re.compile(r"^(?:\d+|(?:\d+h)?(?:\d+m)?(?:\d+s)?)$")
-DEFAULT_PAYLOADS_FILE = Path(__file__).with_name("payloads.json")
+# An example folder's request rows (load/payloads.py writes them).
+PAYLOADS_FILE = "payloads.json"
+DEFAULT_PAYLOADS_FILE = EXAMPLES_ROOT / DEFAULT_EXAMPLE / PAYLOADS_FILE
 # Scenario tags of the locustfile's tasks.
 TASK_TAGS: tuple[str, ...] = ("single", "batch")
 
@@ -58,9 +63,16 @@ class LoadSettings(BaseSettings):
         default=Path("load-report"),
         description="Folder for Locust's CSV stats, its HTML report and the gate summary JSON.",
     )
-    payloads_file: FilePath = Field(
-        default=DEFAULT_PAYLOADS_FILE,
-        description="Request rows: load/payloads.json format, or a model's golden_set.json.",
+    example: str = Field(
+        default=DEFAULT_EXAMPLE,
+        min_length=1,
+        description="Example of the served model (housing, iris, or a folder): its payloads.json rows, or "
+        "rows drawn from its held-out test split, and the answers to expect (a number or a class label).",
+    )
+    payloads_file: FilePath | None = Field(
+        default=None,
+        description="Request rows instead of the example's: load/payloads.py's format, or a model's "
+        "golden_set.json.",
     )
 
     @field_validator("run_time")
@@ -68,6 +80,15 @@ class LoadSettings(BaseSettings):
     def _check_run_time(cls, value: str) -> str:
         if not value or not _RUN_TIME.match(value):
             raise ValueError("run_time must look like '45', '30s', '2m' or '1m30s'")
+        return value
+
+    @field_validator("example")
+    @classmethod
+    def _check_example(cls, value: str) -> str:
+        try:
+            example_folder(value)
+        except ConfigError as error:
+            raise ValueError(str(error)) from error
         return value
 
     @field_validator("tags", mode="before")

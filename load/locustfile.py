@@ -1,4 +1,4 @@
-"""Locust user of the housing service: weighted one-row and batch predictions.
+"""Locust user of the service: weighted one-row and batch predictions of any example's model.
 
 Tags select a scenario: ``--tags single`` (only /predict), ``--tags batch`` (only /predict/batch);
 without tags both run, weighted by ``HOUSING_LOAD_SINGLE_WEIGHT`` / ``HOUSING_LOAD_BATCH_WEIGHT``.
@@ -19,12 +19,16 @@ from locust import FastHttpUser, between, events, tag, task
 from locust.env import Environment
 from locust.stats import StatsEntry, StatsError
 
+from contracts.examples import load_example
+from load.answers import ANSWERS, Answers
 from load.config import LoadSettings
 from load.gates import RUN_STATS_FILE, EndpointStats, RunStats
-from load.payloads import read_rows
+from load.payloads import load_rows
 
 SETTINGS = LoadSettings()
-ROWS = read_rows(SETTINGS.payloads_file)
+ROWS = load_rows(SETTINGS)
+# What the served model answers: a number (regression) or a class label with probabilities.
+ANSWER_CHECK = ANSWERS[load_example(SETTINGS.example).spec.task]
 # One chart point a second (Locust's default is 5 s): analysis runs are short and the HTML report
 # draws its charts from this history.
 locust.stats.HISTORY_STATS_INTERVAL_SEC = 1
@@ -53,36 +57,26 @@ def _json_body(response: CheckedResponse) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def check_single(response: CheckedResponse) -> None:
-    """Fail the request unless it is a 200 whose body holds a numeric prediction."""
+def _judge(response: CheckedResponse, problem: Callable[[dict[str, Any]], str | None]) -> None:
     if response.status_code != 200:
         response.failure(f"HTTP {response.status_code}")
         return
     body = _json_body(response)
-    if body is None or not _is_number(body.get("prediction")):
-        response.failure("response body lacks a numeric 'prediction'")
-        return
-    response.success()
+    reason = "response body is not a JSON object" if body is None else problem(body)
+    if reason is None:
+        response.success()
+    else:
+        response.failure(reason)
 
 
-def check_batch(response: CheckedResponse, expected: int) -> None:
-    """Fail the request unless it is a 200 with one numeric prediction per row sent."""
-    if response.status_code != 200:
-        response.failure(f"HTTP {response.status_code}")
-        return
-    body = _json_body(response)
-    predictions = None if body is None else body.get("predictions")
-    if not isinstance(predictions, list) or len(predictions) != expected:
-        response.failure(f"response body lacks 'predictions' for {expected} rows")
-        return
-    if not all(_is_number(value) for value in predictions):
-        response.failure("response 'predictions' are not all numbers")
-        return
-    response.success()
+def check_single(response: CheckedResponse, answers: Answers) -> None:
+    """Fail the request unless it is a 200 whose body holds the task's prediction."""
+    _judge(response, answers.single)
+
+
+def check_batch(response: CheckedResponse, expected: int, answers: Answers) -> None:
+    """Fail the request unless it is a 200 with the task's prediction for each of the rows sent."""
+    _judge(response, lambda body: answers.batch(body, expected))
 
 
 def _refresh_event_loop_clock(**_: object) -> None:
@@ -132,7 +126,7 @@ cast(_EventHook, events.quitting).add_listener(_write_run_stats)
 
 
 class HousingUser(FastHttpUser):
-    """One client of the service, picking rows at random from the held-out test split."""
+    """One client of the service, picking rows at random from the example's held-out test split."""
 
     host = SETTINGS.base_url
     wait_time = between(SETTINGS.wait_min_s, SETTINGS.wait_max_s)
@@ -145,7 +139,7 @@ class HousingUser(FastHttpUser):
         with self.client.post(
             "/predict", json=random.choice(ROWS), name="/predict", catch_response=True
         ) as response:
-            check_single(response)
+            check_single(response, ANSWER_CHECK)
 
     @tag("batch")
     @task(SETTINGS.batch_weight)
@@ -154,4 +148,4 @@ class HousingUser(FastHttpUser):
         with self.client.post(
             "/predict/batch", json={"rows": rows}, name="/predict/batch", catch_response=True
         ) as response:
-            check_batch(response, len(rows))
+            check_batch(response, len(rows), ANSWER_CHECK)

@@ -65,6 +65,8 @@ def settings_environment(settings: LoadSettings) -> dict[str, str]:
     """``HOUSING_LOAD_*`` variables that give the locustfile in the child process the same settings."""
     variables: dict[str, str] = {}
     for name, value in settings.model_dump().items():
+        if value is None:
+            continue  # unset: the field's default
         rendered = ",".join(value) if isinstance(value, list) else str(value)
         variables[f"HOUSING_LOAD_{name.upper()}"] = rendered
     return variables
@@ -108,7 +110,9 @@ def run_load_test(settings: LoadSettings) -> LoadSummary:
     out.mkdir(parents=True, exist_ok=True)
     run_stats_file = out / RUN_STATS_FILE
     run_stats_file.unlink(missing_ok=True)  # never gate a previous run's numbers
-    environment = {**os.environ, **settings_environment(settings)}
+    # The settings alone configure the child: none of this process' HOUSING_LOAD_* variables leak in.
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("HOUSING_LOAD_")}
+    environment = inherited | settings_environment(settings)
     started_at = datetime.now(UTC)
     log_path = out / LOCUST_LOG
     with log_path.open("w", encoding="utf-8") as log:

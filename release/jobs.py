@@ -40,9 +40,12 @@ class JobReport:
 
 def job_overrides(training: TrainingSettings, settings: ReleaseSettings) -> dict[str, Any]:
     """Values that turn the Job on and carry this command's choices into it."""
+    # The Job trains the example these settings name, and the chart judges it for the example's task.
     overrides = chart.merge(
         chart.nested("training.jobEnabled", True),
         chart.nested("model.name", training.model_name),
+        chart.nested("model.example", training.example),
+        chart.nested("model.task", training.resolved_example.spec.task),
         chart.nested("training.mlflow.experiment", training.experiment),
     )
     if settings.training_image:

@@ -227,7 +227,7 @@ def test_e2e_sends_its_load_from_inside_the_cluster_not_through_a_port_forward()
     assert 3000 in host_ports  # why a port-forward to 3000 cannot work on the runner
 
 
-def _load_pod(tmp_path: Path, *extra: str) -> dict[str, Any]:
+def _load_pod(tmp_path: Path, *extra: str, example: str | None = None) -> dict[str, Any]:
     """The Pod start_cluster_load applies, captured by a kubectl stand-in that records `apply -f -`."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
@@ -242,7 +242,7 @@ def _load_pod(tmp_path: Path, *extra: str) -> dict[str, Any]:
         "NAMESPACE": workflow_env["NAMESPACE"],
         "SERVICE_URL": workflow_env["SERVICE_URL"],
         "HOUSING_RELEASE_TRAINING_IMAGE": workflow_env["HOUSING_RELEASE_TRAINING_IMAGE"],
-    }
+    } | ({"HOUSING_EXAMPLE": example} if example else {})
     require_tool("jq")
     result = subprocess.run(
         ["bash", "-c", f'source {E2E_ENV} && start_cluster_load "$@"', "bash", "load-x", "5", "20m", *extra],
@@ -275,6 +275,11 @@ def test_the_in_cluster_load_pod_is_restricted_and_targets_the_service(tmp_path:
         "capabilities": {"drop": ["ALL"]},
     }
     assert pod["spec"]["restartPolicy"] == "Never"
+    # The rows and answers of the job's example; housing when none is named.
+    assert container["env"] == [{"name": "HOUSING_LOAD_EXAMPLE", "value": "housing"}]
+    (tmp_path / "iris").mkdir()
+    iris = _load_pod(tmp_path / "iris", example="iris")["spec"]["containers"][0]
+    assert iris["env"] == [{"name": "HOUSING_LOAD_EXAMPLE", "value": "iris"}]
     namespace = yaml.safe_load((REPO_ROOT / "k8s" / "base" / "namespace.yaml").read_text())
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
@@ -383,3 +388,80 @@ def test_release_publishes_images_and_the_chart_from_the_tag() -> None:
     # A cache restored into a publishing job could smuggle code into released artifacts.
     setup_uv = [step for step in _steps(workflow) if step.get("uses", "").startswith("astral-sh/setup-uv@")]
     assert all(step["with"]["enable-cache"] is False for step in setup_uv)
+
+
+def test_e2e_runs_every_worked_example_on_the_same_steps() -> None:
+    from contracts.examples import load_example
+
+    workflow = _load("e2e.yml")
+    job = workflow["jobs"]["kind"]
+    matrix = job["strategy"]["matrix"]["include"]
+    assert job["strategy"]["fail-fast"] is False
+    assert [entry["example"] for entry in matrix] == ["housing", "iris"]
+    for entry in matrix:
+        spec = load_example(entry["example"]).spec
+        assert entry["model-name"] == spec.model_name
+        if entry["values"]:
+            overlay = yaml.safe_load((REPO_ROOT / entry["values"]).read_text())
+            assert (overlay["model"]["name"], overlay["model"]["task"]) == (spec.model_name, spec.task)
+        else:
+            assert spec.task == "regression"  # the chart's defaults are the housing example's
+    assert job["env"]["HOUSING_EXAMPLE"] == "${{ matrix.example }}"
+    assert job["env"]["HOUSING_MODEL_NAME"] == "${{ matrix.model-name }}"
+    assert job["env"]["EXAMPLE_VALUES"] == "${{ matrix.values }}"
+    shell = _shell(workflow)
+    assert 'values_files "$RUNNER_TEMP/kind-values.yaml" "$EXAMPLE_VALUES"' in shell
+    sabotage = next(s for s in _steps(workflow) if "HOUSING_SABOTAGE_TARGET" in s.get("env", {}))
+    assert sabotage["env"]["HOUSING_SABOTAGE_TARGET"] == "${{ matrix.sabotage }}"
+
+
+def _e2e_function(tmp_path: Path, call: str, **env: str) -> subprocess.CompletedProcess[str]:
+    require_tool("jq")
+    return subprocess.run(
+        ["bash", "-c", f"source {E2E_ENV} && {call}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )  # fmt: skip
+
+
+def test_values_files_lists_the_kind_values_and_the_examples_overlay(tmp_path: Path) -> None:
+    (tmp_path / "kind.yaml").write_text("{}")
+    (tmp_path / "overlay.yaml").write_text("{}")
+    both = _e2e_function(tmp_path, "values_files kind.yaml overlay.yaml")
+    only_kind = _e2e_function(tmp_path, 'values_files kind.yaml ""')
+    assert json.loads(both.stdout) == [str(tmp_path / "kind.yaml"), str(tmp_path / "overlay.yaml")]
+    assert json.loads(only_kind.stdout) == [str(tmp_path / "kind.yaml")]
+
+
+@pytest.mark.parametrize(("example", "target"), [("housing", "5.0"), ("iris", "setosa")])
+def test_sabotaged_params_are_valid_params_of_one_constant_model(
+    tmp_path: Path, example: str, target: str
+) -> None:
+    from sklearn.datasets import load_iris
+
+    from contracts.examples import load_example
+    from contracts.params import load_params
+
+    result = _e2e_function(
+        tmp_path, "sabotaged_params params.yaml", HOUSING_EXAMPLE=example, HOUSING_SABOTAGE_TARGET=target
+    )
+    assert result.returncode == 0, result.stderr
+    params = load_params(tmp_path / "params.yaml")
+    shipped = load_params(load_example(example).params_file)
+    assert params.split == shipped.split  # the same test rows as the models it is compared with
+    assert params.promotion.metric == shipped.promotion.metric
+    (candidate,) = params.candidates.values()
+    assert candidate.estimator.startswith("sklearn.dummy.Dummy")
+    assert candidate.params["strategy"] == "constant"
+    if example == "iris":
+        assert candidate.params["constant"] in load_iris().target_names
+    else:
+        assert candidate.params["constant"] == float(target)
+
+
+def test_sabotaged_params_refuse_an_example_without_a_sabotaged_model(tmp_path: Path) -> None:
+    result = _e2e_function(
+        tmp_path, "sabotaged_params params.yaml", HOUSING_EXAMPLE="orchids", HOUSING_SABOTAGE_TARGET="x"
+    )
+    assert result.returncode != 0
+    assert "no sabotaged model for example orchids" in result.stderr

@@ -34,12 +34,25 @@ passes.
 {{- $query := printf "histogram_quantile(0.95,\n  sum by (le) (rate(housing_http_request_duration_seconds_bucket{%s, %s}[%s]))\n)\n" $candidate $predict $w }}
 {{- $metrics = append $metrics (dict "name" "latency-p95" "query" $query "successCondition" (printf "len(result) > 0 && result[0] <= %v" $a.latency.maxP95Seconds)) }}
 {{- end }}
-{{- if $a.predictionShift.enabled }}
+{{- $classification := eq .Values.model.task "classification" }}
+{{- if and $a.predictionShift.enabled (not $classification) }}
 {{- /* Kolmogorov-Smirnov distance between the candidate's and stable's prediction distributions: the
 largest gap between their cumulative shares over the histogram's buckets. */}}
 {{- $cdf := "sum by (le) (rate(housing_prediction_value_bucket{%s}[%s]))\n  / ignoring (le) group_left\n    sum(rate(housing_prediction_value_count{%s}[%s]))" }}
 {{- $query := printf "max(abs(\n    %s\n  -\n    %s\n))\n" (printf $cdf $candidate $w $candidate $w) (printf $cdf $stable $w $stable $w) }}
 {{- $metrics = append $metrics (dict "name" "prediction-shift" "query" $query "successCondition" (printf "len(result) > 0 && result[0] <= %v" $a.predictionShift.maxDistance)) }}
+{{- end }}
+{{- if and $a.classShift.enabled $classification }}
+{{- /* Total variation distance between the candidate's and stable's shares of predicted classes: half
+the sum over classes of |share difference|. Subtraction matches only classes both tracks predicted; the
+`or` terms add a class predicted by one track only with its full share, as if the other's were 0. Both
+tracks must have answered rows in the window (`and on ()`), or the result is empty: no data fails. */}}
+{{- $rows := "sum(rate(housing_predicted_class_total{%s}[%s]))" }}
+{{- $shares := "(\n      sum by (class) (rate(housing_predicted_class_total{%s}[%s]))\n        / ignoring (class) group_left\n      %s\n    )" }}
+{{- $candidateShares := printf $shares $candidate $w (printf $rows $candidate $w) }}
+{{- $stableShares := printf $shares $stable $w (printf $rows $stable $w) }}
+{{- $query := printf "0.5 * sum(\n    abs(%s - %s)\n  or\n    %s\n  or\n    %s\n)\nand on () (%s > 0)\nand on () (%s > 0)\n" $candidateShares $stableShares $candidateShares $stableShares (printf $rows $candidate $w) (printf $rows $stable $w) }}
+{{- $metrics = append $metrics (dict "name" "class-shift" "query" $query "successCondition" (printf "len(result) > 0 && result[0] <= %v" $a.classShift.maxDistance)) }}
 {{- end -}}
 trackLabel: {{ $track | toJson }}
 metrics:

@@ -259,10 +259,13 @@ Usage: include "housing.loadTestContainer" (dict "root" $ "url" "http://...")
     - --max-error-rate={{ $l.maxErrorRate }}
     - --min-rps={{ $l.minRps }}
     - --out=/tmp/loadtest
-  {{- with .env }}
   env:
+    # Rows of the served example's held-out test split.
+    - name: HOUSING_LOAD_EXAMPLE
+      value: {{ .root.Values.model.example | quote }}
+    {{- with .env }}
     {{- toYaml . | nindent 4 }}
-  {{- end }}
+    {{- end }}
   resources:
     {{- toYaml $l.resources | nindent 4 }}
   securityContext:

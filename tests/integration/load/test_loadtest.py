@@ -157,3 +157,76 @@ def test_a_locust_crash_is_an_unexpected_failure_exit_1_with_its_last_line(tmp_p
         r"error: locust failed \(exit \d+\): json\.decoder\.JSONDecodeError: .*; see .*locust\.log", error
     )
     assert not (tmp_path / "report" / "summary.json").exists()
+
+
+# --- any example: rows by the example's feature names, answers checked for its task ---
+
+
+def test_a_classifier_passes_with_the_iris_rows_and_labels(
+    fake_service: Callable[[str], str], tmp_path: Path
+) -> None:
+    url = fake_service("classifier")
+    out = tmp_path / "report"
+
+    result = loadtest(
+        "--url", url, "--out", str(out), "--example", "iris", *RUN, *GENEROUS_LATENCY,
+        "--max-error-rate", "0",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert "example=iris" in result.output
+    stats = summary(out)["stats"]
+    by_name = {endpoint["name"]: endpoint for endpoint in stats["endpoints"]}
+    assert set(by_name) == {"/predict", "/predict/batch"}
+    assert stats["total"]["failures"] == 0
+    # The fake reads petal_length from every row: the rows carry iris' features, not housing's.
+    assert stats["total"]["requests"] > 10
+
+
+def test_a_classifier_without_probabilities_counts_as_errors(
+    fake_service: Callable[[str], str], tmp_path: Path
+) -> None:
+    url = fake_service("classifier-no-probabilities")
+    out = tmp_path / "report"
+
+    result = loadtest(
+        "--url", url, "--out", str(out), "--example", "iris", *RUN, *GENEROUS_LATENCY,
+        "--max-error-rate", "0.01",
+    )  # fmt: skip
+
+    assert result.exit_code == 1, result.output
+    assert breached_gates(out) == {"max_error_rate"}
+    failures = (out / "locust_failures.csv").read_text(encoding="utf-8")
+    assert "response body lacks a class 'prediction' among its 'probabilities'" in failures
+    assert "response body lacks 'predictions' and 'probabilities' for 32 rows" in failures
+
+
+def test_numbers_from_a_regression_service_fail_the_classification_check(
+    fake_service: Callable[[str], str], tmp_path: Path
+) -> None:
+    """Sending iris rows to a number-answering service: every answer is the wrong task's (and every
+    row lacks MedInc, so the fake housing service errors)."""
+    url = fake_service("ok")
+    out = tmp_path / "report"
+
+    result = loadtest(
+        "--url", url, "--out", str(out), "--example", "iris", *RUN, *GENEROUS_LATENCY,
+        "--max-error-rate", "0",
+    )  # fmt: skip
+
+    assert result.exit_code == 1, result.output
+    assert summary(out)["stats"]["total"]["failures"] == summary(out)["stats"]["total"]["requests"] > 0
+
+
+def test_an_unknown_example_is_a_bad_setting_refused_before_locust_starts(tmp_path: Path) -> None:
+    result = loadtest(
+        "--url", "http://127.0.0.1:9", "--out", str(tmp_path / "report"), "--run-time", "2s",
+        "--example", "no-such-example",
+    )  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        "error: invalid setting example (given 'no-such-example'): Value error, no example "
+        "'no-such-example': give one of ['housing', 'iris'] or a folder holding example.yaml\n"
+    )
+    assert not (tmp_path / "report").exists()

@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 
 from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, GoldenSet
+from load.config import DEFAULT_PAYLOADS_FILE
 from tests.integration.service.conftest import (
     FEATURES,
     HGB_TRUSTED,
@@ -41,7 +42,7 @@ from tests.integration.service.conftest import (
 
 # The chart's default model.name, so the rendered queries select these versions as they are.
 MODEL_NAME = "housing-price"
-PAYLOADS = PROJECT_ROOT / "load" / "payloads.json"
+PAYLOADS = DEFAULT_PAYLOADS_FILE  # the housing example's held-out rows
 # Figures of every measured scenario land here as <scenario>.json and, merged, results.json.
 RESULTS_DIR = Path(tempfile.gettempdir()) / "housing-reliability"
 IMPORT_SCRIPT = """

@@ -272,3 +272,30 @@ def test_missing_namespace(fake: FakeKube, settings: ReleaseSettings, helm: Helm
         r'namespaces "housing" not found$',
     ):
         run(settings, helm, kube, [])
+
+
+def test_the_job_trains_the_example_the_settings_name(
+    fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube
+) -> None:
+    """`--example iris` locally: the chart's Job trains iris under its names, whatever the values say."""
+    script_job(
+        fake, {"phase": "Running", "containerStatuses": [container_status({"running": {}})]}, [COMPLETE]
+    )
+    run_training_job(
+        TrainingSettings(example="iris"),
+        settings.model_copy(update={"training_image": "registry.example/housing-training:7"}),
+        log=[].append,
+        helm=RecordingFakeHelm(helm, installed=None),
+        kube=kube,
+        args=["train"],
+        env={},
+        params_file=None,
+    )
+
+    (config_map,) = [r.body for r in fake.made("POST") if r.body["kind"] == "ConfigMap"]
+    data = config_map["data"]
+    assert (data["HOUSING_EXAMPLE"], data["HOUSING_MODEL_NAME"], data["HOUSING_EXPERIMENT"]) == (
+        "iris",
+        "iris-species",
+        "iris",
+    )

@@ -57,6 +57,10 @@ def test_goals_met_and_missed() -> None:
     failing = goals([result("service", 32, 1200, failures=3, p50=2, p99=5)])
     assert ("service: zero errors", False, "3 errors") in failing
     assert ("32 connections: p99 <= 3x p50", True, "2.5x (2.0 / 5.0 ms)") in failing
+    # A run in which nothing was answered is no evidence of zero errors.
+    silent = RunResult("service", "locust", 1, requests=0, failures=0, rps=0.0, p50_ms=0.0, p99_ms=0.0)
+    checks = {name: (met, measured) for name, met, measured in goals([*results, silent])}
+    assert checks["service: zero errors"] == (False, "0 errors, 1 run(s) without an answer")
 
 
 def test_markdown_table_lists_every_run_with_ratios() -> None:

@@ -12,17 +12,21 @@ import argparse
 import json
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.artifacts import GoldenSet
 from load.config import DEFAULT_PAYLOADS_FILE
-from service.schemas import FEATURES
 
-# The service's request schema, in the order scikit-learn's fetch_california_housing uses.
-FEATURE_NAMES = FEATURES
+EXAMPLE_FOLDER = Path(__file__).resolve().parents[1] / "examples" / "housing"
+# The housing model's request fields, as its example declares them (the served contract's features).
+FEATURE_NAMES: tuple[str, ...] = tuple(
+    str(feature["name"])
+    for feature in yaml.safe_load((EXAMPLE_FOLDER / "example.yaml").read_text(encoding="utf-8"))["features"]
+)
 TARGET = "MedHouseVal"
 # The training params whose split the rows are drawn from.
-PARAMS_FILE = Path(__file__).resolve().parents[1] / "examples" / "housing" / "params.yaml"
+PARAMS_FILE = EXAMPLE_FOLDER / "params.yaml"
 
 
 class PayloadSet(BaseModel):

@@ -20,8 +20,7 @@ from service.compiled import compile_model
 from service.config import ServiceSettings
 from service.logs import LOGGER_NAME
 from service.model import load_model_dir
-from service.schemas import FEATURES
-from tests.unit.service.conftest import INFO, Lines, model_dir
+from tests.unit.service.conftest import FEATURES, INFO, Lines, model_dir
 
 pytestmark = pytest.mark.unit
 

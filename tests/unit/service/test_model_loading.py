@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics
+from contracts.artifacts import CONTRACT_FILE, FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics
 from service.model import load_model_dir
-from service.schemas import FEATURES
-from tests.unit.service.conftest import INFO, model_dir
+from tests.unit.service.conftest import FEATURES, INFO, model_dir
 from training.modelio import SKOPS_FILE, ModelLoadError
 
 pytestmark = pytest.mark.unit
@@ -27,6 +26,8 @@ def test_a_sound_model_directory_loads(tmp_path: Path, stats: FeatureStatistics)
         ("missing-model", SKOPS_FILE),
         ("corrupt-model", SKOPS_FILE),
         ("missing-stats", FEATURE_STATS_FILE),
+        ("missing-contract", CONTRACT_FILE),
+        ("corrupt-contract", CONTRACT_FILE),
         ("corrupt-golden", GOLDEN_SET_FILE),
     ],
 )
@@ -48,5 +49,5 @@ def test_a_missing_or_corrupt_file_is_named_in_one_line(
 
 def test_a_model_for_other_features_is_refused(tmp_path: Path, stats: FeatureStatistics) -> None:
     path = model_dir(tmp_path, stats, [f"x{i}" for i in range(len(FEATURES))])
-    with pytest.raises(ModelLoadError, match="the API serves"):
+    with pytest.raises(ModelLoadError, match="its contract serves"):
         load_model_dir(path, INFO)

@@ -85,11 +85,15 @@ RANGES = {
 }
 
 
-@pytest.fixture
-def stats() -> FeatureStatistics:
+def hand_made_stats() -> FeatureStatistics:
     return FeatureStatistics(
         n_rows=1000, features=[summary(name, *RANGES[name]) for name in FEATURES], target="MedHouseVal"
     )
+
+
+@pytest.fixture
+def stats() -> FeatureStatistics:
+    return hand_made_stats()
 
 
 INFO = ModelInfo.from_metadata(

@@ -94,7 +94,11 @@ def housing_contract() -> ModelContract:
     spec = load_example("housing").spec
     assert spec.feature_names == FEATURES
     return ModelContract(
-        example=spec.name, task=spec.task, features=spec.features, target="MedHouseVal", description=spec.description
+        example=spec.name,
+        task=spec.task,
+        features=spec.features,
+        target="MedHouseVal",
+        description=spec.description,
     )
 
 

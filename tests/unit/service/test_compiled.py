@@ -151,7 +151,8 @@ def test_a_failing_compile_falls_back_to_scikit_learn_and_stays_ready(
 def classes(x: np.ndarray, n_classes: int) -> np.ndarray:
     score = 0.5 * x[:, 0] + np.sin(x[:, 6]) + x[:, 3]
     edges = np.quantile(score, np.linspace(0, 1, n_classes + 1)[1:-1])
-    return np.array(["low", "mid", "high", "top"])[np.searchsorted(edges, score)]
+    names: np.ndarray = np.array(["low", "mid", "high", "top"])[np.searchsorted(edges, score)]
+    return names
 
 
 @pytest.mark.parametrize(
@@ -180,7 +181,7 @@ def test_compiled_class_probabilities_are_identical(classifier: object, n_classe
 @pytest.mark.parametrize(
     ("model", "task", "cause"),
     [
-        (make_pipeline(StandardScaler(), LogisticRegression()), "classification", "LogisticRegression is not"),
+        (make_pipeline(StandardScaler(), LogisticRegression()), "classification", "LogisticRegression"),
         (RandomForestClassifier(n_estimators=3, random_state=0), "classification", "RandomForestClassifier"),
         (HistGradientBoostingClassifier(max_iter=3), "regression", "does not serve a regression contract"),
     ],
@@ -205,7 +206,8 @@ def test_a_classifier_whose_compiled_probabilities_differ_falls_back(
     x, _ = data(500, seed=12)
     model = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(x, classes(x, 3))
     original = compiled.CompiledTrees.predict
-    monkeypatch.setattr(compiled.CompiledTrees, "predict", lambda self, rows: original(self, rows) * 1.0000001)
+    off = 1.0000001
+    monkeypatch.setattr(compiled.CompiledTrees, "predict", lambda self, rows: original(self, rows) * off)
     assert compile_model(model, x[:50], "classification") is None
     [line] = [line for line in logged.lines if line["level"] == "WARNING"]
     assert "differ from scikit-learn's on 50 check rows" in line["cause"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,8 +98,9 @@ async def iris(iris_dir: Path) -> AsyncIterator[Served]:
 
 
 @pytest.fixture(params=["housing", "iris"])
-def served(request: pytest.FixtureRequest) -> Iterator[Served]:
-    yield request.getfixturevalue(request.param)
+def served(request: pytest.FixtureRequest) -> Served:
+    served: Served = request.getfixturevalue(request.param)
+    return served
 
 
 def samples(metric: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -153,11 +154,12 @@ async def test_openapi_shows_each_tasks_answer(served: Served) -> None:
     one = schemas[answers["/predict"].rsplit("/", 1)[-1]]["properties"]
     many = schemas[answers["/predict/batch"].rsplit("/", 1)[-1]]["properties"]
     if served.contract.task == "regression":
-        assert list(one)[0] == "prediction"
+        assert next(iter(one)) == "prediction"
         assert set(one) == {"prediction", *COMMON}
         assert one["prediction"]["type"] == "number"
         assert many["predictions"]["items"]["type"] == "number"
-        assert "probabilities" not in one and "probabilities" not in many
+        assert "probabilities" not in one
+        assert "probabilities" not in many
     else:
         assert one["prediction"]["enum"] == IRIS_LABELS
         assert one["probabilities"]["propertyNames"]["enum"] == IRIS_LABELS

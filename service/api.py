@@ -154,7 +154,8 @@ class PredictionAPI:
             )
         except ValidationError as error:
             raise from_validation_error(error) from None
-        row_list = [self._values(features) for features in batch.rows]  # type: ignore[attr-defined]
+        read = self._row_values
+        row_list = [list(read(features)) for features in batch.rows]  # type: ignore[attr-defined]
         rows = np.array(row_list, dtype=np.float64)
         answers = self.model.task.answers(await self.batcher.predict(rows))
         warnings = self._range_warnings(rows, batch=True)

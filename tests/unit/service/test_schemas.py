@@ -117,3 +117,11 @@ def test_json_safe_keeps_error_bodies_valid_and_small() -> None:
     assert json_safe([1, 2]) == "<list of 2 items>"
     assert len(json_safe("x" * 1000)) == 203
     assert json_safe(2.5) == 2.5
+
+
+def test_rows_are_read_in_the_models_column_order_even_with_one_feature() -> None:
+    from service.api import row_reader
+
+    features = HouseFeatures.model_validate_json(json.dumps(ROW))
+    assert row_reader(["Longitude", "MedInc"])(features) == (-118.25, 3.5)
+    assert row_reader(["HouseAge"])(features) == (25,)

@@ -122,7 +122,7 @@ class ServiceMetrics:
         )
         self.model_info.labels(**self.model_labels, run_id=run_id).set(1)
 
-    def observe_values(self, route: str, values: list[float]) -> None:
+    def observe_predictions(self, route: str, values: list[float]) -> None:
         """A regressor's answers: rows counted, values observed."""
         self._child(self.predictions, route=route).inc(len(values))
         histogram = self._child(self.prediction_value)

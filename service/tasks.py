@@ -62,7 +62,7 @@ class RegressionAnswers:
         return {"predictions": self.values}
 
     def observe(self, metrics: ServiceMetrics, route: str) -> None:
-        metrics.observe_values(route, self.values)
+        metrics.observe_predictions(route, self.values)
 
     def logged(self) -> dict[str, Any]:
         return {"outputs": self.values}

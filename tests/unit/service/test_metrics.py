@@ -19,7 +19,7 @@ def test_every_documented_metric_exists_with_model_labels() -> None:
     registry = CollectorRegistry()
     metrics = ServiceMetrics("housing-price", "4", "run123", registry=registry)
     metrics.observe_request("/predict", 200, 0.002)
-    metrics.observe_values("/predict", [1.5, 2.5])
+    metrics.observe_predictions("/predict", [1.5, 2.5])
     metrics.observe_classes("/predict", ["setosa", "virginica", "setosa"], [0.9, 0.55, 0.35])
     metrics.count_out_of_range("MedInc")
     metrics.set_drift({"MedInc": 0.3})

@@ -51,6 +51,7 @@ class ModelContract(Artifact):
     task: Task = Field(description="regression: one number per row; classification: a label per row.")
     features: list[FeatureSpec] = Field(min_length=1, description="Inputs, in the model's column order.")
     target: str = Field(min_length=1, description="Name of what the model predicts (the target column).")
+    description: str = Field(default="", description="One line: what the model predicts, with its unit.")
     class_labels: list[str] = Field(
         default_factory=list,
         description="Classification: the labels the model can answer, in its probability order.",

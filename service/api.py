@@ -12,13 +12,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Literal
+from operator import attrgetter
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from contracts.request import MAX_ROWS_CONTEXT, RangeWarning, api_models
 from service.admission import Admission, shed_response
 from service.batching import MicroBatcher, Rows
 from service.config import ServiceSettings
@@ -34,19 +36,16 @@ from service.metrics import ServiceMetrics
 from service.model import LoadedModel, prediction_executor
 from service.prediction_log import DB_SINK, DatabaseSink, PredictionLog
 from service.ranges import OutOfRange, RangeChecker
-from service.schemas import (
-    MAX_ROWS_CONTEXT,
-    BatchRequest,
-    BatchResponse,
-    FeatureStatsSummary,
-    HouseFeatures,
-    ModelCard,
-    PredictionResponse,
-    RangeWarning,
-)
+from service.schemas import FeatureStatsSummary, ModelCard
+from service.tasks import Answers
 
-# Target unit of the California Housing set: $100,000.
-USD_PER_UNIT = 100_000.0
+
+def row_reader(names: list[str]) -> Callable[[BaseModel], tuple[float, ...]]:
+    """Reads a request row's features in the model's column order, in one C-level call."""
+    read: Callable[[BaseModel], Any] = attrgetter(*names)
+    if len(names) == 1:
+        return lambda features: (read(features),)
+    return read
 
 
 class PredictionAPI:
@@ -56,6 +55,9 @@ class PredictionAPI:
         info = model.info
         self.model = model
         self.settings = settings
+        # Request and response bodies of the served model's contract (the app documents the same).
+        self.models = api_models(model.contract)
+        self._row_values = row_reader(model.feature_names)
         self.logger = logger
         self.metrics = ServiceMetrics(info.name, info.version, info.run_id, registry=None)
         self.ranges = RangeChecker(model.stats, model.feature_names)
@@ -125,19 +127,19 @@ class PredictionAPI:
                 self.admission.leave(ticket)
         return response
 
-    async def _predict_one(self, body: bytes, started: float) -> PredictionResponse:
+    async def _predict_one(self, body: bytes, started: float) -> BaseModel:
         try:
-            features = HouseFeatures.model_validate_json(body, extra=self._extra)
+            features = self.models.row.model_validate_json(body, extra=self._extra)
         except ValidationError as error:
             raise from_validation_error(error) from None
-        row = [getattr(features, name) for name in self.model.feature_names]
+        row = self._values(features)
         rows = np.array([row], dtype=np.float64)
-        value = float((await self.batcher.predict(rows))[0])
+        answers = self.model.task.answers(await self.batcher.predict(rows))
         warnings = self._range_warnings(rows, batch=False)
-        prediction_id, timestamp = self._account("/predict", started, [row], [value])
-        return PredictionResponse(
-            prediction=value,
-            prediction_usd=round(value * USD_PER_UNIT, 2),
+        prediction_id, timestamp = self._account("/predict", started, [row], answers)
+        # Built from values the service computed itself: no need to validate them again.
+        return self.models.answer.model_construct(
+            **answers.single(),
             prediction_id=prediction_id,
             model_name=self.model.info.name,
             model_version=self.model.info.version,
@@ -145,26 +147,29 @@ class PredictionAPI:
             warnings=warnings,
         )
 
-    async def _predict_many(self, body: bytes, started: float) -> BatchResponse:
+    async def _predict_many(self, body: bytes, started: float) -> BaseModel:
         try:
-            batch = BatchRequest.model_validate_json(
+            batch = self.models.batch.model_validate_json(
                 body, extra=self._extra, context={MAX_ROWS_CONTEXT: self.settings.max_batch_rows}
             )
         except ValidationError as error:
             raise from_validation_error(error) from None
-        names = self.model.feature_names
-        row_list = [[getattr(features, name) for name in names] for features in batch.rows]
+        read = self._row_values
+        row_list = [list(read(features)) for features in batch.rows]  # type: ignore[attr-defined]
         rows = np.array(row_list, dtype=np.float64)
-        values = (await self.batcher.predict(rows)).tolist()
+        answers = self.model.task.answers(await self.batcher.predict(rows))
         warnings = self._range_warnings(rows, batch=True)
-        self._account("/predict/batch", started, row_list, values)
-        return BatchResponse(
-            predictions=values,
-            count=len(values),
+        self._account("/predict/batch", started, row_list, answers)
+        return self.models.batch_answer.model_construct(
+            **answers.batch(),
+            count=len(row_list),
             model_name=self.model.info.name,
             model_version=self.model.info.version,
             warnings=warnings,
         )
+
+    def _values(self, features: BaseModel) -> list[float]:
+        return list(self._row_values(features))
 
     def _range_warnings(self, rows: Rows, batch: bool) -> list[RangeWarning]:
         found: list[OutOfRange] = self.ranges.check(rows)
@@ -182,14 +187,14 @@ class PredictionAPI:
         ]
 
     def _account(
-        self, endpoint: str, started: float, rows: list[list[float]], values: list[float]
+        self, endpoint: str, started: float, rows: list[list[float]], answers: Answers
     ) -> tuple[str, datetime]:
         """Metrics and prediction log of a successful prediction; returns its id and timestamp."""
         prediction_id = str(uuid.uuid4())
         timestamp = datetime.now(UTC)
-        self.metrics.observe_predictions(endpoint, values)
+        answers.observe(self.metrics, endpoint)
         latency_ms = (time.perf_counter() - started) * 1000
-        self.prediction_log.record(prediction_id, endpoint, timestamp, latency_ms, rows, values)
+        self.prediction_log.record(prediction_id, endpoint, timestamp, latency_ms, rows, answers)
         return prediction_id, timestamp
 
     def _track_drift(self, rows: Rows) -> None:
@@ -235,9 +240,13 @@ class PredictionAPI:
     def model_card(self) -> ModelCard:
         ranges = self.ranges
         summaries = self.model.stats.by_name()
+        contract = self.model.contract
         return ModelCard(
             name=self.model.info.name,
             version=self.model.info.version,
+            task=contract.task,
+            target=contract.target,
+            class_labels=contract.class_labels,
             run_id=self.model.info.run_id,
             alias=self.model.info.alias,
             metrics=self.model.info.metrics,

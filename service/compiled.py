@@ -21,20 +21,27 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from contracts.model import Task
 from service.logs import LOGGER_NAME
 
 Rows = npt.NDArray[np.float64]
 Transform = Callable[[Rows], Rows]
 
 
+# The final estimators the compiled predictor covers (any leading StandardScaler or transform steps allowed).
+COVERED = ("HistGradientBoostingRegressor", "HistGradientBoostingClassifier")
+
+
 class CompiledTrees:
-    """All trees of a fitted HistGradientBoostingRegressor, walked in one call per request."""
+    """All trees of a fitted HistGradientBoosting regressor or classifier, walked in one call per request."""
 
     def __init__(self, estimator: Any) -> None:
         from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
 
         self._walk = _predict_from_raw_data
+        # Iteration-major, as scikit-learn adds them: tree ``i * per_iteration + k`` adds to output k.
         predictors = [predictor for iteration in estimator._predictors for predictor in iteration]
+        self.per_iteration = int(estimator.n_trees_per_iteration_)
         self.n_trees = len(predictors)
         self.n_features = int(estimator.n_features_in_)
         sizes = [predictor.nodes.shape[0] for predictor in predictors]
@@ -53,8 +60,12 @@ class CompiledTrees:
         self.tree_index = np.arange(self.n_trees, dtype=np.float64)
         self.no_bitsets = np.zeros((0, 8), dtype=np.uint32)
         self.feature_map = np.zeros(self.n_features + 1, dtype=np.uint32)
-        self.baseline = float(np.asarray(estimator._baseline_prediction).reshape(-1)[0])
-        self.link_inverse: Callable[[Rows], Rows] = estimator._loss.link.inverse
+        self.baseline = np.asarray(estimator._baseline_prediction, dtype=np.float64).reshape(-1)
+        self.outputs: Callable[[Rows], Rows] = (
+            estimator._loss.predict_proba
+            if type(estimator).__name__ == "HistGradientBoostingClassifier"
+            else lambda raw: estimator._loss.link.inverse(raw.reshape(-1))
+        )
 
     def predict(self, rows: Rows) -> Rows:
         n_rows, width = rows.shape[0], self.n_features + 1
@@ -73,10 +84,12 @@ class CompiledTrees:
             1,
             leaves,
         )
-        # Column 0 is the baseline; a running sum adds trees in the order scikit-learn does.
-        baseline = np.full((n_rows, 1), self.baseline)
-        terms = np.concatenate((baseline, leaves.reshape(self.n_trees, n_rows).T), axis=1)
-        return self.link_inverse(np.cumsum(terms, axis=1)[:, -1])
+        # Per row and output, term 0 is the baseline; a running sum adds trees in scikit-learn's order.
+        per_tree = leaves.reshape(self.n_trees // self.per_iteration, self.per_iteration, n_rows)
+        terms = np.empty((n_rows, self.per_iteration, per_tree.shape[0] + 1))
+        terms[:, :, 0] = self.baseline
+        terms[:, :, 1:] = per_tree.transpose(2, 1, 0)
+        return self.outputs(np.cumsum(terms, axis=2)[:, :, -1])
 
 
 def routing_tree(roots: npt.NDArray[np.int64], column: int, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
@@ -100,32 +113,40 @@ def routing_tree(roots: npt.NDArray[np.int64], column: int, dtype: np.dtype[Any]
     return router
 
 
-def compile_model(estimator: Any, check_rows: Rows) -> Callable[[Rows], Rows] | None:
-    """A predictor equal to ``estimator.predict`` on ``check_rows``, or ``None`` if none can be built.
+def compile_model(
+    estimator: Any, check_rows: Rows, task: Task = "regression"
+) -> Callable[[Rows], Rows] | None:
+    """A predictor equal to scikit-learn's on ``check_rows``, or ``None`` if none can be built.
 
-    The walker and the tree arrays are scikit-learn's private parts: if a new release changes them,
-    building or checking the predictor fails. The service then predicts with scikit-learn, which is
-    slower but right, and one warning line of the service log names the cause.
+    It computes what the service serves: ``predict`` for a regression, ``predict_proba`` for a
+    classification. The walker and the tree arrays are scikit-learn's private parts: if a new release
+    changes them, building or checking the predictor fails. The service then predicts with
+    scikit-learn, which is slower but right, and one line of the service log names the cause (a
+    warning for a failure, info for a model this module does not cover).
     """
     try:
-        return _compile(estimator, check_rows)
+        return _compile(estimator, check_rows, task)
     except Exception as error:  # noqa: BLE001 - any failure here leaves scikit-learn's own predict
         _log_fallback(f"{type(error).__name__}: {error}")
         return None
 
 
-def _compile(estimator: Any, check_rows: Rows) -> Callable[[Rows], Rows] | None:
+def _compile(estimator: Any, check_rows: Rows, task: Task) -> Callable[[Rows], Rows] | None:
     steps = list(getattr(estimator, "steps", [("model", estimator)]))
     final = steps[-1][1]
-    if (
-        type(final).__name__ != "HistGradientBoostingRegressor"
-        or getattr(final, "n_trees_per_iteration_", 1) != 1
-    ):
+    kind = type(final).__name__
+    if kind not in COVERED:
+        _not_covered(f"{kind} is not a HistGradientBoosting model")
+        return None
+    if (task == "classification") != (kind == "HistGradientBoostingClassifier"):
+        _not_covered(f"{kind} does not serve a {task} contract")
         return None
     if bool(getattr(final, "is_categorical_", None) is not None and np.any(final.is_categorical_)):
+        _not_covered("categorical features are not covered")
         return None
     transforms = [_transform(step) for _, step in steps[:-1]]
     if any(transform is None for transform in transforms):
+        _not_covered("a pipeline step has no transform")
         return None
     trees = CompiledTrees(final)
     chain = [transform for transform in transforms if transform is not None]
@@ -135,11 +156,20 @@ def _compile(estimator: Any, check_rows: Rows) -> Callable[[Rows], Rows] | None:
             rows = transform(rows)
         return trees.predict(rows)
 
-    expected = np.asarray(estimator.predict(check_rows), dtype=np.float64).reshape(-1)
+    sklearn = estimator.predict_proba if task == "classification" else estimator.predict
+    expected = np.asarray(sklearn(check_rows), dtype=np.float64)
+    if task == "regression":
+        expected = expected.reshape(-1)
     if not np.array_equal(predict(check_rows), expected):
         _log_fallback(f"its predictions differ from scikit-learn's on {len(check_rows)} check rows")
         return None
     return predict
+
+
+def _not_covered(cause: str) -> None:
+    logging.getLogger(LOGGER_NAME).info(
+        "compiled predictor not built, predicting with scikit-learn", extra={"cause": cause}
+    )
 
 
 def _log_fallback(cause: str) -> None:

@@ -8,19 +8,30 @@ storage mode at import time.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
-    from prometheus_client.metrics import Counter, Gauge, Histogram
+    from prometheus_client.metrics import Counter as CounterMetric
+    from prometheus_client.metrics import Gauge, Histogram
 
+# Every metric name starts with this: renaming the product's metrics is this one line.
+METRIC_PREFIX = "housing_"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-# Units of $100k; the training target is capped at 5.00001.
+# Regression outputs; they suit the housing example's target ($100k, capped at 5.00001), which the
+# chart's prediction-shift analysis was sized on.
 VALUE_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
+# Classification: the top-class probability.
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 class ServiceMetrics:
     """The ``housing_*`` metrics of docs/architecture.md, bound to one model.
+
+    Both tasks count rows in ``predictions_total``; a regressor's values go to ``prediction_value``,
+    a classifier's labels to ``predicted_class_total`` and its top-class probability to
+    ``prediction_confidence``.
 
     No label may share a name with a target label the prometheus-operator attaches (``endpoint``,
     ``namespace``, ``service``, ``pod``, ``container``, ``job``, ``instance``, ``node``): a Prometheus
@@ -31,7 +42,8 @@ class ServiceMetrics:
     def __init__(
         self, model_name: str, model_version: str, run_id: str, registry: CollectorRegistry | None
     ) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
+        from prometheus_client import Counter as CounterMetric
+        from prometheus_client import Gauge, Histogram
 
         model = ["model_name", "model_version"]
         # Under BentoML each worker writes its own files; gauges keep the newest live value.
@@ -40,57 +52,70 @@ class ServiceMetrics:
         )
         self.model_labels = {"model_name": model_name, "model_version": model_version}
         self._children: dict[tuple[Any, ...], Any] = {}
-        self.http_requests: Counter = Counter(
-            "housing_http_requests_total",
+        self.http_requests: CounterMetric = CounterMetric(
+            METRIC_PREFIX + "http_requests_total",
             "HTTP requests to the prediction API.",
             [*model, "route", "status_code"],
             registry=registry,
         )
         self.http_duration: Histogram = Histogram(
-            "housing_http_request_duration_seconds",
+            METRIC_PREFIX + "http_request_duration_seconds",
             "Time to answer a prediction API request.",
             [*model, "route"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.predictions: Counter = Counter(
-            "housing_predictions_total", "Rows predicted.", [*model, "route"], registry=registry
+        self.predictions: CounterMetric = CounterMetric(
+            METRIC_PREFIX + "predictions_total", "Rows predicted.", [*model, "route"], registry=registry
         )
         self.prediction_value: Histogram = Histogram(
-            "housing_prediction_value",
-            "Predicted values, in $100,000.",
+            METRIC_PREFIX + "prediction_value",
+            "Predicted values (regression).",
             model,
             buckets=VALUE_BUCKETS,
             registry=registry,
         )
-        self.out_of_range: Counter = Counter(
-            "housing_input_out_of_range_total",
+        self.predicted_class: CounterMetric = CounterMetric(
+            METRIC_PREFIX + "predicted_class_total",
+            "Rows answered per class label (classification).",
+            [*model, "route", "class"],
+            registry=registry,
+        )
+        self.prediction_confidence: Histogram = Histogram(
+            METRIC_PREFIX + "prediction_confidence",
+            "Probability of the predicted class (classification).",
+            model,
+            buckets=CONFIDENCE_BUCKETS,
+            registry=registry,
+        )
+        self.out_of_range: CounterMetric = CounterMetric(
+            METRIC_PREFIX + "input_out_of_range_total",
             "Input values outside the training range (accepted, flagged).",
             [*model, "feature"],
             registry=registry,
         )
         self.drift_psi: Gauge = Gauge(
-            "housing_feature_drift_psi",
+            METRIC_PREFIX + "feature_drift_psi",
             "Population stability index of recent inputs vs the training data.",
             [*model, "feature"],
             registry=registry,
             **gauge_mode,  # type: ignore[arg-type]
         )
         self.model_info: Gauge = Gauge(
-            "housing_model_info",
+            METRIC_PREFIX + "model_info",
             "The model this process serves (always 1).",
             [*model, "run_id"],
             registry=registry,
             **gauge_mode,  # type: ignore[arg-type]
         )
-        self.log_dropped: Counter = Counter(
-            "housing_prediction_log_dropped_total",
+        self.log_dropped: CounterMetric = CounterMetric(
+            METRIC_PREFIX + "prediction_log_dropped_total",
             "Prediction-log records dropped because the sink was full or failing.",
             [*model, "sink"],
             registry=registry,
         )
-        self.shed: Counter = Counter(
-            "housing_requests_shed_total",
+        self.shed: CounterMetric = CounterMetric(
+            METRIC_PREFIX + "requests_shed_total",
             "Requests refused with 503 to protect latency.",
             [*model, "reason"],
             registry=registry,
@@ -98,10 +123,20 @@ class ServiceMetrics:
         self.model_info.labels(**self.model_labels, run_id=run_id).set(1)
 
     def observe_predictions(self, route: str, values: list[float]) -> None:
+        """A regressor's answers: rows counted, values observed."""
         self._child(self.predictions, route=route).inc(len(values))
         histogram = self._child(self.prediction_value)
         for value in values:
             histogram.observe(value)
+
+    def observe_classes(self, route: str, labels: list[str], confidences: list[float]) -> None:
+        """A classifier's answers: rows counted, per label, and each top-class probability observed."""
+        self._child(self.predictions, route=route).inc(len(labels))
+        for label, count in Counter(labels).items():
+            self._child(self.predicted_class, route=route, **{"class": label}).inc(count)
+        histogram = self._child(self.prediction_confidence)
+        for confidence in confidences:
+            histogram.observe(confidence)
 
     def observe_request(self, route: str, status_code: int, seconds: float) -> None:
         self._child(self.http_requests, route=route, status_code=str(status_code)).inc()

@@ -13,10 +13,17 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics, GoldenSet
+from contracts.artifacts import (
+    CONTRACT_FILE,
+    FEATURE_STATS_FILE,
+    GOLDEN_SET_FILE,
+    FeatureStatistics,
+    GoldenSet,
+)
+from contracts.model import ModelContract
 from contracts.modelio import ModelLoadError, load_sklearn_model
 from service.compiled import compile_model
-from service.schemas import FEATURES
+from service.tasks import Outputs, ServedTask, served_task
 
 Artifact = TypeVar("Artifact")
 # Up to this many rows the compiled predictor beats scikit-learn and is short enough to run on the
@@ -27,7 +34,7 @@ COMPILED_MAX_ROWS = 32
 CHECK_ROWS = 512
 
 
-class Regressor(Protocol):
+class Estimator(Protocol):
     def predict(self, X: Any) -> Any: ...  # noqa: N803 - scikit-learn's argument name
 
 
@@ -56,16 +63,26 @@ class ModelInfo:
         )
 
 
+Predictor = Callable[[npt.NDArray[np.float64]], Outputs]
+
+
 @dataclass
 class LoadedModel:
-    """Estimator plus feature statistics and golden set; predicts float64 rows in ``feature_names`` order."""
+    """Estimator plus its contract, feature statistics and golden set.
+
+    Predicts float64 rows in ``feature_names`` order: a value per row (regression) or one probability
+    per class and row, in the contract's label order (classification).
+    """
 
     info: ModelInfo
-    estimator: Regressor
+    estimator: Estimator
+    contract: ModelContract
+    task: ServedTask
     stats: FeatureStatistics
     golden: GoldenSet
     feature_names: list[str]
-    compiled: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]] | None = None
+    sklearn: Predictor
+    compiled: Predictor | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -77,16 +94,16 @@ class LoadedModel:
         """Largest request answered by the compiled predictor (cheap enough to run on the event loop)."""
         return COMPILED_MAX_ROWS if self.compiled is not None else 0
 
-    def predict(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    def predict(self, rows: npt.NDArray[np.float64]) -> Outputs:
         if self.compiled is not None and rows.shape[0] <= COMPILED_MAX_ROWS:
             return self.compiled(rows)
-        return np.asarray(self.estimator.predict(rows), dtype=np.float64).reshape(-1)
+        return self.sklearn(rows)
 
     def golden_error(self) -> float:
-        """Largest absolute difference between the golden predictions and this process's."""
+        """Largest absolute difference between the golden outputs and this process's (a wrong label: inf)."""
         order = [self.golden.feature_names.index(name) for name in self.feature_names]
         rows = np.asarray(self.golden.rows, dtype=np.float64)[:, order]
-        return float(np.max(np.abs(self.predict(rows) - np.asarray(self.golden.predictions))))
+        return self.task.golden_error(self.predict(rows), self.golden)
 
     def feature_importances(self) -> dict[str, float] | None:
         final = _final_step(self.estimator)
@@ -105,22 +122,47 @@ class LoadedModel:
 def load_model_dir(path: Path, info: ModelInfo) -> LoadedModel:
     """Load a model directory as written by ``service.packaging`` (skops file + artifacts).
 
-    Raises :class:`ModelLoadError` with a one-line message naming the file at fault.
+    The contract says what the API serves; the model, the statistics and the golden set must agree
+    with it. Raises :class:`ModelLoadError` with a one-line message naming the file at fault.
     """
+    contract = read_contract(path)
     # The project's skops allow-list, not the model's own record of it: a crafted model could trust anything.
-    estimator: Regressor = load_sklearn_model(path)
+    estimator: Estimator = load_sklearn_model(path)
     stats = _read_artifact(FeatureStatistics.read, path / FEATURE_STATS_FILE)
     golden = _read_artifact(GoldenSet.read, path / GOLDEN_SET_FILE)
     names = getattr(estimator, "feature_names_in_", None)
-    feature_names = [str(n) for n in names] if names is not None else stats.feature_names
-    if sorted(feature_names) != sorted(FEATURES):
-        raise ModelLoadError(f"{path} expects features {feature_names}, the API serves {list(FEATURES)}")
+    feature_names = [str(n) for n in names] if names is not None else contract.feature_names
+    served = contract.feature_names
+    if sorted(feature_names) != sorted(served):
+        raise ModelLoadError(f"{path} expects features {feature_names}, its contract serves {served}")
+    missing = sorted(set(served) - set(stats.feature_names))
+    if missing:
+        raise ModelLoadError(f"{path / FEATURE_STATS_FILE} has no statistics of {missing}")
+    if golden.is_classification != (contract.task == "classification"):
+        raise ModelLoadError(f"{path / GOLDEN_SET_FILE} does not fit a {contract.task} model")
+    task = served_task(contract)
+    try:
+        sklearn = task.sklearn_predictor(estimator)
+    except (AttributeError, ValueError) as error:
+        raise ModelLoadError(f"{path} cannot serve its {contract.task} contract: {error}") from error
     _single_job(estimator)
     model = LoadedModel(
-        info=info, estimator=estimator, stats=stats, golden=golden, feature_names=feature_names
+        info=info,
+        estimator=estimator,
+        contract=contract,
+        task=task,
+        stats=stats,
+        golden=golden,
+        feature_names=feature_names,
+        sklearn=sklearn,
     )
-    model.compiled = compile_model(estimator, _check_rows(model))
+    model.compiled = compile_model(estimator, _check_rows(model), contract.task)
     return model
+
+
+def read_contract(path: Path) -> ModelContract:
+    """The model contract of a model directory (``contract.json``)."""
+    return _read_artifact(ModelContract.read, path / CONTRACT_FILE)
 
 
 def _read_artifact(read: Callable[[Path], Artifact], path: Path) -> Artifact:
@@ -159,7 +201,7 @@ def _tune_predict_thread(threads: int) -> None:
     sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
 
 
-def _single_job(estimator: Regressor) -> None:
+def _single_job(estimator: Estimator) -> None:
     """joblib workers cost far more than one small prediction (RandomForest: ~10 ms per row)."""
     set_params = getattr(estimator, "set_params", None)
     get_params = getattr(estimator, "get_params", None)
@@ -171,6 +213,6 @@ def _single_job(estimator: Regressor) -> None:
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 
-def _final_step(estimator: Regressor) -> Any:
+def _final_step(estimator: Estimator) -> Any:
     steps = getattr(estimator, "steps", None)
     return steps[-1][1] if steps else estimator

@@ -1,7 +1,7 @@
 """``housing build``: registered MLflow model -> BentoML model store -> Bento.
 
-The model, its feature statistics and its golden set are copied into the BentoML model store,
-so the Bento carries everything the service needs and never calls the MLflow server.
+The model, its contract, its feature statistics and its golden set are copied into the BentoML
+model store, so the Bento carries everything the service needs and never calls the MLflow server.
 """
 
 from __future__ import annotations
@@ -18,8 +18,16 @@ from typing import Any
 
 import yaml
 
-from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, FeatureStatistics, GoldenSet
+from contracts.artifacts import (
+    CONTRACT_FILE,
+    FEATURE_STATS_FILE,
+    GOLDEN_SET_FILE,
+    Artifact,
+    FeatureStatistics,
+    GoldenSet,
+)
 from contracts.errors import ProductError
+from contracts.model import ModelContract
 from contracts.modelio import SKOPS_FILE, ModelLoadError
 from service.config import ServiceSettings
 from service.model import ModelInfo, load_model_dir
@@ -27,6 +35,12 @@ from service.model import ModelInfo, load_model_dir
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BENTOFILE = PROJECT_ROOT / "bentofile.yaml"
 MODEL_ARTIFACT_DIR = "model"
+# The run's artifacts the service needs beside the model, each validated when it is staged.
+ARTIFACTS: dict[str, type[Artifact]] = {
+    CONTRACT_FILE: ModelContract,
+    FEATURE_STATS_FILE: FeatureStatistics,
+    GOLDEN_SET_FILE: GoldenSet,
+}
 
 
 class PackagingError(ProductError):
@@ -90,7 +104,7 @@ def import_model(resolved: ResolvedModel, tracking_uri: str | None) -> str:
             },
             metadata=metadata,
         ) as bento_model:
-            for name in (SKOPS_FILE, FEATURE_STATS_FILE, GOLDEN_SET_FILE):
+            for name in (SKOPS_FILE, *ARTIFACTS):
                 shutil.copy2(staged.path / name, Path(bento_model.path) / name)
         return str(bento_model.tag)
 
@@ -147,7 +161,7 @@ def _stage(resolved: ResolvedModel, tracking_uri: str | None, scratch: Path) -> 
             f" ({flavor.get('serialization_format')}); only the safe skops format is served"
         )
     shutil.copy2(model_dir / str(flavor["pickled_model"]), bundle / SKOPS_FILE)
-    for name, schema in ((FEATURE_STATS_FILE, FeatureStatistics), (GOLDEN_SET_FILE, GoldenSet)):
+    for name, schema in ARTIFACTS.items():
         try:
             downloaded = mlflow.artifacts.download_artifacts(
                 run_id=resolved.run_id, artifact_path=name, dst_path=str(scratch), tracking_uri=tracking_uri

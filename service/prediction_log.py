@@ -15,7 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.tasks import Answers
 
 DB_SINK = "database"
 TABLE_NAME = "prediction_log"
@@ -29,8 +32,11 @@ class PredictionRecord:
     model_version: str
     endpoint: str
     row: int
-    prediction: float
     inputs: dict[str, float]
+    # Regression: the value; classification: the label and the class probabilities.
+    prediction: float | None = None
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
 
 
 class DatabaseSink:
@@ -115,7 +121,9 @@ class DatabaseSink:
                 sa.Column("model_name", sa.String(200), nullable=False),
                 sa.Column("model_version", sa.String(50), nullable=False),
                 sa.Column("endpoint", sa.String(50), nullable=False),
-                sa.Column("prediction", sa.Float, nullable=False),
+                sa.Column("prediction", sa.Float, nullable=True),
+                sa.Column("label", sa.String(200), nullable=True),
+                sa.Column("probabilities", sa.JSON, nullable=True),
                 sa.Column("inputs", sa.JSON, nullable=False),
             )
             metadata.create_all(self._engine)
@@ -124,7 +132,8 @@ class DatabaseSink:
 
 
 def _row(record: PredictionRecord) -> dict[str, Any]:
-    return asdict(record)
+    # Only the task's own columns: a table made before classification existed still takes regressions.
+    return {key: value for key, value in asdict(record).items() if value is not None}
 
 
 class PredictionLog:
@@ -155,7 +164,7 @@ class PredictionLog:
         timestamp: datetime,
         latency_ms: float,
         rows: list[list[float]],
-        predictions: list[float],
+        answers: Answers,
     ) -> None:
         if self._enabled:
             fields: dict[str, Any] = {
@@ -166,10 +175,10 @@ class PredictionLog:
             }
             if self._sample_rate > 0 and random.random() < self._sample_rate:  # noqa: S311 - sampling, not crypto
                 fields["inputs"] = [self._named(row) for row in rows]
-                fields["outputs"] = predictions
+                fields.update(answers.logged())
             self._logger.info("prediction", extra=fields)
         if self._sink is not None:
-            for index, (row, value) in enumerate(zip(rows, predictions, strict=True)):
+            for index, (row, outputs) in enumerate(zip(rows, answers.rows(), strict=True)):
                 self._sink.offer(
                     PredictionRecord(
                         prediction_id=prediction_id,
@@ -178,8 +187,8 @@ class PredictionLog:
                         model_version=self._model_version,
                         endpoint=endpoint,
                         row=index,
-                        prediction=value,
                         inputs=self._named(row),
+                        **outputs,
                     )
                 )
 

@@ -1,46 +1,27 @@
-"""BentoML service predicting California house prices (``bentoml serve service.service:HousingService``).
+"""BentoML service serving one tabular scikit-learn model (``bentoml serve service.service:HousingService``).
 
-The prediction API is a FastAPI app mounted on the BentoML service, so that every client
-mistake gets the structured 4xx body of docs/architecture.md, and it serves /metrics; BentoML
-provides /livez, /readyz (via ``__is_ready__``) and the server. The model, its feature statistics
-and its golden set come from the BentoML model store (a Bento pins its model), so serving
-never needs the MLflow server.
+The prediction API is a FastAPI app (:mod:`service.app`) mounted on the BentoML service, so that
+every client mistake gets the structured 4xx body of docs/architecture.md, and it serves /metrics;
+BentoML provides /livez, /readyz (via ``__is_ready__``) and the server. The model, its contract,
+feature statistics and golden set come from the BentoML model store (a Bento pins its model), so
+serving never needs the MLflow server. The app's request and response models are built from the
+contract when this module is imported, so OpenAPI and /docs show the served model's fields.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import logging
-import time
-from collections.abc import Awaitable, Callable
-from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
 
 import bentoml
-from fastapi import FastAPI, Request
-from pydantic import BaseModel
-from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
+from contracts.model import ModelContract
 from contracts.modelio import ModelLoadError
 from service.api import PredictionAPI
+from service.app import build_app
 from service.config import ServiceSettings
-from service.errors import InternalError, ModelUnavailableError, error_response
-from service.exchange import Exchange
-from service.logs import LOGGER_NAME, configure_logger
-from service.metrics import exposition
-from service.model import ModelInfo, load_model_dir
-from service.schemas import (
-    BatchRequest,
-    BatchResponse,
-    ErrorBody,
-    HouseFeatures,
-    ModelCard,
-    PredictionResponse,
-)
+from service.logs import configure_logger
+from service.model import ModelInfo, load_model_dir, read_contract
 
 
 def _model_tag() -> str:
@@ -49,112 +30,19 @@ def _model_tag() -> str:
     return str(arguments.get("model_tag") or ServiceSettings().model_tag)
 
 
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI request body for endpoints that parse their JSON themselves, with nested models inlined."""
-    schema = model.model_json_schema()
-    definitions = schema.pop("$defs", {})
-    for prop in schema.get("properties", {}).values():
-        reference = prop.get("items", {}).get("$ref", "")
-        if reference:
-            prop["items"] = definitions[reference.rsplit("/", 1)[-1]]
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+def _served_contract(tag: str) -> ModelContract | None:
+    """The contract of the model in the store, read at import so the app documents its fields.
 
-
-# Label of every request to a path the app does not serve (answered 404 by FastAPI).
-UNMATCHED_ROUTE = "unmatched"
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": description}
-    for code, description in {
-        400: "Body is not valid JSON.",
-        413: "Body too large.",
-        415: "Body not sent as application/json.",
-        422: "Input breaks a hard limit; details name field, constraint and value.",
-        500: "Unexpected fault, logged with its traceback.",
-        503: "Overloaded or timed out; retry later.",
-    }.items()
-}
-
-
-class HousingApp(FastAPI):
-    """FastAPI app that counts every response and answers every unexpected fault with a structured 500.
-
-    Every HTTP request that reaches this app (all paths but BentoML's own /livez and /readyz) is
-    counted once in ``housing_http_requests_total``, under its route's path or ``UNMATCHED_ROUTE``
-    for paths the app does not serve. An exception escaping a handler is logged once with its
-    traceback and answered with the structured 500 at once: left to BentoML, the client waited for
-    its 30 s traffic timeout and the log had no traceback. An answer given before the request body
-    was read waits until the rest is read (bounded, see ``service.exchange``), so that every client
-    receives it.
-
-    The routes stay declared below (OpenAPI, /docs, BentoML's merged spec), but POSTs to the
-    prediction routes go straight to their handler: routing, FastAPI's middleware layers and
-    dependency solving took a quarter of the CPU of a one-row prediction. The handlers answer every
-    client error themselves.
+    ``None`` when it cannot be read: the worker then fails to load the model too, logs why and is
+    never ready.
     """
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
-            return
-        started = time.perf_counter()
-        api = _api()
-        settings = api.settings if api is not None else _settings()
-        exchange = Exchange(scope, receive, send, settings.drain_max_bytes, settings.drain_seconds)
-        try:
-            await self._route(scope, exchange.receive, exchange.send)
-        except Exception:
-            logging.getLogger(LOGGER_NAME).exception(
-                "unexpected error", extra={"method": scope["method"], "path": scope["path"]}
-            )
-            # Starlette has already answered for FastAPI's routes (see _on_unexpected).
-            if not exchange.status:
-                await _internal_error()(scope, exchange.receive, exchange.send)
-        if api is not None:
-            route = self._route_label(scope["path"])
-            api.metrics.observe_request(route, exchange.status, time.perf_counter() - started)
-
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] == "POST":
-            handler = FAST_ROUTES.get(scope["path"])
-            if handler is not None:
-                response = await handler(Request(scope, receive))
-                await response(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
-
-    def _route_label(self, path: str) -> str:
-        # Unknown paths share one label: a label per path anyone may request would grow without bound.
-        return path if path in self._paths else UNMATCHED_ROUTE
-
-    @cached_property
-    def _paths(self) -> frozenset[str]:
-        return frozenset(route.path for route in self.routes if isinstance(route, Route))
-
-
-@cache
-def _settings() -> ServiceSettings:
-    """Settings of a worker without a model (one with a model uses its API's)."""
-    return ServiceSettings()
-
-
-def _internal_error() -> Response:
-    return error_response(InternalError("unexpected error while answering the request; it is logged"))
-
-
-async def _on_unexpected(request: Request, error: Exception) -> Response:
-    """FastAPI's handler of unexpected exceptions: Starlette sends its response, then re-raises."""
-    return _internal_error()
-
-
-app = HousingApp(
-    title="California Housing price prediction",
-    description="Predicts median house values of California block groups.",
-    version="1",
-    docs_url="/docs",
-    openapi_url="/openapi.json",
-    redoc_url=None,
-    exception_handlers={Exception: _on_unexpected},
-)
+    stored = bentoml.models.BentoModel(tag).stored
+    if stored is None:
+        return None
+    try:
+        return read_contract(Path(stored.path))
+    except ModelLoadError:
+        return None
 
 
 def _api() -> PredictionAPI | None:
@@ -164,58 +52,8 @@ def _api() -> PredictionAPI | None:
     return api
 
 
-def _unavailable() -> Response:
-    return error_response(ModelUnavailableError("no model loaded, see the service log"))
-
-
-@app.post(
-    "/predict",
-    response_model=PredictionResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_json_body(HouseFeatures),
-    summary="Predict one district",
-)
-async def predict(request: Request) -> Response:
-    api = _api()
-    return _unavailable() if api is None else await api.predict(request)
-
-
-@app.post(
-    "/predict/batch",
-    response_model=BatchResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_json_body(BatchRequest),
-    summary="Predict up to HOUSING_SERVICE_MAX_BATCH_ROWS districts",
-)
-async def predict_batch(request: Request) -> Response:
-    api = _api()
-    return _unavailable() if api is None else await api.predict_batch(request)
-
-
-FAST_ROUTES: dict[str, Callable[[Request], Awaitable[Response]]] = {
-    "/predict": predict,
-    "/predict/batch": predict_batch,
-}
-
-
-@app.get(
-    "/model",
-    response_model=ModelCard,
-    responses={503: ERROR_RESPONSES[503]},
-    summary="Model card of the served model",
-)
-async def model_card() -> Response:
-    api = _api()
-    if api is None:
-        return _unavailable()
-    return Response(api.model_card().model_dump_json(), media_type="application/json")
-
-
-@app.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    """Prometheus scrape: the housing_* metrics of every worker (reading files; off the event loop)."""
-    body, content_type = await asyncio.to_thread(exposition)
-    return Response(body, media_type=content_type)
+MODEL_TAG = _model_tag()
+app = build_app(_served_contract(MODEL_TAG), _api)
 
 
 @bentoml.service(
@@ -234,7 +72,7 @@ async def metrics() -> Response:
 )
 @bentoml.asgi_app(app, path="/")
 class HousingService:
-    bento_model = bentoml.models.BentoModel(_model_tag())
+    bento_model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
         settings = ServiceSettings()

@@ -21,6 +21,7 @@ SUITE_OF_FOLDER = {"unit": "unit", "integration": "integration", "e2e": "e2e", "
 SHARED_SESSION_FIXTURES = {
     "base_images": "e2e-images",  # tests/e2e/conftest.py: podman's store, tags and pod names are shared
     "registered_model": "service-model",  # bento_tag, served, ... build on it
+    "iris_registered_model": "service-iris-model",  # tests/integration/service/test_iris_service.py
     "model": "reliability-model",  # tests/integration/reliability/conftest.py
     "mlflow_url": "mlflow-server",
 }

@@ -24,5 +24,10 @@ def derive_contract(example: Example, features: list[str], target: str, split: S
         if unseen:
             raise DataError(f"labels {unseen} appear in validation/test rows but not in the training rows")
     return ModelContract(
-        example=example.spec.name, task=example.spec.task, features=specs, target=target, class_labels=labels
+        example=example.spec.name,
+        task=example.spec.task,
+        features=specs,
+        target=target,
+        description=example.spec.description,
+        class_labels=labels,
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from contracts.artifacts import FEATURE_STATS_FILE, GOLDEN_SET_FILE, GoldenSet
+from contracts.artifacts import CONTRACT_FILE, FEATURE_STATS_FILE, GOLDEN_SET_FILE, GoldenSet
 from load.config import DEFAULT_PAYLOADS_FILE
 from tests.integration.service.conftest import (
     FEATURES,
@@ -31,6 +31,7 @@ from tests.integration.service.conftest import (
     Server,
     feature_statistics,
     free_port,
+    housing_contract,
     housing_features,
     server_home,
     service_env,
@@ -110,6 +111,7 @@ def register_versions(root: Path, shifts: dict[str, float]) -> ModelVersions:
                 scratch.mkdir(parents=True)
                 mlflow.log_artifact(str(feature_statistics(train).write(scratch / FEATURE_STATS_FILE)))
                 mlflow.log_artifact(str(golden.write(scratch / GOLDEN_SET_FILE)))
+                mlflow.log_artifact(str(housing_contract().write(scratch / CONTRACT_FILE)))
             versions[role] = str(info.registered_model_version)
     finally:
         mlflow.set_tracking_uri(None)

@@ -1,10 +1,13 @@
-"""A tiny registered MLflow model, a Bento built from it, and a real `bentoml serve` of that Bento.
+"""Tiny registered MLflow models, Bentos built from them, and a real `bentoml serve` of a Bento.
 
-Everything is session-scoped: the Bento is built once and served once per test session.
+A housing regressor logged by hand (``registered_model``) and an Iris classifier trained by
+``housing train --example iris`` (``iris_registered_model``). Everything is session-scoped: a Bento
+is built once and served once per test session.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -23,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.artifacts import (
+    CONTRACT_FILE,
     FEATURE_STATS_FILE,
     GOLDEN_SET_FILE,
     QUANTILES,
@@ -31,6 +35,7 @@ from contracts.artifacts import (
     GoldenSet,
     Histogram,
 )
+from contracts.model import ModelContract
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DATA_PATH = PROJECT_ROOT.parent / "shared" / "data" / "cal_housing.csv.gz"
@@ -80,6 +85,21 @@ def feature_statistics(frame: pd.DataFrame, bins: int = 10) -> FeatureStatistics
             )
         )
     return FeatureStatistics(n_rows=len(frame), features=summaries, target="MedHouseVal")
+
+
+def housing_contract() -> ModelContract:
+    """The contract training derives for the housing example: its features, bounds and target."""
+    from contracts.examples import load_example
+
+    spec = load_example("housing").spec
+    assert spec.feature_names == FEATURES
+    return ModelContract(
+        example=spec.name,
+        task=spec.task,
+        features=spec.features,
+        target="MedHouseVal",
+        description=spec.description,
+    )
 
 
 @dataclass(frozen=True)
@@ -132,10 +152,56 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> RegisteredMode
         scratch.mkdir()
         mlflow.log_artifact(str(feature_statistics(train).write(scratch / FEATURE_STATS_FILE)))
         mlflow.log_artifact(str(golden.write(scratch / GOLDEN_SET_FILE)))
+        mlflow.log_artifact(str(housing_contract().write(scratch / CONTRACT_FILE)))
     version = client.search_model_versions(f"name='{MODEL_NAME}'")[0].version
     client.set_registered_model_alias(MODEL_NAME, "production", version)
     mlflow.set_tracking_uri(None)
     return RegisteredModel(tracking_uri, MODEL_NAME, str(version), run.info.run_id, test)
+
+
+IRIS_MODEL_NAME = "iris-species"
+# One small candidate: the compiled classifier path is what the served Iris model then exercises.
+IRIS_CANDIDATES = {
+    "small_hgb": {
+        "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+        "params": {"max_iter": 20, "max_leaf_nodes": 7},
+    }
+}
+
+
+@dataclass(frozen=True)
+class IrisModel:
+    tracking_uri: str
+    name: str
+    version: str
+
+
+@pytest.fixture(scope="session")
+def iris_registered_model(tmp_path_factory: pytest.TempPathFactory) -> IrisModel:
+    """`housing train --example iris` into a sqlite MLflow store: version 1, alias production."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    root = tmp_path_factory.mktemp("mlflow-iris")
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    params = yaml.safe_load((PROJECT_ROOT / "examples" / "iris" / "params.yaml").read_text(encoding="utf-8"))
+    params["candidates"] = IRIS_CANDIDATES
+    params["promotion"]["bootstrap_samples"] = 200
+    params_file = root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params), encoding="utf-8")
+    # CliRunner applies env over os.environ: None unsets (HOUSING_DATA_PATH would replace Iris's data).
+    unset: dict[str, str | None] = {key: None for key in os.environ if key.startswith("HOUSING_")}
+    env = unset | {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "HOUSING_PARAMS_FILE": str(params_file),
+        "HOUSING_ARTIFACT_ROOT": str(root / "artifacts"),
+    }
+    result = CliRunner().invoke(app, ["train", "--example", "iris", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    version = str(json.loads(result.stdout)["version"])
+    return IrisModel(tracking_uri, IRIS_MODEL_NAME, version)
 
 
 @pytest.fixture(scope="session")

@@ -149,10 +149,6 @@ def test_iris_pipeline_leaves_a_production_version(iris_settings: TrainingSettin
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the service serves classifiers once branch classify merges (CONTRACT3); remove this mark then",
-)
 def test_the_whole_iris_pipeline_serves_predicts_and_load_tests(tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOUSING_")} | {

@@ -1,5 +1,5 @@
 """Hand-made feature statistics with round numbers, so expected results can be worked out by hand;
-a small model directory as ``service.packaging`` writes it."""
+small model directories (a housing regressor, an Iris classifier) as ``service.packaging`` writes them."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import skops.io
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from contracts.artifacts import (
+    CONTRACT_FILE,
     FEATURE_STATS_FILE,
     GOLDEN_SET_FILE,
     QUANTILES,
@@ -24,10 +25,31 @@ from contracts.artifacts import (
     GoldenSet,
     Histogram,
 )
+from contracts.examples import load_example
+from contracts.model import ModelContract
 from contracts.modelio import SKOPS_FILE
 from service.logs import JsonFormatter, configure_logger
 from service.model import ModelInfo
-from service.schemas import FEATURES
+from training.stats import feature_statistics
+
+
+def example_contract(name: str, target: str, class_labels: list[str] | None = None) -> ModelContract:
+    """The contract training derives for a bundled example: its declared features and limits."""
+    spec = load_example(name).spec
+    return ModelContract(
+        example=spec.name,
+        task=spec.task,
+        features=spec.features,
+        target=target,
+        description=spec.description,
+        class_labels=class_labels or [],
+    )
+
+
+HOUSING = example_contract("housing", "MedHouseVal")
+FEATURES = HOUSING.feature_names
+IRIS_LABELS = ["setosa", "versicolor", "virginica"]
+IRIS = example_contract("iris", "species", IRIS_LABELS)
 
 INF = float("inf")
 
@@ -63,11 +85,15 @@ RANGES = {
 }
 
 
-@pytest.fixture
-def stats() -> FeatureStatistics:
+def hand_made_stats() -> FeatureStatistics:
     return FeatureStatistics(
         n_rows=1000, features=[summary(name, *RANGES[name]) for name in FEATURES], target="MedHouseVal"
     )
+
+
+@pytest.fixture
+def stats() -> FeatureStatistics:
+    return hand_made_stats()
 
 
 INFO = ModelInfo.from_metadata(
@@ -75,17 +101,49 @@ INFO = ModelInfo.from_metadata(
 )
 
 
-def model_dir(root: Path, stats: FeatureStatistics, columns: list[str]) -> Path:
+def model_dir(
+    root: Path, stats: FeatureStatistics, columns: list[str], contract: ModelContract = HOUSING
+) -> Path:
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.uniform(1, 10, size=(200, len(columns))), columns=columns)
     estimator = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(frame, frame.iloc[:, 0])
     skops.io.dump(estimator, root / SKOPS_FILE)
     stats.write(root / FEATURE_STATS_FILE)
+    contract.write(root / CONTRACT_FILE)
     rows = frame.iloc[:3]
     GoldenSet(
         feature_names=columns,
         rows=rows.to_numpy().tolist(),
         predictions=estimator.predict(rows).tolist(),
+        tolerance=1e-9,
+    ).write(root / GOLDEN_SET_FILE)
+    return root
+
+
+def iris_frame() -> tuple[pd.DataFrame, pd.Series]:
+    """scikit-learn's bundled Iris with the example's column names and the species as labels."""
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris(as_frame=True)
+    frame = bunch.frame.rename(columns=load_example("iris").spec.dataset.rename)
+    labels = frame.pop("species").map(dict(enumerate(bunch.target_names)))
+    return frame[IRIS.feature_names].astype("float64"), labels
+
+
+def iris_model_dir(root: Path, estimator: Any) -> Path:
+    """``estimator`` fitted on Iris, saved with its contract, statistics and golden set."""
+    frame, labels = iris_frame()
+    estimator.fit(frame, labels)
+    skops.io.dump(estimator, root / SKOPS_FILE)
+    feature_statistics(frame, "species").write(root / FEATURE_STATS_FILE)
+    IRIS.write(root / CONTRACT_FILE)
+    rows = frame.iloc[::15]
+    GoldenSet(
+        feature_names=IRIS.feature_names,
+        rows=rows.to_numpy().tolist(),
+        classes=IRIS_LABELS,
+        labels=[str(label) for label in estimator.predict(rows)],
+        probabilities=estimator.predict_proba(rows).tolist(),
         tolerance=1e-9,
     ).write(root / GOLDEN_SET_FILE)
     return root

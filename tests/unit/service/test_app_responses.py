@@ -14,13 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-import service.service
 from contracts.artifacts import FeatureStatistics
 from service.api import PredictionAPI
+from service.app import build_app
 from service.config import ServiceSettings
 from service.model import load_model_dir
-from service.schemas import FEATURES
-from tests.unit.service.conftest import INFO, Lines, model_dir
+from tests.unit.service.conftest import FEATURES, HOUSING, INFO, Lines, model_dir
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 
@@ -34,21 +33,18 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def api(
-    tmp_path: Path, stats: FeatureStatistics, logged: Lines, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[PredictionAPI]:
+def api(tmp_path: Path, stats: FeatureStatistics, logged: Lines) -> Iterator[PredictionAPI]:
     """A worker's prediction API on a small real model, as the app finds it under BentoML."""
     model = load_model_dir(model_dir(tmp_path, stats, list(FEATURES)), INFO)
     settings = ServiceSettings(concurrency_limit=1, max_request_bytes=MAX_BYTES, log_predictions=False)
     prediction_api = PredictionAPI(model, settings, logging.getLogger("housing.service"))
-    monkeypatch.setattr(service.service, "_api", lambda: prediction_api)
     yield prediction_api
     prediction_api.close()
 
 
 @pytest.fixture
 async def http(api: PredictionAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=service.service.app)
+    transport = httpx.ASGITransport(app=build_app(HOUSING, lambda: api))
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
         yield client
 

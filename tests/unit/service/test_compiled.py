@@ -9,8 +9,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-from sklearn.linear_model import Ridge
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
@@ -20,8 +25,7 @@ from service.compiled import compile_model
 from service.config import ServiceSettings
 from service.logs import LOGGER_NAME
 from service.model import load_model_dir
-from service.schemas import FEATURES
-from tests.unit.service.conftest import INFO, Lines, model_dir
+from tests.unit.service.conftest import FEATURES, INFO, Lines, model_dir
 
 pytestmark = pytest.mark.unit
 
@@ -142,3 +146,68 @@ def test_a_failing_compile_falls_back_to_scikit_learn_and_stays_ready(
     assert len(warnings) == 1, logged.lines
     assert warnings[0]["message"] == "compiled predictor not used, predicting with scikit-learn"
     assert cause in warnings[0]["cause"], warnings[0]
+
+
+def classes(x: np.ndarray, n_classes: int) -> np.ndarray:
+    score = 0.5 * x[:, 0] + np.sin(x[:, 6]) + x[:, 3]
+    edges = np.quantile(score, np.linspace(0, 1, n_classes + 1)[1:-1])
+    names: np.ndarray = np.array(["low", "mid", "high", "top"])[np.searchsorted(edges, score)]
+    return names
+
+
+@pytest.mark.parametrize(
+    ("classifier", "n_classes"),
+    [
+        (make_pipeline(StandardScaler(), HistGradientBoostingClassifier(max_iter=40, random_state=0)), 2),
+        (HistGradientBoostingClassifier(max_iter=25, random_state=0), 3),
+        # Four classes, an odd number of iterations of uneven depth: 4 x 13 trees behind the router.
+        (HistGradientBoostingClassifier(max_iter=13, max_depth=7, max_leaf_nodes=None, random_state=0), 4),
+    ],
+    ids=["binary-scaled", "three-classes", "four-classes-deep"],
+)
+def test_compiled_class_probabilities_are_identical(classifier: object, n_classes: int) -> None:
+    x, _ = data(2000, seed=8)
+    classifier.fit(x, classes(x, n_classes))  # type: ignore[attr-defined]
+    check, fresh = data(300, seed=9)[0], data(500, seed=10)[0]
+    predict = compile_model(classifier, check, "classification")
+    assert predict is not None
+    expected = classifier.predict_proba(fresh)  # type: ignore[attr-defined]
+    assert expected.shape == (500, n_classes)
+    assert np.array_equal(predict(fresh), expected)
+    for size in (1, 2, 7):
+        assert np.array_equal(predict(fresh[:size]), expected[:size])
+
+
+@pytest.mark.parametrize(
+    ("model", "task", "cause"),
+    [
+        (make_pipeline(StandardScaler(), LogisticRegression()), "classification", "LogisticRegression"),
+        (RandomForestClassifier(n_estimators=3, random_state=0), "classification", "RandomForestClassifier"),
+        (HistGradientBoostingClassifier(max_iter=3), "regression", "does not serve a regression contract"),
+    ],
+    ids=["logistic", "forest", "classifier-for-a-regression"],
+)
+def test_other_classifiers_are_left_to_scikit_learn_with_the_reason_logged(
+    logged: Lines, model: object, task: str, cause: str
+) -> None:
+    x, _ = data(300, seed=11)
+    model.fit(x, classes(x, 3))  # type: ignore[attr-defined]
+    assert compile_model(model, x[:20], task) is None
+    [line] = [line for line in logged.lines if "compiled predictor" in line["message"]]
+    assert line["level"] == "INFO"
+    assert cause in line["cause"]
+
+
+def test_a_classifier_whose_compiled_probabilities_differ_falls_back(
+    logged: Lines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import compiled
+
+    x, _ = data(500, seed=12)
+    model = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(x, classes(x, 3))
+    original = compiled.CompiledTrees.predict
+    off = 1.0000001
+    monkeypatch.setattr(compiled.CompiledTrees, "predict", lambda self, rows: original(self, rows) * off)
+    assert compile_model(model, x[:50], "classification") is None
+    [line] = [line for line in logged.lines if line["level"] == "WARNING"]
+    assert "differ from scikit-learn's on 50 check rows" in line["cause"]

@@ -20,6 +20,7 @@ def test_every_documented_metric_exists_with_model_labels() -> None:
     metrics = ServiceMetrics("housing-price", "4", "run123", registry=registry)
     metrics.observe_request("/predict", 200, 0.002)
     metrics.observe_predictions("/predict", [1.5, 2.5])
+    metrics.observe_classes("/predict", ["setosa", "virginica", "setosa"], [0.9, 0.55, 0.35])
     metrics.count_out_of_range("MedInc")
     metrics.set_drift({"MedInc": 0.3})
     metrics.count_dropped("database", 2)
@@ -35,7 +36,28 @@ def test_every_documented_metric_exists_with_model_labels() -> None:
         )
     assert 'housing_model_info{model_name="housing-price",model_version="4",run_id="run123"} 1.0' in text
     assert 'housing_prediction_value_count{model_name="housing-price",model_version="4"} 2.0' in text
+    assert 'housing_prediction_confidence_count{model_name="housing-price",model_version="4"} 3.0' in text
+    bucket = 'housing_prediction_confidence_bucket{le="0.5",model_name="housing-price",model_version="4"}'
+    assert f"{bucket} 1.0" in text
+    assert (
+        'housing_predicted_class_total{class="setosa",model_name="housing-price",model_version="4",'
+        'route="/predict"} 2.0'
+    ) in text
+    assert (
+        'housing_predictions_total{model_name="housing-price",model_version="4",route="/predict"} 5.0' in text
+    )
     assert (
         'housing_requests_shed_total{model_name="housing-price",model_version="4",reason="concurrency"} 1.0'
         in text
     )
+
+
+def test_every_name_is_built_from_the_one_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.metrics
+
+    monkeypatch.setattr(service.metrics, "METRIC_PREFIX", "tabular_")
+    registry = CollectorRegistry()
+    ServiceMetrics("iris-species", "1", "run1", registry=registry)
+    names = {family.name for family in registry.collect()}
+    assert names
+    assert all(name.startswith("tabular_") for name in names), names

@@ -11,10 +11,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.logs import JsonFormatter, configure_logger
 from service.prediction_log import TABLE_NAME, DatabaseSink, PredictionLog, PredictionRecord
+from service.tasks import Classification, Regression
 
 pytestmark = pytest.mark.unit
 
@@ -78,7 +80,8 @@ def test_prediction_log_writes_one_json_line_per_request(tmp_path: Path) -> None
     dropped = Dropped()
     sink = DatabaseSink(f"sqlite:///{database}", 100, 10, 0.05, dropped, logger)
     log = PredictionLog(logger, "housing", "7", FEATURES, enabled=True, sample_rate=1.0, sink=sink)
-    log.record("abc", "/predict/batch", datetime.now(UTC), 1.23456, [[1.0, 2.0], [3.0, 4.0]], [0.5, 0.7])
+    answers = Regression().answers(np.array([0.5, 0.7]))
+    log.record("abc", "/predict/batch", datetime.now(UTC), 1.23456, [[1.0, 2.0], [3.0, 4.0]], answers)
     log.close()
     line = json.loads(stream.getvalue().strip())
     assert line["message"] == "prediction"
@@ -91,12 +94,31 @@ def test_prediction_log_writes_one_json_line_per_request(tmp_path: Path) -> None
     assert rows == [("abc", 0, 0.5), ("abc", 1, 0.7)]
 
 
+def test_a_classifier_logs_labels_and_probabilities(tmp_path: Path) -> None:
+    logger = configure_logger("iris", "2", "json", "INFO")
+    stream = io.StringIO()
+    logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    database = tmp_path / "log.db"
+    sink = DatabaseSink(f"sqlite:///{database}", 100, 10, 0.05, Dropped(), logger)
+    log = PredictionLog(logger, "iris", "2", FEATURES, enabled=True, sample_rate=1.0, sink=sink)
+    answers = Classification(("a", "b")).answers(np.array([[0.25, 0.75], [0.875, 0.125]]))
+    log.record("xyz", "/predict/batch", datetime.now(UTC), 1.0, [[1.0, 2.0], [3.0, 4.0]], answers)
+    log.close()
+    line = json.loads(stream.getvalue().strip())
+    assert line["outputs"] == ["b", "a"]
+    assert line["probabilities"] == [{"a": 0.25, "b": 0.75}, {"a": 0.875, "b": 0.125}]
+    with sqlite3.connect(database) as db:
+        query = f"SELECT row, prediction, label, probabilities FROM {TABLE_NAME} ORDER BY row"  # noqa: S608
+        rows = [(row, value, label, json.loads(p)) for row, value, label, p in db.execute(query)]
+    assert rows == [(0, None, "b", {"a": 0.25, "b": 0.75}), (1, None, "a", {"a": 0.875, "b": 0.125})]
+
+
 def test_inputs_are_left_out_when_not_sampled() -> None:
     logger = configure_logger("housing", "7", "json", "INFO")
     stream = io.StringIO()
     logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
     PredictionLog(logger, "housing", "7", FEATURES, enabled=True, sample_rate=0.0, sink=None).record(
-        "abc", "/predict", datetime.now(UTC), 1.0, [[1.0, 2.0]], [0.5]
+        "abc", "/predict", datetime.now(UTC), 1.0, [[1.0, 2.0]], Regression().answers(np.array([0.5]))
     )
     line = json.loads(stream.getvalue())
     assert "inputs" not in line

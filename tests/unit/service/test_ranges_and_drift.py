@@ -10,7 +10,7 @@ import pytest
 from contracts.artifacts import FeatureStatistics
 from service.drift import DriftWindow, population_stability_index
 from service.ranges import RangeChecker
-from service.schemas import FEATURES
+from tests.unit.service.conftest import FEATURES
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Hard limits of the request schemas and the structured error details they produce."""
+"""Hard limits of the request models built from the housing contract, and the structured error details."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from contracts.request import MAX_ROWS_CONTEXT, api_models
 from service.errors import InvalidInputError, InvalidJsonError, from_validation_error
-from service.schemas import MAX_ROWS_CONTEXT, BatchRequest, HouseFeatures, details_from, json_safe
+from service.schemas import details_from, json_safe
+from tests.unit.service.conftest import FEATURES, HOUSING
 
 pytestmark = pytest.mark.unit
+
+MODELS = api_models(HOUSING)
+HouseFeatures = MODELS.row
+BatchRequest = MODELS.batch
 
 ROW: dict[str, Any] = {
     "MedInc": 3.5,
@@ -33,7 +39,8 @@ def errors_of(payload: str, **kwargs: Any) -> list[dict[str, Any]]:
 
 def test_valid_row_keeps_values_and_accepts_integers() -> None:
     features = HouseFeatures.model_validate_json(json.dumps(ROW))
-    assert features.as_row() == [3.5, 25.0, 5.2, 1.05, 1200.0, 2.9, 34.05, -118.25]
+    values = [getattr(features, name) for name in FEATURES]
+    assert values == [3.5, 25.0, 5.2, 1.05, 1200.0, 2.9, 34.05, -118.25]
 
 
 @pytest.mark.parametrize(
@@ -72,9 +79,9 @@ def test_missing_and_extra_fields() -> None:
 
 def test_extra_fields_can_be_allowed_by_configuration() -> None:
     features = HouseFeatures.model_validate_json(json.dumps({**ROW, "Rooms": 3}), extra="ignore")
-    assert features.MedInc == 3.5
+    assert features.MedInc == 3.5  # type: ignore[attr-defined]  # a field of the contract's model
     batch = BatchRequest.model_validate_json(json.dumps({"rows": [{**ROW, "Rooms": 3}]}), extra="ignore")
-    assert len(batch.rows) == 1
+    assert len(batch.rows) == 1  # type: ignore[attr-defined]
 
 
 def test_invalid_json_is_400_with_no_echoed_body() -> None:
@@ -88,7 +95,8 @@ def test_invalid_json_is_400_with_no_echoed_body() -> None:
 
 def test_batch_limits() -> None:
     context = {MAX_ROWS_CONTEXT: 3}
-    assert len(BatchRequest.model_validate_json(json.dumps({"rows": [ROW] * 3}), context=context).rows) == 3
+    three = BatchRequest.model_validate_json(json.dumps({"rows": [ROW] * 3}), context=context)
+    assert len(three.rows) == 3  # type: ignore[attr-defined]
     for rows, constraint in (([ROW] * 4, "value_error"), ([], "too_short")):
         with pytest.raises(ValidationError) as caught:
             BatchRequest.model_validate_json(json.dumps({"rows": rows}), context=context)
@@ -109,3 +117,11 @@ def test_json_safe_keeps_error_bodies_valid_and_small() -> None:
     assert json_safe([1, 2]) == "<list of 2 items>"
     assert len(json_safe("x" * 1000)) == 203
     assert json_safe(2.5) == 2.5
+
+
+def test_rows_are_read_in_the_models_column_order_even_with_one_feature() -> None:
+    from service.api import row_reader
+
+    features = HouseFeatures.model_validate_json(json.dumps(ROW))
+    assert row_reader(["Longitude", "MedInc"])(features) == (-118.25, 3.5)
+    assert row_reader(["HouseAge"])(features) == (25,)

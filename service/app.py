@@ -1,0 +1,208 @@
+"""The prediction API's ASGI app, built for one model contract.
+
+:func:`build_app` takes the request and response models of the served model's contract (so OpenAPI
+and ``/docs`` show its real fields) and a function returning the worker's :class:`PredictionAPI`
+(``None`` while no model is loaded). :mod:`service.service` builds it under BentoML; tests build it
+around a prediction API of their own and call it in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import cache, cached_property
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from contracts.model import ModelContract
+from contracts.request import api_models
+from service.api import PredictionAPI
+from service.config import ServiceSettings
+from service.errors import InternalError, ModelUnavailableError, error_response
+from service.exchange import Exchange
+from service.logs import LOGGER_NAME
+from service.metrics import exposition
+from service.schemas import ErrorBody, ModelCard
+
+# Label of every request to a path the app does not serve (answered 404 by FastAPI).
+UNMATCHED_ROUTE = "unmatched"
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": description}
+    for code, description in {
+        400: "Body is not valid JSON.",
+        413: "Body too large.",
+        415: "Body not sent as application/json.",
+        422: "Input breaks a hard limit; details name field, constraint and value.",
+        500: "Unexpected fault, logged with its traceback.",
+        503: "Overloaded or timed out; retry later.",
+    }.items()
+}
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _json_body(model: type[BaseModel] | None) -> dict[str, Any] | None:
+    """OpenAPI request body for endpoints that parse their JSON themselves, with nested models inlined."""
+    if model is None:
+        return None
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+    for prop in schema.get("properties", {}).values():
+        reference = prop.get("items", {}).get("$ref", "")
+        if reference:
+            prop["items"] = definitions[reference.rsplit("/", 1)[-1]]
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+class HousingApp(FastAPI):
+    """FastAPI app that counts every response and answers every unexpected fault with a structured 500.
+
+    Every HTTP request that reaches this app (all paths but BentoML's own /livez and /readyz) is
+    counted once in ``housing_http_requests_total``, under its route's path or ``UNMATCHED_ROUTE``
+    for paths the app does not serve. An exception escaping a handler is logged once with its
+    traceback and answered with the structured 500 at once: left to BentoML, the client waited for
+    its 30 s traffic timeout and the log had no traceback. An answer given before the request body
+    was read waits until the rest is read (bounded, see ``service.exchange``), so that every client
+    receives it.
+
+    The routes stay declared (OpenAPI, /docs, BentoML's merged spec), but POSTs to the prediction
+    routes go straight to their handler (``fast_routes``): routing, FastAPI's middleware layers and
+    dependency solving took a quarter of the CPU of a one-row prediction. The handlers answer every
+    client error themselves.
+    """
+
+    def __init__(self, get_api: Callable[[], PredictionAPI | None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.get_api = get_api
+        self.fast_routes: dict[str, Handler] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        started = time.perf_counter()
+        api = self.get_api()
+        settings = api.settings if api is not None else _settings()
+        exchange = Exchange(scope, receive, send, settings.drain_max_bytes, settings.drain_seconds)
+        try:
+            await self._route(scope, exchange.receive, exchange.send)
+        except Exception:
+            logging.getLogger(LOGGER_NAME).exception(
+                "unexpected error", extra={"method": scope["method"], "path": scope["path"]}
+            )
+            # Starlette has already answered for FastAPI's routes (see _on_unexpected).
+            if not exchange.status:
+                await _internal_error()(scope, exchange.receive, exchange.send)
+        if api is not None:
+            route = self._route_label(scope["path"])
+            api.metrics.observe_request(route, exchange.status, time.perf_counter() - started)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "POST":
+            handler = self.fast_routes.get(scope["path"])
+            if handler is not None:
+                response = await handler(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    def _route_label(self, path: str) -> str:
+        # Unknown paths share one label: a label per path anyone may request would grow without bound.
+        return path if path in self._paths else UNMATCHED_ROUTE
+
+    @cached_property
+    def _paths(self) -> frozenset[str]:
+        return frozenset(route.path for route in self.routes if isinstance(route, Route))
+
+
+@cache
+def _settings() -> ServiceSettings:
+    """Settings of a worker without a model (one with a model uses its API's)."""
+    return ServiceSettings()
+
+
+def _internal_error() -> Response:
+    return error_response(InternalError("unexpected error while answering the request; it is logged"))
+
+
+async def _on_unexpected(request: Request, error: Exception) -> Response:
+    """FastAPI's handler of unexpected exceptions: Starlette sends its response, then re-raises."""
+    return _internal_error()
+
+
+def _unavailable() -> Response:
+    return error_response(ModelUnavailableError("no model loaded, see the service log"))
+
+
+def build_app(contract: ModelContract | None, get_api: Callable[[], PredictionAPI | None]) -> HousingApp:
+    """The app serving ``contract``'s model.
+
+    Without a contract (the model's could not be read: its worker never becomes ready and answers
+    503), the prediction routes are documented without bodies.
+    """
+    models = api_models(contract) if contract is not None else None
+    if contract is None:
+        title, description = "Prediction API", "No model contract could be read; see the service log."
+    else:
+        title = f"Prediction API: {contract.example} ({contract.task})"
+        description = contract.description or f"Predicts {contract.target}."
+    app = HousingApp(
+        get_api,
+        title=title,
+        description=description,
+        version="1",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+        exception_handlers={Exception: _on_unexpected},
+    )
+
+    @app.post(
+        "/predict",
+        response_model=models.answer if models is not None else None,
+        responses=ERROR_RESPONSES,
+        openapi_extra=_json_body(models.row if models is not None else None),
+        summary="Predict one row",
+    )
+    async def predict(request: Request) -> Response:
+        api = get_api()
+        return _unavailable() if api is None else await api.predict(request)
+
+    @app.post(
+        "/predict/batch",
+        response_model=models.batch_answer if models is not None else None,
+        responses=ERROR_RESPONSES,
+        openapi_extra=_json_body(models.batch if models is not None else None),
+        summary="Predict up to HOUSING_SERVICE_MAX_BATCH_ROWS rows",
+    )
+    async def predict_batch(request: Request) -> Response:
+        api = get_api()
+        return _unavailable() if api is None else await api.predict_batch(request)
+
+    app.fast_routes.update({"/predict": predict, "/predict/batch": predict_batch})
+
+    @app.get(
+        "/model",
+        response_model=ModelCard,
+        responses={503: ERROR_RESPONSES[503]},
+        summary="Model card of the served model",
+    )
+    async def model_card() -> Response:
+        api = get_api()
+        if api is None:
+            return _unavailable()
+        return Response(api.model_card().model_dump_json(), media_type="application/json")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus scrape: the housing_* metrics of every worker (reading files; off the event loop)."""
+        body, content_type = await asyncio.to_thread(exposition)
+        return Response(body, media_type=content_type)
+
+    return app

@@ -94,12 +94,15 @@ class Cluster:
             )
         job = chart.suffixed(values, self.release, "metrics")
         selector = f'job="{job}", namespace="{self.settings.namespace}"'
-        if not prometheus.vector(f"up{{{selector}}} == 1"):
-            raise ReleaseError(
-                f"Prometheus at {prometheus.url} has no target up{{{selector}}}: the ServiceMonitor is not "
-                "selected; set the chart value monitoring.serviceMonitor.labels to "
-                "{release: <your kube-prometheus-stack release>}"
-            )
+        waited = Deadline(self.settings.scrape_wait_seconds, self.settings.poll_seconds, self.clock)
+        while not prometheus.vector(f"up{{{selector}}} == 1"):
+            if waited.remaining() <= 0:
+                raise ReleaseError(
+                    f"Prometheus at {prometheus.url} has no target up{{{selector}}} after "
+                    f"{waited.seconds:.0f}s: the ServiceMonitor is not selected; set the chart value "
+                    "monitoring.serviceMonitor.labels to {release: <your kube-prometheus-stack release>}"
+                )
+            waited.sleep(f"a scrape of up{{{selector}}}")
 
     def deadline(self) -> Deadline:
         return Deadline(self.settings.timeout_seconds, self.settings.poll_seconds, self.clock)

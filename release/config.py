@@ -38,6 +38,12 @@ class ReleaseSettings(BaseSettings):
         default=1800, gt=0, description="Longest wait for a training Job, a deploy or a rollout."
     )
     poll_seconds: float = Field(default=5.0, gt=0, description="Seconds between two status polls.")
+    scrape_wait_seconds: float = Field(
+        default=90.0,
+        ge=0,
+        description="Longest wait for Prometheus to scrape the release's metrics before a release starts "
+        "(a few scrape intervals: a new or restarted Prometheus scrapes a target after its first interval).",
+    )
     training_image: str | None = Field(
         default=None,
         description="Image (repository:tag) of `train --k8s`; default: the release's training.image.",

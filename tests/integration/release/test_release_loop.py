@@ -394,8 +394,8 @@ def test_a_release_whose_metrics_prometheus_does_not_scrape_stops_before_any_cha
     with pytest.raises(
         ReleaseError,
         match=(
-            r'no target up\{job="housing-price-metrics", namespace="housing"\}: the ServiceMonitor is not '
-            r"selected; set the chart value monitoring.serviceMonitor.labels to "
+            r'no target up\{job="housing-price-metrics", namespace="housing"\} after 90s: the ServiceMonitor '
+            r"is not selected; set the chart value monitoring.serviceMonitor.labels to "
             r"\{release: <your kube-prometheus-stack release>\}"
         ),
     ):

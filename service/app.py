@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import cache, cached_property
 from typing import Any
 
@@ -27,6 +27,7 @@ from service.api import PredictionAPI
 from service.config import ServiceSettings
 from service.errors import InternalError, ModelUnavailableError, error_response
 from service.exchange import Exchange
+from service.inference_v2 import Handler, InferenceProtocol, inference_internal_error
 from service.logs import LOGGER_NAME
 from service.metrics import exposition
 from service.schemas import ErrorBody, ModelCard
@@ -44,7 +45,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         503: "Overloaded or timed out; retry later.",
     }.items()
 }
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _json_body(model: type[BaseModel] | None) -> dict[str, Any] | None:
@@ -81,6 +81,8 @@ class HousingApp(FastAPI):
         super().__init__(**kwargs)
         self.get_api = get_api
         self.fast_routes: dict[str, Handler] = {}
+        # The Open Inference Protocol's /v2 routes, asked first; each resolves to its route label.
+        self.inference = InferenceProtocol(get_api)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,25 +92,32 @@ class HousingApp(FastAPI):
         api = self.get_api()
         settings = api.settings if api is not None else _settings()
         exchange = Exchange(scope, receive, send, settings.drain_max_bytes, settings.drain_seconds)
+        inference = self.inference.resolve(scope["method"], scope["path"])
         try:
-            await self._route(scope, exchange.receive, exchange.send)
+            if inference is None:
+                await self._route(scope, exchange.receive, exchange.send)
+            else:
+                await _answer(inference.handler, scope, exchange.receive, exchange.send)
         except Exception:
             logging.getLogger(LOGGER_NAME).exception(
                 "unexpected error", extra={"method": scope["method"], "path": scope["path"]}
             )
             # Starlette has already answered for FastAPI's routes (see _on_unexpected).
             if not exchange.status:
-                await _internal_error()(scope, exchange.receive, exchange.send)
+                response = _internal_error() if inference is None else inference_internal_error()
+                await response(scope, exchange.receive, exchange.send)
         if api is not None:
-            route = self._route_label(scope["path"])
+            if inference is None:
+                route = self._route_label(scope["path"])
+            else:
+                route = inference.label or UNMATCHED_ROUTE
             api.metrics.observe_request(route, exchange.status, time.perf_counter() - started)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "POST":
             handler = self.fast_routes.get(scope["path"])
             if handler is not None:
-                response = await handler(Request(scope, receive))
-                await response(scope, receive, send)
+                await _answer(handler, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -119,6 +128,11 @@ class HousingApp(FastAPI):
     @cached_property
     def _paths(self) -> frozenset[str]:
         return frozenset(route.path for route in self.routes if isinstance(route, Route))
+
+
+async def _answer(handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+    response = await handler(Request(scope, receive))
+    await response(scope, receive, send)
 
 
 @cache

@@ -200,6 +200,10 @@ def build_app(contract: ModelContract | None, get_api: Callable[[], PredictionAP
         return _unavailable() if api is None else await api.predict_batch(request)
 
     app.fast_routes.update({"/predict": predict, "/predict/batch": predict_batch})
+    # HousingApp answers /v2 before routing; these routes declare /v2 to routers that look into the
+    # app's routes first (BentoML's PassiveMount forwards only paths one of them matches).
+    app.router.routes.append(Route("/v2", app.inference, include_in_schema=False))
+    app.mount("/v2", app.inference, name="open-inference-protocol")
 
     @app.get(
         "/model",

@@ -36,6 +36,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from contracts.model import ModelContract
 from service.api import PredictionAPI
@@ -431,6 +432,17 @@ class InferenceProtocol:
     def __init__(self, get_api: Callable[[], PredictionAPI | None]) -> None:
         self.get_api = get_api
         self._cached: tuple[PredictionAPI, RowReader, list[OutputTensor]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry, for routes that declare ``/v2`` (every ``/v2`` path resolves to a handler)."""
+        resolved = self.resolve(scope["method"], scope["path"])
+        handler = (
+            _error(NotFoundError("not an Open Inference Protocol path"))
+            if resolved is None
+            else resolved.handler
+        )
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
 
     def resolve(self, method: str, path: str) -> Resolved | None:
         if path != "/v2" and not path.startswith("/v2/"):

@@ -512,3 +512,18 @@ async def test_an_unexpected_fault_is_a_protocol_500_at_once(
     assert response.status_code == 500
     assert "unexpected error" in response.json()["error"]
     assert sample(registry, "housing_http_requests_total", route=INFER_ROUTE, status_code="500") == 1
+
+
+@pytest.mark.parametrize(
+    "path", ["/v2", "/v2/health/live", "/v2/models/housing-price/versions/1/infer", "/v2/anything"]
+)
+def test_bentoml_forwards_every_v2_path_to_the_app(path: str) -> None:
+    """BentoML mounts the app with its PassiveMount (_bentoml_impl/server/mount.py), which forwards only
+    paths one of the app's own routes matches: without declared /v2 routes it answered 404 itself."""
+    from _bentoml_impl.server.mount import PassiveMount
+    from starlette.routing import Match
+
+    mount = PassiveMount("/", build_app(HOUSING, lambda: None))
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+    assert mount.matches(scope)[0] == Match.FULL
+    assert mount.matches({**scope, "path": "/v3/health/live"})[0] == Match.NONE

@@ -10,6 +10,7 @@ records.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -24,11 +25,12 @@ import tritonclient.http as triton
 from prometheus_client import CollectorRegistry
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from contracts.model import ModelContract
+from contracts.model import FeatureSpec, ModelContract
 from service.api import PredictionAPI
 from service.app import build_app
 from service.config import ServiceSettings
-from service.inference_v2 import output_tensors
+from service.errors import InvalidTensorError
+from service.inference_v2 import BinaryData, InferenceRequest, RowReader, output_tensors
 from service.metrics import ServiceMetrics
 from service.model import load_model_dir
 from tests.unit.service.conftest import (
@@ -527,3 +529,47 @@ def test_bentoml_forwards_every_v2_path_to_the_app(path: str) -> None:
     scope = {"type": "http", "method": "GET", "path": path, "root_path": ""}
     assert mount.matches(scope)[0] == Match.FULL
     assert mount.matches({**scope, "path": "/v3/health/live"})[0] == Match.NONE
+
+
+async def test_timeouts_and_oversized_bodies_answer_in_the_protocols_form(
+    housing_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async for served in serve(housing_dir, HOUSING, house_rows(), request_timeout_seconds=0.05):
+
+        async def slow(rows: np.ndarray) -> np.ndarray:
+            await asyncio.sleep(1)
+            return rows
+
+        monkeypatch.setattr(served.api.batcher, "predict", slow)
+        content, headers = _binary_request(served.rows)
+        response = await served.http.post(INFER, content=content, headers=headers)
+        assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+        assert response.json() == {"error": "request timed out, retry shortly"}
+    async for served in serve(housing_dir, HOUSING, house_rows(), max_request_bytes=100):
+        content, headers = _binary_request(served.rows)
+        response = await served.http.post(INFER, content=content, headers=headers)
+        assert response.status_code == 413
+        assert "over 100 bytes" in response.json()["error"]
+
+
+def test_integer_features_take_whole_numbers_only() -> None:
+    """An integer feature's hard limit, as /predict's request model holds it (contracts/request.py)."""
+    contract = ModelContract(
+        example="counts",
+        task="regression",
+        target="y",
+        features=[FeatureSpec(name="rooms", type="integer", minimum=1), FeatureSpec(name="area")],
+    )
+    reader = RowReader(contract, ["area", "rooms"], max_rows=10)
+
+    def read(*rows: list[float]) -> np.ndarray:
+        request = InferenceRequest.model_validate(
+            {"inputs": [{"name": "input", "shape": [len(rows), 2], "datatype": "FP64", "data": list(rows)}]}
+        )
+        return reader.rows(request, BinaryData(memoryview(b""), declared=False))
+
+    assert read([3.0, 50.5]).tolist() == [[50.5, 3.0]]  # into the model's column order
+    with pytest.raises(InvalidTensorError, match=r"row 1, feature 'rooms': 2.5 is not a whole number"):
+        read([3.0, 50.5], [2.5, 40.0])
+    with pytest.raises(InvalidTensorError, match=r"feature 'rooms': 0.0 is not within the feature's bounds"):
+        read([0.0, 50.5])

@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from contracts.model import Task
 from service.logs import LOGGER_NAME
 
 Rows = npt.NDArray[np.float64]
 Transform = Callable[[Rows], Rows]
 
 
-# The estimators covered, and how each turns its summed raw values into its outputs.
+# The final estimators the compiled predictor covers (any leading StandardScaler or transform steps allowed).
 COVERED = ("HistGradientBoostingRegressor", "HistGradientBoostingClassifier")
 
 
@@ -113,7 +114,7 @@ def routing_tree(roots: npt.NDArray[np.int64], column: int, dtype: np.dtype[Any]
 
 
 def compile_model(
-    estimator: Any, check_rows: Rows, task: str = "regression"
+    estimator: Any, check_rows: Rows, task: Task = "regression"
 ) -> Callable[[Rows], Rows] | None:
     """A predictor equal to scikit-learn's on ``check_rows``, or ``None`` if none can be built.
 
@@ -130,7 +131,7 @@ def compile_model(
         return None
 
 
-def _compile(estimator: Any, check_rows: Rows, task: str) -> Callable[[Rows], Rows] | None:
+def _compile(estimator: Any, check_rows: Rows, task: Task) -> Callable[[Rows], Rows] | None:
     steps = list(getattr(estimator, "steps", [("model", estimator)]))
     final = steps[-1][1]
     kind = type(final).__name__

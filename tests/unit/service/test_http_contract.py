@@ -36,6 +36,7 @@ from tests.unit.service.conftest import (
     INFO,
     IRIS,
     IRIS_LABELS,
+    Lines,
     hand_made_stats,
     iris_frame,
     iris_model_dir,
@@ -289,3 +290,21 @@ async def test_a_classifiers_golden_set_needs_exact_labels_and_close_probabiliti
     assert not iris.api.golden_set_reproduces()
     iris.model.golden = GoldenSet.read(iris_dir / GOLDEN_SET_FILE)
     assert iris.api.golden_set_reproduces()
+
+
+async def test_drift_and_the_prediction_log_follow_the_contract(iris_dir: Path, logged: Lines) -> None:
+    model = load_model_dir(iris_dir, INFO)
+    settings = ServiceSettings(drift_update_seconds=0, input_log_sample_rate=1.0)
+    api = PredictionAPI(model, settings, logging.getLogger("housing.service"))
+    transport = httpx.ASGITransport(app=build_app(IRIS, lambda: api))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+            answer = (await http.post("/predict/batch", json={"rows": [FLOWER, FLOWER]})).json()
+    finally:
+        api.close()
+    psi = {dict(labels)["feature"] for (_, labels) in samples(api.metrics.drift_psi)}
+    assert psi == set(IRIS.feature_names)
+    [line] = [line for line in logged.lines if line["message"] == "prediction"]
+    assert line["inputs"] == [FLOWER, FLOWER]
+    assert line["outputs"] == answer["predictions"]
+    assert line["probabilities"] == answer["probabilities"]

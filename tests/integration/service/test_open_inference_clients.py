@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import threading
@@ -225,8 +226,9 @@ def kserve_python() -> Path:
     uv = require_tool("uv")
     digest = hashlib.sha256("\n".join(KSERVE_PINS).encode()).hexdigest()[:12]
     home = PEER_HOME / f"kserve-client-{digest}"
-    python = home / "bin" / "python"
-    if not python.exists():
+    python, complete = home / "bin" / "python", home / ".complete"
+    if not complete.exists():
+        shutil.rmtree(home, ignore_errors=True)  # a run stopped half-way leaves a partial environment
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         for command in (
             [uv, "venv", "--quiet", "--python", version, str(home)],
@@ -234,6 +236,7 @@ def kserve_python() -> Path:
         ):
             made = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
             assert made.returncode == 0, f"cannot make the KServe client environment: {made.stderr[-2000:]}"
+        complete.touch()
     return python
 
 

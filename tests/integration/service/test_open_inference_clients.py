@@ -36,7 +36,7 @@ from service.api import PredictionAPI
 from service.app import build_app
 from service.config import ServiceSettings
 from service.model import load_model_dir
-from tests.integration.service.conftest import RegisteredModel, Server
+from tests.integration.service.conftest import RegisteredModel, Server, requests_counted
 from tests.support import free_port, require_tool
 from tests.unit.service.conftest import INFO, IRIS, iris_frame, iris_model_dir
 
@@ -266,3 +266,19 @@ def test_kserve_client(target: Target, kserve_python: Path) -> None:
     assert "datatype INT8" in errors["datatype"][1]
     assert "NaN as null" in errors["nan_json"][1]
     assert "is not a finite number" in errors["nan_binary"][1]
+
+
+def test_a_real_server_counts_v2_requests_under_their_route(housing: Target) -> None:
+    """Under `bentoml serve` (multiprocess metrics), as the chart's SLO queries read them."""
+    route = "/v2/models/{name}/infer"
+    before = requests_counted(housing.base_url)
+    client = triton.InferenceServerClient(url=housing.host)
+    try:
+        client.infer(housing.model, [triton_input(housing.rows, binary=True)])
+        with pytest.raises(InferenceServerException):
+            client.infer(housing.model, [triton_input(housing.rows[:, :-1].copy(), binary=True)])
+    finally:
+        client.close()
+    after = requests_counted(housing.base_url)
+    assert after[route, "200"] - before[route, "200"] == 1
+    assert after[route, "400"] - before[route, "400"] == 1

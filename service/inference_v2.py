@@ -16,7 +16,9 @@ range warnings); only the wire differs. What is served follows the protocol's RE
 
 Triton's binary tensor data extension is supported both ways (``tritonclient`` uses it by default):
 a body whose JSON part is ``Inference-Header-Content-Length`` bytes long, followed by raw
-little-endian tensors (BYTES elements each prefixed by their 4-byte length). Errors are the
+little-endian tensors (BYTES elements each prefixed by their 4-byte length). Request bodies may be
+compressed (``Content-Encoding`` gzip or deflate, tritonclient's ``request_compression_algorithm``);
+answers are not. Errors are the
 protocol's ``{"error": "..."}``: 400 for a client's mistake, 404 for an unknown model, version or
 path, never 500 for a client's mistake.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -48,6 +51,7 @@ from service.errors import (
     ModelUnavailableError,
     NotFoundError,
     OverloadedError,
+    PayloadTooLargeError,
     ServiceError,
     UnsupportedMediaTypeError,
     inference_error_response,
@@ -70,6 +74,8 @@ PROBABILITIES = "probabilities"
 COLUMNS = "pd"
 # Little-endian layouts of the numeric datatypes accepted as inputs.
 NUMERIC = {"FP64": "<f8", "FP32": "<f4", "INT64": "<i8", "INT32": "<i4"}
+# zlib window bits of the request encodings served (HTTP's "deflate" is the zlib format).
+COMPRESSION_WINDOWS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # Errors list at most this many names (a client may send thousands of inputs).
 NAMES_SHOWN = 10
 
@@ -107,11 +113,23 @@ class InferenceWire:
 
     async def read_body(self, request: Request, max_bytes: int) -> bytes:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity":
+        window = COMPRESSION_WINDOWS.get(encoding)
+        if encoding != "identity" and window is None:
             raise UnsupportedMediaTypeError(
-                f"Content-Encoding {encoding} is not supported; send it uncompressed"
+                f"Content-Encoding {encoding} is not served: gzip, deflate or none"
             )
-        return await read_body(request, max_bytes)
+        body = await read_body(request, max_bytes)
+        if window is None:
+            return body
+        # tritonclient's request_compression_algorithm; the limit holds for the decompressed body too.
+        decompressor = zlib.decompressobj(window)
+        try:
+            inflated = decompressor.decompress(body, max_bytes + 1)
+        except zlib.error:
+            raise InvalidJsonError(f"request body is not valid {encoding} data") from None
+        if len(inflated) > max_bytes:
+            raise PayloadTooLargeError(f"decompressed request body over {max_bytes} bytes")
+        return inflated
 
     def error(self, error: ServiceError) -> Response:
         return inference_error_response(error)

@@ -182,6 +182,8 @@ def test_tritonclient_gets_the_numbers_predict_gives(target: Target, binary: boo
         assert_same_numbers(target, triton_outputs(result, target), expected)
         if binary:
             assert result.get_response()["id"] == "t-1"
+            compressed = client.infer(target.model, inputs, request_compression_algorithm="gzip")
+            assert_same_numbers(target, triton_outputs(compressed, target), expected)
         columns = []
         for index, name in enumerate(target.features):
             column = triton.InferInput(name, [len(target.rows)], "FP64")

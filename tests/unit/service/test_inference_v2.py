@@ -11,8 +11,10 @@ records.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,7 +395,8 @@ async def test_bad_feature_columns_are_400(
         (b'{"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP64", "data": [NaN'
          + b", 1.0" * 7 + b"]}]}", {}, 400, "is not a finite number"),
         (b"{}", {"Inference-Header-Content-Length": "99"}, 400, "not a byte count"),
-        (b"{}", {"Content-Encoding": "gzip"}, 415, "Content-Encoding gzip"),
+        (b"{}", {"Content-Encoding": "br"}, 415, "Content-Encoding br is not served"),
+        (b"{}", {"Content-Encoding": "gzip"}, 400, "not valid gzip data"),
     ],
 )  # fmt: skip
 async def test_bad_bodies(
@@ -573,3 +576,26 @@ def test_integer_features_take_whole_numbers_only() -> None:
         read([3.0, 50.5], [2.5, 40.0])
     with pytest.raises(InvalidTensorError, match=r"feature 'rooms': 0.0 is not within the feature's bounds"):
         read([0.0, 50.5])
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+async def test_compressed_requests_as_tritonclient_sends_them(housing: Served, algorithm: str) -> None:
+    """tritonclient's request_compression_algorithm: gzip, or zlib data as HTTP's deflate
+    (tritonclient/http/_client.py, infer)."""
+    content, headers = _binary_request(housing.rows)
+    packed = gzip.compress(content) if algorithm == "gzip" else zlib.compress(content)
+    response = await housing.http.post(
+        INFER, content=packed, headers={**headers, "Content-Encoding": algorithm}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == (await housing.predicted(housing.rows))["predictions"]
+
+
+async def test_the_body_limit_holds_after_decompression(housing_dir: Path) -> None:
+    async for served in serve(housing_dir, HOUSING, house_rows(), max_request_bytes=1000):
+        body = json.dumps({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP64", "data": ROW}]})
+        packed = gzip.compress((body + " " * 2000).encode())
+        assert len(packed) < 1000
+        response = await served.http.post(INFER, content=packed, headers={"Content-Encoding": "gzip"})
+        assert response.status_code == 413
+        assert response.json() == {"error": "decompressed request body over 1000 bytes"}

@@ -11,9 +11,10 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -37,7 +38,45 @@ from service.model import LoadedModel, prediction_executor
 from service.prediction_log import DB_SINK, DatabaseSink, PredictionLog
 from service.ranges import OutOfRange, RangeChecker
 from service.schemas import FeatureStatsSummary, ModelCard
-from service.tasks import Answers
+from service.tasks import Answers, Outputs
+
+
+class Wire(Protocol):
+    """How one API protocol reads a prediction request's body and writes its errors."""
+
+    async def read_body(self, request: Request, max_bytes: int) -> bytes: ...
+
+    def error(self, error: ServiceError) -> Response: ...
+
+    def shed(self) -> Response:
+        """The 503 of a request refused by admission control."""
+
+
+class JsonWire:
+    """This service's own API: JSON bodies, the structured error body of docs/architecture.md."""
+
+    async def read_body(self, request: Request, max_bytes: int) -> bytes:
+        return await read_json_body(request, max_bytes)
+
+    def error(self, error: ServiceError) -> Response:
+        return error_response(error)
+
+    def shed(self) -> Response:
+        return shed_response()
+
+
+JSON_WIRE = JsonWire()
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A successful prediction: the model's raw outputs, their answers, range warnings and its id."""
+
+    outputs: Outputs
+    answers: Answers
+    warnings: list[RangeWarning]
+    prediction_id: str
+    timestamp: datetime
 
 
 def row_reader(names: list[str]) -> Callable[[BaseModel], tuple[float, ...]]:
@@ -59,6 +98,8 @@ class PredictionAPI:
         self.models = api_models(model.contract)
         self._row_values = row_reader(model.feature_names)
         self.logger = logger
+        # Set once the golden set is reproduced (golden_set_reproduces): /readyz and /v2/health/ready.
+        self.ready = False
         self.metrics = ServiceMetrics(info.name, info.version, info.run_id, registry=None)
         self.ranges = RangeChecker(model.stats, model.feature_names)
         self.drift = DriftWindow(model.stats, model.feature_names, settings.drift_window_size)
@@ -91,60 +132,72 @@ class PredictionAPI:
         )
 
     async def predict(self, request: Request) -> Response:
-        return await self._serve(request, self._predict_one)
+        return await self.serve(request, self._predict_one)
 
     async def predict_batch(self, request: Request) -> Response:
-        return await self._serve(request, self._predict_many)
+        return await self.serve(request, self._predict_many)
 
     def close(self) -> None:
         self.prediction_log.close()
         self.executor.shutdown(wait=False)
 
-    async def _serve(
-        self, request: Request, handle: Callable[[bytes, float], Awaitable[BaseModel]]
+    async def serve(
+        self,
+        request: Request,
+        handle: Callable[[bytes, float], Awaitable[BaseModel | Response]],
+        wire: Wire = JSON_WIRE,
     ) -> Response:
         """Admission control, body checks and timeout around one prediction handler.
 
-        Client errors become their structured 4xx/503 here; anything else is left to the app's one
-        catch-all (``service.service.HousingApp``), which also counts every response.
+        Every prediction route of every protocol comes through here (``wire`` says how its bodies are
+        read and its errors written). Client errors become their 4xx/503 here; anything else is left
+        to the app's one catch-all (``service.app.HousingApp``), which also counts every response.
         """
         started = time.perf_counter()
         ticket = await self.admission.enter(request.headers.get("content-length"))
         if ticket is None:
-            response = shed_response()
+            response = wire.shed()
         else:
             try:
                 async with asyncio.timeout(self.settings.request_timeout_seconds):
-                    body = await read_json_body(request, self.settings.max_request_bytes)
+                    body = await wire.read_body(request, self.settings.max_request_bytes)
                     result = await handle(body, started)
-                response = Response(result.model_dump_json(), media_type="application/json")
+                if isinstance(result, Response):
+                    response = result
+                else:
+                    response = Response(result.model_dump_json(), media_type="application/json")
             except ServiceError as error:
-                response = error_response(error)
+                response = wire.error(error)
             except TimeoutError:
                 self.metrics.count_shed("timeout")
-                response = error_response(OverloadedError("request timed out, retry shortly"))
+                response = wire.error(OverloadedError("request timed out, retry shortly"))
             finally:
                 self.admission.leave(ticket)
         return response
+
+    async def answer_rows(self, route: str, started: float, rows: Rows, batch: bool) -> Answered:
+        """Predicts validated rows (model column order), with range warnings, metrics and the log."""
+        outputs = await self.batcher.predict(rows)
+        answers = self.model.task.answers(outputs)
+        warnings = self._range_warnings(rows, batch)
+        prediction_id, timestamp = self._account(route, started, rows.tolist(), answers)
+        return Answered(outputs, answers, warnings, prediction_id, timestamp)
 
     async def _predict_one(self, body: bytes, started: float) -> BaseModel:
         try:
             features = self.models.row.model_validate_json(body, extra=self._extra)
         except ValidationError as error:
             raise from_validation_error(error) from None
-        row = self._values(features)
-        rows = np.array([row], dtype=np.float64)
-        answers = self.model.task.answers(await self.batcher.predict(rows))
-        warnings = self._range_warnings(rows, batch=False)
-        prediction_id, timestamp = self._account("/predict", started, [row], answers)
+        rows = np.array([self._row_values(features)], dtype=np.float64)
+        answered = await self.answer_rows("/predict", started, rows, batch=False)
         # Built from values the service computed itself: no need to validate them again.
         return self.models.answer.model_construct(
-            **answers.single(),
-            prediction_id=prediction_id,
+            **answered.answers.single(),
+            prediction_id=answered.prediction_id,
             model_name=self.model.info.name,
             model_version=self.model.info.version,
-            timestamp=timestamp,
-            warnings=warnings,
+            timestamp=answered.timestamp,
+            warnings=answered.warnings,
         )
 
     async def _predict_many(self, body: bytes, started: float) -> BaseModel:
@@ -155,21 +208,15 @@ class PredictionAPI:
         except ValidationError as error:
             raise from_validation_error(error) from None
         read = self._row_values
-        row_list = [list(read(features)) for features in batch.rows]  # type: ignore[attr-defined]
-        rows = np.array(row_list, dtype=np.float64)
-        answers = self.model.task.answers(await self.batcher.predict(rows))
-        warnings = self._range_warnings(rows, batch=True)
-        self._account("/predict/batch", started, row_list, answers)
+        rows = np.array([read(features) for features in batch.rows], dtype=np.float64)  # type: ignore[attr-defined]
+        answered = await self.answer_rows("/predict/batch", started, rows, batch=True)
         return self.models.batch_answer.model_construct(
-            **answers.batch(),
-            count=len(row_list),
+            **answered.answers.batch(),
+            count=rows.shape[0],
             model_name=self.model.info.name,
             model_version=self.model.info.version,
-            warnings=warnings,
+            warnings=answered.warnings,
         )
-
-    def _values(self, features: BaseModel) -> list[float]:
-        return list(self._row_values(features))
 
     def _range_warnings(self, rows: Rows, batch: bool) -> list[RangeWarning]:
         found: list[OutOfRange] = self.ranges.check(rows)
@@ -211,7 +258,7 @@ class PredictionAPI:
         except Exception:
             self.logger.exception("golden set could not be predicted")
             return False
-        ready = error <= tolerance
+        ready = self.ready = error <= tolerance
         self.logger.info(
             "model loaded",
             extra={

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import cache, cached_property
 from typing import Any
 
@@ -27,6 +27,7 @@ from service.api import PredictionAPI
 from service.config import ServiceSettings
 from service.errors import InternalError, ModelUnavailableError, error_response
 from service.exchange import Exchange
+from service.inference_v2 import Handler, InferenceProtocol, inference_internal_error
 from service.logs import LOGGER_NAME
 from service.metrics import exposition
 from service.schemas import ErrorBody, ModelCard
@@ -44,7 +45,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         503: "Overloaded or timed out; retry later.",
     }.items()
 }
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _json_body(model: type[BaseModel] | None) -> dict[str, Any] | None:
@@ -74,13 +74,16 @@ class HousingApp(FastAPI):
     The routes stay declared (OpenAPI, /docs, BentoML's merged spec), but POSTs to the prediction
     routes go straight to their handler (``fast_routes``): routing, FastAPI's middleware layers and
     dependency solving took a quarter of the CPU of a one-row prediction. The handlers answer every
-    client error themselves.
+    client error themselves. The Open Inference Protocol's ``/v2`` paths (:mod:`service.inference_v2`)
+    are resolved the same way, each to its handler and its route label.
     """
 
     def __init__(self, get_api: Callable[[], PredictionAPI | None], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.get_api = get_api
         self.fast_routes: dict[str, Handler] = {}
+        # The Open Inference Protocol's /v2 routes, asked first; each resolves to its route label.
+        self.inference = InferenceProtocol(get_api)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,25 +93,32 @@ class HousingApp(FastAPI):
         api = self.get_api()
         settings = api.settings if api is not None else _settings()
         exchange = Exchange(scope, receive, send, settings.drain_max_bytes, settings.drain_seconds)
+        inference = self.inference.resolve(scope["method"], scope["path"])
         try:
-            await self._route(scope, exchange.receive, exchange.send)
+            if inference is None:
+                await self._route(scope, exchange.receive, exchange.send)
+            else:
+                await _answer(inference.handler, scope, exchange.receive, exchange.send)
         except Exception:
             logging.getLogger(LOGGER_NAME).exception(
                 "unexpected error", extra={"method": scope["method"], "path": scope["path"]}
             )
             # Starlette has already answered for FastAPI's routes (see _on_unexpected).
             if not exchange.status:
-                await _internal_error()(scope, exchange.receive, exchange.send)
+                response = _internal_error() if inference is None else inference_internal_error()
+                await response(scope, exchange.receive, exchange.send)
         if api is not None:
-            route = self._route_label(scope["path"])
+            if inference is None:
+                route = self._route_label(scope["path"])
+            else:
+                route = inference.label or UNMATCHED_ROUTE
             api.metrics.observe_request(route, exchange.status, time.perf_counter() - started)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "POST":
             handler = self.fast_routes.get(scope["path"])
             if handler is not None:
-                response = await handler(Request(scope, receive))
-                await response(scope, receive, send)
+                await _answer(handler, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -119,6 +129,11 @@ class HousingApp(FastAPI):
     @cached_property
     def _paths(self) -> frozenset[str]:
         return frozenset(route.path for route in self.routes if isinstance(route, Route))
+
+
+async def _answer(handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+    response = await handler(Request(scope, receive))
+    await response(scope, receive, send)
 
 
 @cache
@@ -186,6 +201,10 @@ def build_app(contract: ModelContract | None, get_api: Callable[[], PredictionAP
         return _unavailable() if api is None else await api.predict_batch(request)
 
     app.fast_routes.update({"/predict": predict, "/predict/batch": predict_batch})
+    # HousingApp answers /v2 before routing; these routes declare /v2 to routers that look into the
+    # app's routes first (BentoML's PassiveMount forwards only paths one of them matches).
+    app.router.routes.append(Route("/v2", app.inference, include_in_schema=False))
+    app.mount("/v2", app.inference, name="open-inference-protocol")
 
     @app.get(
         "/model",

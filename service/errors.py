@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -54,6 +56,25 @@ class ModelUnavailableError(ServiceError):
     error_type = "model_unavailable"
 
 
+class InvalidTensorError(ServiceError):
+    """An Open Inference Protocol request whose tensors do not fit the model (the protocol answers 400)."""
+
+    status_code = 400
+    error_type = "invalid_tensor"
+
+
+class NotFoundError(ServiceError):
+    """An unknown model, model version or Open Inference Protocol path."""
+
+    status_code = 404
+    error_type = "not_found"
+
+
+class MethodNotAllowedError(ServiceError):
+    status_code = 405
+    error_type = "method_not_allowed"
+
+
 class InternalError(ServiceError):
     """An unexpected fault: answered at once, logged once with its traceback, counted as a 500."""
 
@@ -78,6 +99,17 @@ def error_response(error: ServiceError) -> Response:
     )
 
 
+def inference_error_response(error: ServiceError) -> Response:
+    """The Open Inference Protocol's error body, ``{"error": "<message>"}``, with the error's status."""
+    headers = {"Retry-After": "1"} if error.status_code == 503 else None
+    return Response(
+        json.dumps({"error": error.message}),
+        status_code=error.status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
 async def read_json_body(request: Request, max_bytes: int) -> bytes:
     """The raw body of a JSON request, refused early when too large or not declared as JSON."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -93,6 +125,11 @@ async def read_json_body(request: Request, max_bytes: int) -> bytes:
                 )
             ],
         )
+    return await read_body(request, max_bytes)
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw body of a request, whatever its media type, refused early when too large or empty."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(int(declared), max_bytes)

@@ -271,14 +271,14 @@ WIRES: dict[str, Wire] = {
 PEERS = tuple(name for name, wire in WIRES.items() if wire.requirements)
 
 
-def peer_python(wire: Wire) -> Path:
-    """The interpreter of the peer's own environment, made with uv the first time (then reused)."""
-    pins = (*wire.requirements, _sklearn_pin())
+def virtual_environment(name: str, pins: tuple[str, ...]) -> Path:
+    """The interpreter of an environment of its own with ``pins``, made by uv the first time, then reused."""
     digest = hashlib.sha256("\n".join(pins).encode()).hexdigest()[:12]
-    home = PEER_HOME / f"{wire.name}-{digest}"
-    python = home / "bin" / "python"
-    if python.exists():
+    home = PEER_HOME / f"{name}-{digest}"
+    python, complete = home / "bin" / "python", home / ".complete"
+    if complete.exists():
         return python
+    shutil.rmtree(home, ignore_errors=True)  # a run stopped half-way leaves a partial environment
     uv = shutil.which("uv") or str(PROJECT_ROOT / ".tools" / "bin" / "uv")
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     for command in (
@@ -288,8 +288,14 @@ def peer_python(wire: Wire) -> Path:
         result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)  # noqa: S603
         if result.returncode != 0:
             shutil.rmtree(home, ignore_errors=True)
-            raise BenchError(f"cannot make the {wire.name} environment: {result.stderr.strip()[-600:]}")
+            raise BenchError(f"cannot make the {name} environment: {result.stderr.strip()[-600:]}")
+    complete.touch()
     return python
+
+
+def peer_python(wire: Wire) -> Path:
+    """The peer's own environment, with the scikit-learn of ours so the exported model loads unchanged."""
+    return virtual_environment(wire.name, (*wire.requirements, _sklearn_pin()))
 
 
 def export_model(estimator: Any, folder: Path) -> Path:

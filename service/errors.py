@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -59,19 +60,19 @@ class ModelUnavailableError(ServiceError):
 class InvalidTensorError(ServiceError):
     """An Open Inference Protocol request whose tensors do not fit the model (the protocol answers 400)."""
 
-    status_code = 400
+    http_status = 400
     error_type = "invalid_tensor"
 
 
 class NotFoundError(ServiceError):
     """An unknown model, model version or Open Inference Protocol path."""
 
-    status_code = 404
+    http_status = 404
     error_type = "not_found"
 
 
 class MethodNotAllowedError(ServiceError):
-    status_code = 405
+    http_status = 405
     error_type = "method_not_allowed"
 
 
@@ -90,24 +91,29 @@ def from_validation_error(error: ValidationError) -> ServiceError:
     return InvalidInputError(f"{len(details)} invalid field(s)", details)
 
 
-def error_response(error: ServiceError) -> Response:
-    """The one place an error becomes an HTTP status: its ``http_status`` and the structured body."""
-    body = ErrorBody(error=ErrorInfo(type=error.error_type, message=error.message, details=error.details))
+def structured_body(error: ServiceError) -> str:
+    """Our API's error body: ``{"error": {"type", "message", "details"}}`` (docs/architecture.md)."""
+    return ErrorBody(
+        error=ErrorInfo(type=error.error_type, message=error.message, details=error.details)
+    ).model_dump_json()
+
+
+def inference_body(error: ServiceError) -> str:
+    """The Open Inference Protocol's error body: ``{"error": "<message>"}``."""
+    return json.dumps({"error": error.message})
+
+
+def error_response(error: ServiceError, body: Callable[[ServiceError], str] = structured_body) -> Response:
+    """The one place an error becomes an HTTP answer: its ``http_status``, ``Retry-After`` on a 503, and the
+    body of the protocol it is answered in."""
     headers = {"Retry-After": "1"} if error.http_status == 503 else None
     return Response(
-        body.model_dump_json(), status_code=error.http_status, media_type="application/json", headers=headers
+        body(error), status_code=error.http_status, media_type="application/json", headers=headers
     )
 
 
 def inference_error_response(error: ServiceError) -> Response:
-    """The Open Inference Protocol's error body, ``{"error": "<message>"}``, with the error's status."""
-    headers = {"Retry-After": "1"} if error.status_code == 503 else None
-    return Response(
-        json.dumps({"error": error.message}),
-        status_code=error.status_code,
-        media_type="application/json",
-        headers=headers,
-    )
+    return error_response(error, inference_body)
 
 
 async def read_json_body(request: Request, max_bytes: int) -> bytes:

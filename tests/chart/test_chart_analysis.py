@@ -85,7 +85,7 @@ def test_analysis_config_map_has_the_contract_shape(rendered: Render, scenario: 
             ),
         )["metadata"]["name"]
         + f'", namespace="prod", model_name="housing-price", {spec["trackLabel"]}="{{{{args.track}}}}", '
-        + 'route=~"/predict.*"}[{{args.range}}]))'
+        + 'route=~"/predict.*|/v2/models/.*/infer"}[{{args.range}}]))'
     )
 
 

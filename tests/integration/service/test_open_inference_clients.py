@@ -11,12 +11,9 @@ classifier's app is served by uvicorn in a thread, built as the service builds i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,19 +29,19 @@ import uvicorn
 from sklearn.ensemble import HistGradientBoostingClassifier
 from tritonclient.utils import InferenceServerException
 
+from bench.targets import virtual_environment
 from service.api import PredictionAPI
 from service.app import build_app
 from service.config import ServiceSettings
 from service.model import load_model_dir
 from tests.integration.service.conftest import RegisteredModel, Server, requests_counted
-from tests.support import free_port, require_tool
+from tests.support import free_port
 from tests.unit.service.conftest import INFO, IRIS, iris_frame, iris_model_dir
 
 pytestmark = pytest.mark.integration
 
 KSERVE_PINS = ("kserve==0.21.0",)
 KSERVE_SCRIPT = Path(__file__).with_name("kserve_client.py")
-PEER_HOME = Path.home() / ".cache" / "housing-bench" / "peers"
 
 
 @dataclass(frozen=True)
@@ -224,22 +221,8 @@ def test_tritonclient_sees_400_for_bad_tensors(target: Target) -> None:
 
 @pytest.fixture(scope="session")
 def kserve_python() -> Path:
-    """The interpreter of the KServe client's own environment, made with uv the first time."""
-    uv = require_tool("uv")
-    digest = hashlib.sha256("\n".join(KSERVE_PINS).encode()).hexdigest()[:12]
-    home = PEER_HOME / f"kserve-client-{digest}"
-    python, complete = home / "bin" / "python", home / ".complete"
-    if not complete.exists():
-        shutil.rmtree(home, ignore_errors=True)  # a run stopped half-way leaves a partial environment
-        version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        for command in (
-            [uv, "venv", "--quiet", "--python", version, str(home)],
-            [uv, "pip", "install", "--quiet", "--python", str(python), *KSERVE_PINS],
-        ):
-            made = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-            assert made.returncode == 0, f"cannot make the KServe client environment: {made.stderr[-2000:]}"
-        complete.touch()
-    return python
+    """The interpreter of the KServe client's own environment (bench/targets.py), made once with uv."""
+    return virtual_environment("kserve-client", KSERVE_PINS)
 
 
 def test_kserve_client(target: Target, kserve_python: Path) -> None:

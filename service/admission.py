@@ -37,8 +37,9 @@ starves the other. Within a class, newest first (``lifo``): under overload the n
 served quickly and the oldest, which would be served late anyway, are the ones refused; accepted
 latency stays within ``wait_seconds`` plus the target. With ``fifo`` every admitted request first
 waits behind all the others, about ``wait_seconds`` under overload. A waiter whose turn it is but
-that does not fit keeps its turn against smaller ones until the admitted work drains, past its
-wait if need be (a batch larger than the target fits only in an empty worker).
+that does not fit keeps its turn against smaller ones until it fits or its wait is over, if the
+admitted work can drain enough within its wait; if not (a request larger than the target fits only
+in an empty worker), the next class has its turn.
 Compared with latency-gradient limiters (Envoy's adaptive concurrency, Netflix's Gradient2), which
 infer queueing from the ratio of a minimum round-trip time to the sampled one, the worker here
 measures its own work directly and computes the queueing time instead of inferring it.
@@ -333,8 +334,7 @@ class Admission:
             # A class that had no waiter starts level with the least served waiting class: it cannot
             # bank the worker time it did not ask for.
             levels = [self._served.get(other, 0.0) for other, count in self._queued.items() if count]
-            if levels:
-                self._served[size] = max(self._served.get(size, 0.0), min(levels))
+            self._served[size] = max(self._served.get(size, 0.0), min(levels, default=0.0))
             self._queues.setdefault(size, deque())
         self._queues[size].append(waiter)
         self._queued[size] = self._queued.get(size, 0) + 1
@@ -354,36 +354,41 @@ class Admission:
         while queue and queue[-1].state != _WAITING:
             queue.pop()
 
-    def _next(self) -> _Waiter:
-        """The next waiter by turn: from the least served size class, newest or oldest by ``order``."""
-        size = min((s for s, count in self._queued.items() if count), key=lambda s: self._served.get(s, 0.0))
-        queue = self._queues[size]
-        return queue[-1] if self.newest_first else queue[0]
+    def _turn(self, now: float) -> _Waiter | None:
+        """The waiter to admit next, or None when none fits now.
 
-    def _dispatch(self, now: float) -> None:
-        """Admit waiters by turn while they fit; one that does not fit keeps its turn against smaller ones."""
-        self._refuse_late(now)
-        while self._waiting:
-            waiter = self._next()
+        Size classes take turns, least served first; in a class, the newest (or oldest) waiter. One
+        whose turn it is but that does not fit keeps it against smaller ones (``_blocked``) if the
+        admitted work can drain enough within its wait; otherwise the next class has its turn.
+        """
+        classes = sorted((s for s, count in self._queued.items() if count), key=lambda s: self._served[s])
+        for size in classes:
+            queue = self._queues[size]
+            waiter = queue[-1] if self.newest_first else queue[0]
             if self._blocked is not None and self._blocked.cost > waiter.cost:
                 waiter = self._blocked
-            if not self._fits(waiter.cost):
-                if waiter is not self._blocked:
-                    # Nothing smaller is admitted while it waits, so the admitted work drains: its turn
-                    # lasts until about then, even past its wait (a batch larger than the target
-                    # fits only once the worker is empty).
-                    self._blocked = waiter
-                    waiter.admit_by = min(waiter.refuse_at, max(waiter.admit_by, now + self.admitted_cost))
+            if self._fits(waiter.cost):
+                return waiter
+            # Worker seconds to finish before it fits; one larger than the target fits only alone.
+            drain = self.admitted_cost - max(0.0, self.target_seconds - waiter.cost)
+            if drain <= waiter.admit_by - now:
+                self._blocked = waiter
+                return None
+        return None
+
+    def _dispatch(self, now: float) -> None:
+        """Admit waiters by turn while they fit."""
+        self._refuse_late(now)
+        while self._waiting:
+            waiter = self._turn(now)
+            if waiter is None:
                 return
             self._unqueue(waiter, _ADMITTED)
             self._admit(waiter.kib, waiter.cost, waiter.size)
             waiter.admitted.set_result(True)
 
     def _refuse_late(self, now: float) -> None:
-        """Waiters past ``admit_by`` (the oldest) will not be admitted any more; their 503 waits.
-
-        Those behind a blocked waiter whose turn lasts longer than their wait stay admissible meanwhile.
-        """
+        """Waiters past ``admit_by`` (the oldest) will not be admitted any more; their 503 waits."""
         arrivals = self._arrivals
         while arrivals and (arrivals[0].state != _WAITING or arrivals[0].admit_by <= now):
             late = arrivals.popleft()

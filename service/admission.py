@@ -72,6 +72,9 @@ OBSERVATION_WEIGHT = 0.1
 # Pull toward the starting rates, relative to the data: it only decides the direction the data
 # cannot (only single rows seen: their fixed and per-KiB parts cannot be told apart).
 RIDGE = 0.001
+# Below this share of its largest value the fit's determinant says that KiB and requests moved together
+# in the recent windows (1 - their squared uncentred correlation).
+COLLINEAR = 0.02
 KIB = 1024.0
 
 # Size classes of requests by body size: up to 1 KiB (a few rows), then each 4 times larger than the
@@ -144,8 +147,12 @@ class CostModel:
         nn, kk = self._nn * (1 + RIDGE), self._kk * (1 + RIDGE)
         nt, kt = self._nt + RIDGE * self._nn * prior_a, self._kt + RIDGE * self._kk * prior_b
         determinant = nn * kk - self._nk * self._nk
-        if determinant <= 0.0:
-            return (nt / nn if nn > 0 else prior_a), prior_b
+        if determinant <= COLLINEAR * nn * kk:
+            # Bodies proportional to requests (single rows only): the split between the two rates is
+            # noise. Keep the per-KiB rate and fit the per-request rate to the rest; else noise in busy
+            # time drove the per-KiB rate up to 60 times its value and the next batch looked huge.
+            b = self.seconds_per_kib
+            return (max(0.0, (self._nt - b * self._nk) / self._nn) if self._nn > 0 else prior_a), b
         a = (nt * kk - self._nk * kt) / determinant
         b = (nn * kt - self._nk * nt) / determinant
         if a < 0.0:

@@ -53,6 +53,17 @@ def test_cost_model_fits_single_rows_alone_even_though_their_parts_cannot_be_tol
     assert model.seconds_per_kib >= 0.0
 
 
+def test_noise_in_the_busy_time_of_single_rows_does_not_move_the_per_kib_rate() -> None:
+    model = CostModel(seconds_per_request=0.0003, seconds_per_kib=0.00009)
+    for window in range(200):
+        requests = 300 + window % 11
+        kib = requests * SINGLE_KIB * (1 + 0.01 * (window % 3 - 1))  # bodies of single rows vary by 1%
+        busy = 0.1 * (1 + 0.2 * ((window * 7919) % 13 / 13 - 0.5))  # +-10% noise: refusals, the machine
+        model.observe(busy, requests, kib)
+    assert model.seconds_per_kib == pytest.approx(0.00009)
+    assert model.estimate(SINGLE_KIB) == pytest.approx(0.1 / 305, rel=0.15)
+
+
 def test_cost_model_never_goes_negative() -> None:
     model = CostModel()
     # Larger bodies finishing faster: the data drives the per-KiB rate below zero.

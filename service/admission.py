@@ -37,9 +37,7 @@ starves the other. Within a class, newest first (``lifo``): under overload the n
 served quickly and the oldest, which would be served late anyway, are the ones refused; accepted
 latency stays within ``wait_seconds`` plus the target. With ``fifo`` every admitted request first
 waits behind all the others, about ``wait_seconds`` under overload. A waiter whose turn it is but
-that does not fit keeps its turn against smaller ones until it fits or its wait is over, if the
-admitted work can drain enough within its wait; if not (a request larger than the target fits only
-in an empty worker), the next class has its turn.
+that does not fit keeps its turn against smaller ones until it fits or its wait is over.
 Compared with latency-gradient limiters (Envoy's adaptive concurrency, Netflix's Gradient2), which
 infer queueing from the ratio of a minimum round-trip time to the sampled one, the worker here
 measures its own work directly and computes the queueing time instead of inferring it.
@@ -361,33 +359,28 @@ class Admission:
         while queue and queue[-1].state != _WAITING:
             queue.pop()
 
-    def _turn(self, now: float) -> _Waiter | None:
+    def _turn(self) -> _Waiter | None:
         """The waiter to admit next, or None when none fits now.
 
         Size classes take turns, least served first; in a class, the newest (or oldest) waiter. One
-        whose turn it is but that does not fit keeps it against smaller ones (``_blocked``) if the
-        admitted work can drain enough within its wait; otherwise the next class has its turn.
+        whose turn it is but that does not fit keeps it against smaller ones (``_blocked``) until it
+        fits or its wait is over.
         """
-        classes = sorted((s for s, count in self._queued.items() if count), key=lambda s: self._served[s])
-        for size in classes:
-            queue = self._queues[size]
-            waiter = queue[-1] if self.newest_first else queue[0]
-            if self._blocked is not None and self._blocked.cost > waiter.cost:
-                waiter = self._blocked
-            if self._fits(waiter.cost):
-                return waiter
-            # Worker seconds to finish before it fits; one larger than the target fits only alone.
-            drain = self.admitted_cost - max(0.0, self.target_seconds - waiter.cost)
-            if drain <= waiter.admit_by - now:
-                self._blocked = waiter
-                return None
+        size = min((s for s, count in self._queued.items() if count), key=lambda s: self._served[s])
+        queue = self._queues[size]
+        waiter = queue[-1] if self.newest_first else queue[0]
+        if self._blocked is not None and self._blocked.cost > waiter.cost:
+            waiter = self._blocked
+        if self._fits(waiter.cost):
+            return waiter
+        self._blocked = waiter
         return None
 
     def _dispatch(self, now: float) -> None:
         """Admit waiters by turn while they fit."""
         self._refuse_late(now)
         while self._waiting:
-            waiter = self._turn(now)
+            waiter = self._turn()
             if waiter is None:
                 return
             self._unqueue(waiter, _ADMITTED)

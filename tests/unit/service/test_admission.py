@@ -432,26 +432,6 @@ def test_single_rows_and_batches_that_wait_together_share_the_worker_by_work() -
     assert all(8 <= gap <= 12 for gap in gaps), order
 
 
-def test_a_waiter_that_cannot_fit_within_its_wait_does_not_hold_up_smaller_ones() -> None:
-    async def scenario() -> tuple[bool, bool]:
-        gate, _ = admission(target=0.2, wait=0.05, limit=1000)
-        gate.cost_model.seconds_per_kib = 0.001  # 1 ms per KiB on top of 1 ms per request
-        held = [await gate.enter("0") for _ in range(100)]  # 0.1 s admitted
-        large = asyncio.ensure_future(gate.enter(str(300 * 1024)))  # 0.3 s: only alone, 0.1 s away
-        await settle()
-        small = asyncio.ensure_future(gate.enter("0"))
-        await settle()
-        admitted = small.done() and small.result() is not None
-        for ticket in [*held, small.result() if small.done() else None]:
-            assert ticket is not None
-            gate.leave(ticket)
-        await settle()
-        return admitted, large.done() and large.result() is not None
-
-    # The small one is admitted at once; the large one still gets the worker once it is empty.
-    assert run(scenario) == (True, True)
-
-
 def test_the_refusal_is_a_prebuilt_structured_503_with_retry_after() -> None:
     first, second = shed_response(), shed_response()
     assert first.status_code == 503

@@ -21,10 +21,23 @@ what a single-row prediction does: parsing, middleware, the response write) and 
 By Little's law the crowd's connections are either being served or waiting for a refusal, so the
 refusal rate is (connections - capacity * accepted latency) / refusal delay: a parked request
 costs a pending future, and every second it stays parked is one request fewer to refuse.
-Waiters are admitted newest first (``lifo``): under overload the newest requests are served
-quickly and the oldest, which would be served late anyway, are the ones refused; accepted latency
-stays within ``wait_seconds`` plus the target. With ``fifo`` every admitted request first waits
-behind all the others, about ``wait_seconds`` under overload.
+Refusal delays are spread a little (``REFUSAL_SPREAD``) so that a crowd refused together does not
+return, and get refused again, in one wave.
+
+Arrival is estimated: a handler starts when the event loop gets to it, which under a burst of new
+connections or of refusals falling due is hundreds of milliseconds after the request arrived, while
+the client's clock runs. :class:`LoopLag` measures how late a heartbeat timer fires; the refusal is
+due ``refusal_seconds`` after ``now - lag``, so refused clients hear within their patience. The wait
+for admission counts from the handler's start: it is the time this worker chooses to hold a request.
+
+Which waiter goes next: waiters are grouped in size classes by body (each 4 times larger than the
+last); the class with the least admitted work goes next (deficit round robin by estimated seconds),
+so single rows and batches that wait together share the worker by work, not by count, and neither
+starves the other. Within a class, newest first (``lifo``): under overload the newest requests are
+served quickly and the oldest, which would be served late anyway, are the ones refused; accepted
+latency stays within ``wait_seconds`` plus the target. With ``fifo`` every admitted request first
+waits behind all the others, about ``wait_seconds`` under overload. A waiter whose turn it is but
+that does not fit keeps its turn against smaller ones until it fits or its wait is over.
 Compared with latency-gradient limiters (Envoy's adaptive concurrency, Netflix's Gradient2), which
 infer queueing from the ratio of a minimum round-trip time to the sampled one, the worker here
 measures its own work directly and computes the queueing time instead of inferring it.
@@ -33,6 +46,9 @@ measures its own work directly and computes the queueing time instead of inferri
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,7 +70,25 @@ OBSERVATION_WEIGHT = 0.1
 # Pull toward the starting rates, relative to the data: it only decides the direction the data
 # cannot (only single rows seen: their fixed and per-KiB parts cannot be told apart).
 RIDGE = 0.001
+# Below this share of its largest value the fit's determinant says that KiB and requests moved together
+# in the recent windows (1 - their squared uncentred correlation).
+COLLINEAR = 0.02
 KIB = 1024.0
+
+# Size classes of requests by body size: up to 1 KiB (a few rows), then each 4 times larger than the
+# last (a 1,000-row batch, 162 KiB, is class 3). Waiting classes share the worker by work: a crowd of
+# single rows cannot starve the batches, nor the reverse. By body, not by estimated cost: the class of a
+# request must not move when the fit does.
+SIZE_CLASS_BASE_KIB = 1.0
+SIZE_CLASS_RATIO = 4.0
+# Refusal delays are spread by this share (uniformly, around the setting) so that a crowd refused at
+# once does not come back, and is not refused again, in one synchronised wave.
+REFUSAL_SPREAD = 0.2
+# Loop-lag heartbeat: its period, how fast a measured lag is forgotten (per beat: half in about a quarter
+# of a second), and the idle time after which it stops.
+HEARTBEAT_SECONDS = 0.01
+LAG_DECAY_PER_BEAT = 0.97
+HEARTBEAT_IDLE_SECONDS = 1.0
 
 QueueOrder = Literal["lifo", "fifo"]
 # Serialised once: refusing must cost as little as possible, it is what an overloaded worker does most.
@@ -111,8 +145,12 @@ class CostModel:
         nn, kk = self._nn * (1 + RIDGE), self._kk * (1 + RIDGE)
         nt, kt = self._nt + RIDGE * self._nn * prior_a, self._kt + RIDGE * self._kk * prior_b
         determinant = nn * kk - self._nk * self._nk
-        if determinant <= 0.0:
-            return (nt / nn if nn > 0 else prior_a), prior_b
+        if determinant <= COLLINEAR * nn * kk:
+            # Bodies proportional to requests (single rows only): the split between the two rates is
+            # noise. Keep the per-KiB rate and fit the per-request rate to the rest; else noise in busy
+            # time drove the per-KiB rate up to 60 times its value and the next batch looked huge.
+            b = self.seconds_per_kib
+            return (max(0.0, (self._nt - b * self._nk) / self._nn) if self._nn > 0 else prior_a), b
         a = (nt * kk - self._nk * kt) / determinant
         b = (nn * kt - self._nk * nt) / determinant
         if a < 0.0:
@@ -122,13 +160,56 @@ class CostModel:
         return a, b
 
 
-@dataclass
+class LoopLag:
+    """How late the event loop runs what is due: how long ago a request whose handler starts now arrived.
+
+    A request's deadlines count from its arrival, but its handler starts only when the loop gets to it:
+    when a crowd of new connections arrives at once, or a thousand refusals fall due together, that is
+    hundreds of milliseconds later. A heartbeat timer measures the lag (how late it fires); the estimate
+    is the larger of the recent lag (decaying) and how overdue the next beat is right now (the loop is
+    in a long turn). It beats only while ``active()`` says there is work, and stops after a second idle.
+    """
+
+    def __init__(self, active: Callable[[], bool], period: float = HEARTBEAT_SECONDS) -> None:
+        self._active = active
+        self._period = period
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        self._recent = 0.0
+        self._idle_beats = 0
+
+    def delay(self, loop: asyncio.AbstractEventLoop, now: float) -> float:
+        """Estimated seconds between the arrival of a request whose handler runs at ``now`` and ``now``."""
+        if self._handle is None:
+            self._due = now + self._period
+            self._handle = loop.call_at(self._due, self._beat, loop)
+            return 0.0
+        return max(self._recent, now - self._due)
+
+    def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        self._recent = max(now - self._due, self._recent * LAG_DECAY_PER_BEAT)
+        self._idle_beats = 0 if self._active() else self._idle_beats + 1
+        if self._idle_beats * self._period >= HEARTBEAT_IDLE_SECONDS:
+            self._handle, self._recent, self._idle_beats = None, 0.0, 0
+            return
+        self._due = now + self._period
+        self._handle = loop.call_at(self._due, self._beat, loop)
+
+
+# States of a waiter; it sits in several queues at once and is dropped from each lazily.
+_WAITING, _ADMITTED, _REFUSED, _GONE = range(4)
+
+
+@dataclass(eq=False)
 class _Waiter:
     admit_by: float
     refuse_at: float
     kib: float
     cost: float
+    size: int
     admitted: asyncio.Future[bool]
+    state: int = _WAITING
 
 
 class Admission:
@@ -144,23 +225,36 @@ class Admission:
         on_shed: Callable[[str], None] | None = None,
         cost_model: CostModel | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        refusal_spread: float = REFUSAL_SPREAD,
     ) -> None:
         self.target_seconds = target_seconds
         self.wait_seconds = wait_seconds
         self.refusal_seconds = max(refusal_seconds, wait_seconds)
+        self.refusal_spread = refusal_spread
         self.limit = limit
         self.newest_first = order == "lifo"
         self.cost_model = cost_model or CostModel()
+        self.lag = LoopLag(lambda: self.admitted + self.waiting > 0)
         self._on_shed = on_shed
         self._clock = clock
         self.admitted = 0
         self.admitted_cost = 0.0
-        # Both in arrival order: waiters that may still be admitted, and those refused, whose 503 is due
-        # at ``refuse_at``. Waiters pass from the first to the second at ``admit_by``, oldest first.
-        self._waiting: deque[_Waiter] = deque()
-        self._refused: deque[_Waiter] = deque()
+        # Waiters in arrival order (they pass to the refused at ``admit_by``, oldest first), and by size
+        # class, each in arrival order (the next one admitted is taken from the end that ``order`` says).
+        self._arrivals: deque[_Waiter] = deque()
+        self._queues: dict[int, deque[_Waiter]] = {}
+        self._queued: dict[int, int] = {}
+        # Worker seconds admitted per size class: the class with the least goes next (fair by work).
+        self._served: dict[int, float] = {}
+        self._waiting = 0
+        # Refused waiters by the time their 503 is due: (refuse_at, sequence, waiter).
+        self._refused: list[tuple[float, int, _Waiter]] = []
+        self._refused_held = 0
+        self._sequence = 0
         self._timer: asyncio.TimerHandle | None = None
-        # The waiter whose turn it was when it did not fit: it keeps it against smaller ones (see _dispatch).
+        self._timer_at = 0.0
+        # The waiter whose turn it was when it did not fit: it keeps it against smaller ones until it fits
+        # or is refused (newer single rows would otherwise overtake a waiting batch for ever).
         self._blocked: _Waiter | None = None
         self._typical_kib = 0.0
         self._busy_since: float | None = None
@@ -171,7 +265,7 @@ class Admission:
     @property
     def waiting(self) -> int:
         """Requests held without being admitted: waiting, or refused and not yet answered."""
-        return len(self._waiting) + len(self._refused)
+        return self._waiting + self._refused_held
 
     async def enter(self, content_length: str | None) -> Ticket | None:
         """A ticket once admitted (give it back with :meth:`leave`), or None when refused."""
@@ -180,24 +274,31 @@ class Admission:
             return None
         kib = int(content_length) / KIB if content_length and content_length.isdigit() else self._typical_kib
         cost = self.cost_model.estimate(kib)
+        size = 0 if kib <= SIZE_CLASS_BASE_KIB else int(math.log(kib / SIZE_CLASS_BASE_KIB, SIZE_CLASS_RATIO))
         if not self._waiting and self._fits(cost):
-            return self._admit(kib, cost)
+            return self._admit(kib, cost, size)
         loop = asyncio.get_running_loop()
         now = loop.time()
-        waiter = _Waiter(now + self.wait_seconds, now + self.refusal_seconds, kib, cost, loop.create_future())
-        self._waiting.append(waiter)
-        if self._timer is None:
-            self._timer = loop.call_at(waiter.refuse_at, self._refuse_due)
-        self._dispatch()
+        # The wait is what this worker chooses to hold a request for; the refusal is due by the client's
+        # clock, which has run since the request arrived.
+        admit_by = now + self.wait_seconds
+        spread = 1.0 + self.refusal_spread * (random.random() - 0.5)  # noqa: S311 - jitter, not secrets
+        refuse_at = max(admit_by, now - self.lag.delay(loop, now) + self.refusal_seconds * spread)
+        waiter = _Waiter(admit_by, refuse_at, kib, cost, size, loop.create_future())
+        self._queue(waiter)
+        if self._timer is None or refuse_at < self._timer_at:
+            self._arm(loop, refuse_at)
+        self._dispatch(now)
         try:
             admitted = await waiter.admitted
         except asyncio.CancelledError:
             if waiter.admitted.done() and not waiter.admitted.cancelled() and waiter.admitted.result():
                 self.leave(Ticket(cost, kib))
-            if waiter in self._waiting:
-                self._forget(waiter)
-            elif waiter in self._refused:
-                self._refused.remove(waiter)
+            elif waiter.state == _WAITING:
+                self._unqueue(waiter, _GONE)
+            elif waiter.state == _REFUSED:
+                waiter.state = _GONE
+                self._refused_held -= 1
             raise
         return Ticket(cost, kib) if admitted else None
 
@@ -219,69 +320,111 @@ class Admission:
             self._window_busy, self._window_requests, self._window_kib = 0.0, 0, 0.0
             self._busy_since = now if self.admitted else None
         if self._waiting:
-            self._dispatch()
+            self._dispatch(asyncio.get_running_loop().time())
 
     def _fits(self, cost: float) -> bool:
         return self.admitted == 0 or self.admitted_cost + cost <= self.target_seconds
 
-    def _admit(self, kib: float, cost: float) -> Ticket:
+    def _admit(self, kib: float, cost: float, size: int) -> Ticket:
         if self.admitted == 0:
             self._busy_since = self._clock()
         self.admitted += 1
         self.admitted_cost += cost
+        self._served[size] = self._served.get(size, 0.0) + cost
         return Ticket(cost, kib)
 
-    def _dispatch(self) -> None:
-        """Admit waiters in queue order while they fit.
+    def _queue(self, waiter: _Waiter) -> None:
+        size = waiter.size
+        if not self._queued.get(size):
+            # A class that had no waiter starts level with the least served waiting class: it cannot
+            # bank the worker time it did not ask for.
+            levels = [self._served.get(other, 0.0) for other, count in self._queued.items() if count]
+            self._served[size] = max(self._served.get(size, 0.0), min(levels, default=0.0))
+            self._queues.setdefault(size, deque())
+        self._queues[size].append(waiter)
+        self._queued[size] = self._queued.get(size, 0) + 1
+        self._arrivals.append(waiter)
+        self._waiting += 1
 
-        One that does not fit keeps its turn against smaller ones until it fits or is refused: newer
-        single rows would otherwise overtake a waiting batch for ever.
-        """
-        self._refuse_late(asyncio.get_running_loop().time())
-        while self._waiting:
-            waiter = self._waiting[-1] if self.newest_first else self._waiting[0]
-            if self._blocked is not None and self._blocked.cost > waiter.cost:
-                waiter = self._blocked
-            if not waiter.admitted.done() and not self._fits(waiter.cost):
-                self._blocked = waiter
-                return
-            self._forget(waiter)
-            if not waiter.admitted.done():  # done: cancelled, its task removes nothing more
-                self._admit(waiter.kib, waiter.cost)
-                waiter.admitted.set_result(True)
-
-    def _forget(self, waiter: _Waiter) -> None:
+    def _unqueue(self, waiter: _Waiter, state: int) -> None:
+        """The waiter stops waiting (admitted, refused or gone); the queues drop it when they reach it."""
+        waiter.state = state
+        self._waiting -= 1
+        self._queued[waiter.size] -= 1
         if waiter is self._blocked:
             self._blocked = None
-        if self._waiting[-1] is waiter:
-            self._waiting.pop()
-        elif self._waiting[0] is waiter:
-            self._waiting.popleft()
-        else:
-            self._waiting.remove(waiter)
+        queue = self._queues[waiter.size]
+        while queue and queue[0].state != _WAITING:
+            queue.popleft()
+        while queue and queue[-1].state != _WAITING:
+            queue.pop()
+
+    def _turn(self) -> _Waiter | None:
+        """The waiter to admit next, or None when none fits now.
+
+        Size classes take turns, least served first; in a class, the newest (or oldest) waiter. One
+        whose turn it is but that does not fit keeps it against smaller ones (``_blocked``) until it
+        fits or its wait is over.
+        """
+        size = min((s for s, count in self._queued.items() if count), key=lambda s: self._served[s])
+        queue = self._queues[size]
+        waiter = queue[-1] if self.newest_first else queue[0]
+        if self._blocked is not None and self._blocked.cost > waiter.cost:
+            waiter = self._blocked
+        if self._fits(waiter.cost):
+            return waiter
+        self._blocked = waiter
+        return None
+
+    def _dispatch(self, now: float) -> None:
+        """Admit waiters by turn while they fit."""
+        self._refuse_late(now)
+        while self._waiting:
+            waiter = self._turn()
+            if waiter is None:
+                return
+            self._unqueue(waiter, _ADMITTED)
+            self._admit(waiter.kib, waiter.cost, waiter.size)
+            waiter.admitted.set_result(True)
 
     def _refuse_late(self, now: float) -> None:
         """Waiters past ``admit_by`` (the oldest) will not be admitted any more; their 503 waits."""
-        while self._waiting and self._waiting[0].admit_by <= now:
-            late = self._waiting.popleft()
-            if late is self._blocked:
-                self._blocked = None
-            self._refused.append(late)
+        arrivals = self._arrivals
+        while arrivals and (arrivals[0].state != _WAITING or arrivals[0].admit_by <= now):
+            late = arrivals.popleft()
+            if late.state == _WAITING:
+                self._unqueue(late, _REFUSED)
+                self._refused_held += 1
+                self._sequence += 1
+                heapq.heappush(self._refused, (late.refuse_at, self._sequence, late))
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = loop.call_at(when, self._refuse_due), when
 
     def _refuse_due(self) -> None:
-        """Answer every refusal that is due with a 503, then re-arm for the next one."""
+        """Answer the refusals that are due with a 503, then re-arm for the next one."""
         self._timer = None
         loop = asyncio.get_running_loop()
         now = loop.time()
         self._refuse_late(now)
-        while self._refused and self._refused[0].refuse_at <= now:
-            waiter = self._refused.popleft()
+        refused = self._refused
+        while refused and refused[0][0] <= now:
+            waiter = heapq.heappop(refused)[2]
+            if waiter.state != _REFUSED:
+                continue
+            waiter.state = _GONE
+            self._refused_held -= 1
             if not waiter.admitted.done():
                 self._shed("queue_timeout")
                 waiter.admitted.set_result(False)
-        upcoming = self._refused or self._waiting
+        upcoming = [refused[0][0]] if refused else []
+        oldest = next((w for w in self._arrivals if w.state == _WAITING), None)
+        if oldest is not None:
+            upcoming.append(oldest.refuse_at)
         if upcoming:
-            self._timer = loop.call_at(upcoming[0].refuse_at, self._refuse_due)
+            self._arm(loop, min(upcoming))
 
     def _shed(self, reason: str) -> None:
         if self._on_shed is not None:

@@ -75,16 +75,18 @@ class ServiceSettings(BaseSettings):
         default=1.0,
         ge=0.0,
         description=(
-            "When a refused waiting request gets its 503, counted from its arrival (at least the wait). "
-            "Later slows a crowd of clients that retry at once (each 503 costs the worker half a "
-            "single-row prediction); sooner tells them sooner. Keep it below the clients' timeout."
+            "When a refused waiting request gets its 503, counted from its arrival as estimated from the "
+            "event loop's lag (at least the wait; spread by 10% either way). Later slows a crowd of "
+            "clients that retry at once (each 503 costs the worker half a single-row prediction); sooner "
+            "tells them sooner. Keep it below the clients' timeout."
         ),
     )
     admission_order: Literal["lifo", "fifo"] = Field(
         default="lifo",
         description=(
-            "Order waiting requests are admitted in: newest first keeps accepted latency near the target "
-            "under overload and refuses the oldest; oldest first makes every admitted request wait its turn."
+            "Order waiting requests of one size class are admitted in (size classes share the worker by "
+            "work): newest first keeps accepted latency near the target under overload and refuses the "
+            "oldest; oldest first makes every admitted request wait its turn."
         ),
     )
     request_timeout_seconds: float = Field(

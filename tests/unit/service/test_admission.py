@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from service.admission import KIB, WINDOW_SECONDS, Admission, CostModel, QueueOrder, Ticket, shed_response
+from service.admission import (
+    HEARTBEAT_IDLE_SECONDS,
+    HEARTBEAT_SECONDS,
+    KIB,
+    REFUSAL_SPREAD,
+    WINDOW_SECONDS,
+    Admission,
+    CostModel,
+    LoopLag,
+    QueueOrder,
+    Ticket,
+    shed_response,
+)
 from service.config import SERVER_TIMEOUT_MARGIN_SECONDS, ServiceSettings
 
 pytestmark = pytest.mark.unit
@@ -39,6 +53,17 @@ def test_cost_model_fits_single_rows_alone_even_though_their_parts_cannot_be_tol
     assert model.seconds_per_kib >= 0.0
 
 
+def test_noise_in_the_busy_time_of_single_rows_does_not_move_the_per_kib_rate() -> None:
+    model = CostModel(seconds_per_request=0.0003, seconds_per_kib=0.00009)
+    for window in range(200):
+        requests = 300 + window % 11
+        kib = requests * SINGLE_KIB * (1 + 0.01 * (window % 3 - 1))  # bodies of single rows vary by 1%
+        busy = 0.1 * (1 + 0.2 * ((window * 7919) % 13 / 13 - 0.5))  # +-10% noise: refusals, the machine
+        model.observe(busy, requests, kib)
+    assert model.seconds_per_kib == pytest.approx(0.00009)
+    assert model.estimate(SINGLE_KIB) == pytest.approx(0.1 / 305, rel=0.15)
+
+
 def test_cost_model_never_goes_negative() -> None:
     model = CostModel()
     # Larger bodies finishing faster: the data drives the per-KiB rate below zero.
@@ -62,11 +87,22 @@ def admission(
     refusal: float = 5.0,
     limit: int = 100,
     order: QueueOrder = "lifo",
+    spread: float = 0.0,
 ) -> tuple[Admission, Recorder]:
     shed = Recorder()
     # Fixed costs (1 ms per request, nothing per KiB) and a clock that never moves: nothing is learnt.
     model = CostModel(seconds_per_request=0.001, seconds_per_kib=0.0)
-    gate = Admission(target, wait, refusal, limit, order, on_shed=shed, cost_model=model, clock=lambda: 0.0)
+    gate = Admission(
+        target,
+        wait,
+        refusal,
+        limit,
+        order,
+        on_shed=shed,
+        cost_model=model,
+        clock=lambda: 0.0,
+        refusal_spread=spread,
+    )
     return gate, shed
 
 
@@ -284,6 +320,116 @@ def test_busy_time_teaches_the_cost_model() -> None:
         return model.estimate(200 / KIB)
 
     assert run(scenario) == pytest.approx(0.002, rel=0.05)
+
+
+def test_the_loop_lag_is_how_late_the_heartbeat_runs_and_how_overdue_it_is_now() -> None:
+    async def scenario() -> tuple[float, float, float, float]:
+        loop = asyncio.get_running_loop()
+        lag = LoopLag(active=lambda: True)
+        first = lag.delay(loop, loop.time())  # starts the heartbeat
+        await asyncio.sleep(5 * HEARTBEAT_SECONDS)
+        quiet = lag.delay(loop, loop.time())
+        time.sleep(0.2)  # a long turn of the loop: the next beat is overdue right now
+        overdue = lag.delay(loop, loop.time())
+        await asyncio.sleep(HEARTBEAT_SECONDS / 2)  # the late beat ran and measured the lag
+        remembered = lag.delay(loop, loop.time())
+        return first, quiet, overdue, remembered
+
+    first, quiet, overdue, remembered = run(scenario)
+    assert first == 0.0
+    assert quiet < 0.05
+    assert overdue >= 0.15
+    assert remembered >= 0.15
+
+
+def test_the_heartbeat_stops_after_a_second_without_work() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        busy = [True]
+        lag = LoopLag(active=lambda: busy[0])
+        lag.delay(loop, loop.time())
+        await asyncio.sleep(0.05)
+        beating = lag._handle is not None
+        busy[0] = False
+        await asyncio.sleep(HEARTBEAT_IDLE_SECONDS + 0.3)
+        return beating, lag._handle is None
+
+    assert run(scenario) == (True, True)
+
+
+def test_a_refusal_counts_from_the_arrival_when_the_loop_ran_late() -> None:
+    async def scenario() -> float:
+        gate, shed = admission(target=0.001, wait=0.05, refusal=0.5)
+        held = await gate.enter("1")
+        assert held is not None
+        first = asyncio.ensure_future(gate.enter("1"))  # waits: the heartbeat runs
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # the loop is 0.3 s late: a request handled now arrived about that long ago
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await gate.enter("1") is None
+        assert await first is None
+        assert shed.reasons == ["queue_timeout", "queue_timeout"]
+        return loop.time() - started
+
+    # 0.5 s after its arrival, 0.3 s before its handler started.
+    assert run(scenario) < 0.35
+
+
+def test_refusal_delays_are_spread_around_the_setting() -> None:
+    async def scenario() -> list[float]:
+        gate, _ = admission(target=0.001, wait=0.0, refusal=0.2, spread=REFUSAL_SPREAD)
+        held = await gate.enter("1")
+        assert held is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answered: list[float] = []
+
+        async def client() -> None:
+            assert await gate.enter("1") is None
+            answered.append(loop.time() - started)
+
+        await asyncio.gather(*(client() for _ in range(50)))
+        return answered
+
+    delays = run(scenario)
+    assert min(delays) >= 0.2 * (1 - REFUSAL_SPREAD / 2) - 0.005
+    assert max(delays) <= 0.2 * (1 + REFUSAL_SPREAD / 2) + 0.05
+    assert max(delays) - min(delays) >= 0.2 * REFUSAL_SPREAD / 4
+
+
+def test_single_rows_and_batches_that_wait_together_share_the_worker_by_work() -> None:
+    async def scenario() -> list[str]:
+        gate, _ = admission(target=0.0105, order="lifo")  # room for 10 ms
+        gate.cost_model.seconds_per_kib = 0.001 / 16  # a 144 KiB batch: 1 + 9 = 10 ms; a single row 1 ms
+        held = await gate.enter(str(144 * 1024))
+        assert held is not None
+        admitted: list[str] = []
+
+        async def client(kind: str, length: str) -> None:
+            ticket = await gate.enter(length)
+            assert ticket is not None
+            admitted.append(kind)
+            await asyncio.sleep(0.001)
+            gate.leave(ticket)
+
+        # Batches first, then a crowd of newer single rows: newest first alone would serve every
+        # single row before any batch.
+        clients = [asyncio.ensure_future(client("batch", str(144 * 1024))) for _ in range(3)]
+        await settle()
+        clients += [asyncio.ensure_future(client("single", "160")) for _ in range(40)]
+        await settle()
+        gate.leave(held)
+        await asyncio.gather(*clients)
+        return admitted
+
+    order = run(scenario)
+    # 10 ms of batch, then 10 ms of single rows, and so on.
+    first_batches = [index for index, kind in enumerate(order) if kind == "batch"]
+    assert len(first_batches) == 3
+    assert first_batches[-1] < 35, order
+    gaps = [later - earlier - 1 for earlier, later in itertools.pairwise(first_batches)]
+    assert all(8 <= gap <= 12 for gap in gaps), order
 
 
 def test_the_refusal_is_a_prebuilt_structured_503_with_retry_after() -> None:

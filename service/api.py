@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -43,6 +44,14 @@ from service.schemas import (
     ModelCard,
     PredictionResponse,
     RangeWarning,
+)
+from service.shadow import (
+    REQUEST_MARK,
+    RequestMark,
+    ShadowComparison,
+    ShadowMetrics,
+    is_mirrored,
+    mirror_from_settings,
 )
 
 # Target unit of the California Housing set: $100,000.
@@ -87,6 +96,10 @@ class PredictionAPI:
             settings.admission_order,
             on_shed=self.metrics.count_shed,
         )
+        self.mirror = mirror_from_settings(settings, self.metrics.model_labels, logger)
+        self.shadow = ShadowComparison(
+            ShadowMetrics(self.metrics.model_labels, registry=None), logger, settings.log_predictions
+        )
 
     async def predict(self, request: Request) -> Response:
         return await self._serve(request, self._predict_one)
@@ -96,6 +109,8 @@ class PredictionAPI:
 
     def close(self) -> None:
         self.prediction_log.close()
+        if self.mirror is not None:
+            self.mirror.close()
         self.executor.shutdown(wait=False)
 
     async def _serve(
@@ -107,6 +122,8 @@ class PredictionAPI:
         catch-all (``service.service.HousingApp``), which also counts every response.
         """
         started = time.perf_counter()
+        mark = RequestMark(mirrored=is_mirrored(request.scope["headers"]))
+        REQUEST_MARK.set(mark)
         ticket = await self.admission.enter(request.headers.get("content-length"))
         if ticket is None:
             response = shed_response()
@@ -116,6 +133,12 @@ class PredictionAPI:
                     body = await read_json_body(request, self.settings.max_request_bytes)
                     result = await handle(body, started)
                 response = Response(result.model_dump_json(), media_type="application/json")
+                if mark.mirrored:
+                    self.shadow.compare(request.headers.get, result)
+                elif self.mirror is not None:
+                    response.background = BackgroundTask(
+                        self.mirror.after_response, request.url.path, body, result, mark.prediction_id
+                    )
             except ServiceError as error:
                 response = error_response(error)
             except TimeoutError:
@@ -187,6 +210,11 @@ class PredictionAPI:
         """Metrics and prediction log of a successful prediction; returns its id and timestamp."""
         prediction_id = str(uuid.uuid4())
         timestamp = datetime.now(UTC)
+        mark = REQUEST_MARK.get()
+        if mark is not None:
+            mark.prediction_id = prediction_id
+            if mark.mirrored:  # a shadow's answer to a copy: paired in _serve, not live traffic
+                return prediction_id, timestamp
         self.metrics.observe_predictions(endpoint, values)
         latency_ms = (time.perf_counter() - started) * 1000
         self.prediction_log.record(prediction_id, endpoint, timestamp, latency_ms, rows, values)

@@ -40,6 +40,7 @@ from service.schemas import (
     ModelCard,
     PredictionResponse,
 )
+from service.shadow import is_mirrored
 from training.modelio import ModelLoadError
 
 
@@ -111,7 +112,9 @@ class HousingApp(FastAPI):
                 await _internal_error()(scope, exchange.receive, exchange.send)
         if api is not None:
             route = self._route_label(scope["path"])
-            api.metrics.observe_request(route, exchange.status, time.perf_counter() - started)
+            # A shadow's answers to mirrored copies stay out of the live SLO series.
+            metrics = api.shadow.metrics if is_mirrored(scope["headers"]) else api.metrics
+            metrics.observe_request(route, exchange.status, time.perf_counter() - started)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "POST":

@@ -38,6 +38,7 @@ class ReleaseState(StrEnum):
     analysing = "analysing"
     promoted = "promoted"
     rejected = "rejected"
+    shadowed = "shadowed"  # passed the shadow stage of a shadow-only release; never served anyone
 
 
 IN_PROGRESS = (ReleaseState.deploying, ReleaseState.analysing)
@@ -225,6 +226,11 @@ def release(cluster: Cluster, training: TrainingSettings, request: ReleaseReques
         for line in verdict.evidence.lines():
             log(line)
         set_tags(client, name, version, verdict.evidence.tags())
+    set_tags(client, name, version, verdict.tags)
+    if verdict.shadow_only:
+        set_tags(client, name, version, {STATE: ReleaseState.shadowed.value, "release.finished_at": now()})
+        log(f"tagged v{version} {STATE}=shadowed: {verdict.reason}; production stays at v{production}")
+        return version
     # The loop's own check, whatever the driver decided: no evidence, no promotion.
     reason = verdict.reason if not verdict.completed else None
     if verdict.completed:

@@ -80,8 +80,8 @@ def test_rollout_status_shows_the_shadow_stage(
         f"  Deployment housing: 2/2 available, image {REPOSITORY}:1-aaa",
         "  no canary track",
         (
-            "  shadow v2 (2-bbb): answers 25% of the stable pods' prediction requests, copied after they were "
-            "answered; nobody sees its answers"
+            "  shadow v2 (2-bbb): answers 25% of the stable pods' prediction requests, copied after they "
+            "were answered; nobody sees its answers"
         ),
         f"  Deployment housing-shadow: 1/1 available, image {REPOSITORY}:2-bbb",
     ]

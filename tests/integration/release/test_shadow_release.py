@@ -59,6 +59,8 @@ SHADOW = {
     "failureLimit": 0,
 }
 SHIFT = 1.0  # $100k: far beyond rollout.shadow.maxAbsDifferenceP95
+CLASSES = ("setosa", "versicolor", "virginica")
+SWAPPED = {"versicolor": "virginica", "virginica": "versicolor"}  # a classifier that swaps two classes
 SHADOW_THRESHOLD = 0.25  # the chart's default rollout.shadow.maxAbsDifferenceP95
 
 
@@ -68,7 +70,7 @@ class Fleet:
 
     fake: FakeKube
     model_name: str
-    shift: float
+    shift: float | None  # the shadow's answers: the champion's plus this; None: class labels, two swapped
     live_sd: Path
     shadow_sd: Path
     exporters: dict[str, str] = field(default_factory=dict)
@@ -87,8 +89,12 @@ class Fleet:
             stable.observe_request("/predict", 200, 0.004)
             stable.observe_predictions("/predict", [answer])
             if self.deployed("housing-shadow"):  # the stable pods mirror to it, after answering
-                headers = {CHAMPION_HEADER: json.dumps([answer])}
-                shadow.compare(headers.get, SimpleNamespace(prediction=answer + self.shift))
+                champion: float | str = answer if self.shift is not None else CLASSES[tick % len(CLASSES)]
+                mine = (
+                    champion + self.shift if isinstance(champion, float) else SWAPPED.get(champion, champion)
+                )
+                headers = {CHAMPION_HEADER: json.dumps([champion])}
+                shadow.compare(headers.get, SimpleNamespace(prediction=mine))
                 shadow.metrics.observe_request("/predict", 200, 0.005)
                 self.shadow_pairs += 1
             if self.deployed("housing-canary"):  # the Service gives it its share of live requests
@@ -150,13 +156,15 @@ def fleet(
             thread.join(5)
 
 
-def start(fake: FakeKube, training: TrainingSettings, prometheus: str) -> tuple[Any, Any, list[str]]:
+def start(
+    fake: FakeKube, training: TrainingSettings, prometheus: str, task: str = "regression"
+) -> tuple[Any, Any, list[str]]:
     wait_for_series(prometheus, 'model_version="1"')
     lines: list[str] = []
     clock = ScaledClock(60)
     installed = {
         "image": {"repository": REPOSITORY, "tag": "1-aaa"},
-        "model": {"name": training.model_name, "version": "1"},
+        "model": {"name": training.model_name, "version": "1", "task": task},
         "rollout": {"strategy": "canary", "provider": "native", "analysis": ANALYSIS, "shadow": SHADOW},
     }
     target, helm = cluster_with(installed, lines, timeout=1800, clock=clock, prometheus_url=prometheus)
@@ -234,3 +242,24 @@ def test_a_shadow_only_release_stops_after_its_stage_and_production_stays(
     assert [call[1]["rollout"]["shadow"]["tag"] for call in helm.calls] == ["2-bbb", ""]
     assert state.canary_requests == 0
     assert any(line.startswith("tagged v2 release.state=shadowed") for line in lines)
+
+
+@pytest.mark.parametrize("fleet", [None], indirect=True, ids=["swapping-classes"])
+def test_a_classifier_that_swaps_two_classes_is_rejected_at_the_shadow_stage(
+    fake: FakeKube, training: TrainingSettings, fleet: tuple[Fleet, str]
+) -> None:
+    state, prometheus = fleet
+    target, helm, _ = start(fake, training, prometheus, task="classification")
+    request = ReleaseRequest(strategy="shadow", provider="native", image=NEW_IMAGE)
+
+    with pytest.raises(ReleaseRejectedError, match=r"shadow stage: .*shadow-disagreement.* Failed"):
+        release(target, training, request)
+
+    tags = version_tags(training, "2")
+    assert tags["release.state"] == "rejected"
+    # Two of the three classes swapped: two thirds of the pairs disagree.
+    rate = float(tags["release.shadow.shadow-disagreement"].split(",")[0].strip("[]"))
+    assert rate == pytest.approx(2 / 3, abs=0.05)
+    assert [call[0] for call in helm.calls] == ["upgrade", "rollback"]
+    assert state.canary_requests == 0
+    assert production(training) == "1"

@@ -27,6 +27,7 @@ from release.errors import ReleaseRejectedError
 from release.loop import ReleaseRequest, release
 from service.metrics import ServiceMetrics
 from service.shadow import CHAMPION_HEADER, ShadowComparison, ShadowMetrics
+from tests.fakes.argo import FakeArgo
 from tests.fakes.clock import ScaledClock
 from tests.integration.release.conftest import (
     NAMESPACE,
@@ -43,6 +44,7 @@ from training.config import TrainingSettings
 
 pytestmark = pytest.mark.integration
 
+ROLLOUT = f"/apis/argoproj.io/v1alpha1/namespaces/{NAMESPACE}/rollouts/housing"
 REPOSITORY = "localhost/housing-service"
 NEW_IMAGE = f"{REPOSITORY}:2-bbb"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/"
@@ -74,6 +76,7 @@ class Fleet:
     live_sd: Path
     shadow_sd: Path
     exporters: dict[str, str] = field(default_factory=dict)
+    argo_hashes: dict[str, str] = field(default_factory=dict)  # Argo: pod-template hash -> exporter role
     canary_requests: int = 0
     shadow_pairs: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
@@ -97,10 +100,30 @@ class Fleet:
                 shadow.compare(headers.get, SimpleNamespace(prediction=mine))
                 shadow.metrics.observe_request("/predict", 200, 0.005)
                 self.shadow_pairs += 1
-            if self.deployed("housing-canary"):  # the Service gives it its share of live requests
+            if self.deployed("housing-canary") or "canary" in self.argo_hashes.values():
+                # The Service gives the canary's pods their share of live requests.
                 canary.observe_request("/predict", 200, 0.004)
                 canary.observe_predictions("/predict", [answer])
                 self.canary_requests += 1
+
+    def register_pod(self, pod_hash: str, image: str) -> None:
+        """FakeArgo's on_replica_set: a ReplicaSet's pods serve the version of its image tag (Argo's
+        target label is the pod-template hash, chart housing.trackLabel)."""
+        self.argo_hashes[pod_hash] = "stable" if image.endswith(":1-aaa") else "canary"
+        groups = [
+            {
+                "targets": [self.exporters[role]],
+                "labels": {"namespace": NAMESPACE, "rollouts_pod_template_hash": pod_hash},
+            }
+            for pod_hash, role in self.argo_hashes.items()
+        ]
+        replace(self.live_sd, groups)
+
+
+def replace(path: Path, groups: list[dict[str, Any]]) -> None:
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps(groups))
+    scratch.replace(path)  # atomically, so Prometheus never reads half a file
 
 
 def write_targets(path: Path, tracks: dict[str, str]) -> None:
@@ -109,7 +132,7 @@ def write_targets(path: Path, tracks: dict[str, str]) -> None:
         {"targets": [address], "labels": {"namespace": NAMESPACE, "housing_io_track": track}}
         for track, address in tracks.items()
     ]
-    path.write_text(json.dumps(groups))
+    replace(path, groups)
 
 
 @pytest.fixture
@@ -137,7 +160,7 @@ def fleet(
         port = free_port()
         servers.append(start_http_server(port, addr="127.0.0.1", registry=registry_))
         state.exporters[role] = f"127.0.0.1:{port}"
-    write_targets(state.live_sd, {"stable": state.exporters["stable"], "canary": state.exporters["canary"]})
+    replace(state.live_sd, [])  # the live tracks' pods come with the workloads: see start()
     write_targets(state.shadow_sd, {"shadow": state.exporters["shadow"]})
     traffic = threading.Thread(target=state.play, args=(stable, canary, shadow), daemon=True)
     traffic.start()
@@ -157,8 +180,12 @@ def fleet(
 
 
 def start(
-    fake: FakeKube, training: TrainingSettings, prometheus: str, task: str = "regression"
+    fleet: tuple[Fleet, str], training: TrainingSettings, task: str = "regression"
 ) -> tuple[Any, Any, list[str]]:
+    """Native canary: the stable and canary tracks' pods are the Deployments' (housing_io_track)."""
+    state, prometheus = fleet
+    exporters = state.exporters
+    write_targets(state.live_sd, {"stable": exporters["stable"], "canary": exporters["canary"]})
     wait_for_series(prometheus, 'model_version="1"')
     lines: list[str] = []
     clock = ScaledClock(60)
@@ -168,15 +195,15 @@ def start(
         "rollout": {"strategy": "canary", "provider": "native", "analysis": ANALYSIS, "shadow": SHADOW},
     }
     target, helm = cluster_with(installed, lines, timeout=1800, clock=clock, prometheus_url=prometheus)
-    serve(fake, target, helm, clock)
+    serve(state.fake, target, helm, clock)
     return target, helm, lines
 
 
 def test_an_identical_challenger_passes_its_shadow_stage_and_goes_on_to_the_canary(
     fake: FakeKube, training: TrainingSettings, fleet: tuple[Fleet, str]
 ) -> None:
-    state, prometheus = fleet
-    target, helm, lines = start(fake, training, prometheus)
+    state, _ = fleet
+    target, helm, lines = start(fleet, training)
     request = ReleaseRequest(strategy="shadow+canary", provider="native", image=NEW_IMAGE)
 
     assert release(target, training, request) == "2"
@@ -206,8 +233,8 @@ def test_an_identical_challenger_passes_its_shadow_stage_and_goes_on_to_the_cana
 def test_a_shifted_challenger_is_rejected_at_the_shadow_stage_before_any_live_request(
     fake: FakeKube, training: TrainingSettings, fleet: tuple[Fleet, str]
 ) -> None:
-    state, prometheus = fleet
-    target, helm, lines = start(fake, training, prometheus)
+    state, _ = fleet
+    target, helm, lines = start(fleet, training)
     request = ReleaseRequest(strategy="shadow+canary", provider="native", image=NEW_IMAGE)
 
     with pytest.raises(ReleaseRejectedError, match=r"shadow stage: .*shadow-difference-p95.* Failed"):
@@ -230,8 +257,8 @@ def test_a_shifted_challenger_is_rejected_at_the_shadow_stage_before_any_live_re
 def test_a_shadow_only_release_stops_after_its_stage_and_production_stays(
     fake: FakeKube, training: TrainingSettings, fleet: tuple[Fleet, str]
 ) -> None:
-    state, prometheus = fleet
-    target, helm, lines = start(fake, training, prometheus)
+    state, _ = fleet
+    target, helm, lines = start(fleet, training)
 
     request = ReleaseRequest(strategy="shadow", provider="native", image=NEW_IMAGE)
     assert release(target, training, request) == "2"
@@ -248,8 +275,8 @@ def test_a_shadow_only_release_stops_after_its_stage_and_production_stays(
 def test_a_classifier_that_swaps_two_classes_is_rejected_at_the_shadow_stage(
     fake: FakeKube, training: TrainingSettings, fleet: tuple[Fleet, str]
 ) -> None:
-    state, prometheus = fleet
-    target, helm, _ = start(fake, training, prometheus, task="classification")
+    state, _ = fleet
+    target, helm, _ = start(fleet, training, task="classification")
     request = ReleaseRequest(strategy="shadow", provider="native", image=NEW_IMAGE)
 
     with pytest.raises(ReleaseRejectedError, match=r"shadow stage: .*shadow-disagreement.* Failed"):
@@ -263,3 +290,70 @@ def test_a_classifier_that_swaps_two_classes_is_rejected_at_the_shadow_stage(
     assert [call[0] for call in helm.calls] == ["upgrade", "rollback"]
     assert state.canary_requests == 0
     assert production(training) == "1"
+
+
+def test_with_argo_the_shadow_runs_beside_the_rollout_and_the_canary_starts_only_after_it_passed(
+    fake: FakeKube, training: TrainingSettings, fleet: tuple[Fleet, str]
+) -> None:
+    """Argo has no mirroring without a mesh: the shadow is the chart's own Deployment, which the loop
+    manages beside the Rollout; the Rollout's pods (with the mirror control mounted) stay as they are
+    until the live stage changes their image."""
+    state, prometheus = fleet
+    clock = ScaledClock(60)
+    argo = FakeArgo(fake, clock, on_replica_set=state.register_pod)
+    lines: list[str] = []
+    analysis = ANALYSIS | {"prometheusAddress": prometheus, "count": 4, "load": {"enabled": False}}
+    # Pauses long enough (10 s real) for Prometheus to discover and scrape the canary's new pods.
+    steps = [
+        {"setWeight": 20},
+        {"pause": {"duration": "10m"}},
+        {"setWeight": 50},
+        {"pause": {"duration": "5m"}},
+    ]
+    installed = {
+        "image": {"repository": REPOSITORY, "tag": "1-aaa"},
+        "model": {"name": training.model_name, "version": "1"},
+        "rollout": {
+            "strategy": "canary",
+            "provider": "argo",
+            "analysis": analysis,
+            "canary": {"steps": steps, "analysisStartingStep": 0},
+            "shadow": SHADOW,
+        },
+    }
+    target, helm = cluster_with(installed, lines, timeout=1800, clock=clock, prometheus_url=prometheus)
+    serve(fake, target, helm, clock)
+    argo.reconcile()
+    argo.start()
+    try:
+        wait_for_series(prometheus, 'model_version="1"')
+        stable_hash = fake.objects[ROLLOUT]["status"]["currentPodHash"]
+        generations: list[int] = []
+        applied = helm.on_change
+        assert applied is not None
+
+        def record(values: dict[str, Any]) -> None:
+            applied(values)
+            generations.append(fake.objects[ROLLOUT]["metadata"]["generation"])
+
+        helm.on_change = record
+        request = ReleaseRequest(strategy="shadow+canary", provider="argo", image=NEW_IMAGE)
+
+        assert release(target, training, request) == "2"
+    finally:
+        argo.stop()
+
+    assert production(training) == "2"
+    tags = version_tags(training, "2")
+    assert (tags["release.state"], tags["release.shadow.result"]) == ("promoted", "passed")
+    assert tags["release.strategy"] == "shadow+canary/argo"
+    assert tags["release.result"].startswith("Rollout housing completed")
+    # Starting and removing the shadow left the Rollout's spec alone (same generation, no new
+    # ReplicaSet); only the live stage's image change made the canary ReplicaSet.
+    assert generations[:2] == [generations[0], generations[0]]
+    assert generations[2] == generations[0] + 1
+    assert list(state.argo_hashes.values()) == ["stable", "canary"]
+    assert next(iter(state.argo_hashes)) == stable_hash
+    assert lines.index("going on with canary/argo") < next(
+        index for index, line in enumerate(lines) if line.startswith("Rollout housing Paused")
+    )

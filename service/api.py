@@ -122,7 +122,8 @@ class PredictionAPI:
         catch-all (``service.service.HousingApp``), which also counts every response.
         """
         started = time.perf_counter()
-        mark = RequestMark(mirrored=is_mirrored(request.scope["headers"]))
+        marked = is_mirrored(request.scope["headers"])
+        mark = RequestMark(mirrored=marked and self.settings.shadow_track)
         REQUEST_MARK.set(mark)
         ticket = await self.admission.enter(request.headers.get("content-length"))
         if ticket is None:
@@ -135,7 +136,7 @@ class PredictionAPI:
                 response = Response(result.model_dump_json(), media_type="application/json")
                 if mark.mirrored:
                     self.shadow.compare(request.headers.get, result)
-                elif self.mirror is not None:
+                elif self.mirror is not None and not marked:
                     response.background = BackgroundTask(
                         self.mirror.after_response, request.url.path, body, result, mark.prediction_id
                     )

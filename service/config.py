@@ -129,6 +129,12 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field(default="INFO", description="Level of the service logger.")
     # Shadow release (service/shadow.py): what a stable pod mirrors, read again from the control file
     # while it runs, so a shadow starts and stops without restarting the stable pods.
+    shadow_track: bool = Field(
+        default=False,
+        description="This pod is a shadow: requests marked X-Housing-Mirror are paired with the champion's "
+        "answer and kept out of the live series. Elsewhere the mark only stops a request from being "
+        "mirrored, so no client can hide its requests from the live SLO.",
+    )
     shadow_url: str | None = Field(
         default=None,
         description="Base URL of the shadow Service copies are sent to (unset: no mirroring unless the "

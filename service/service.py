@@ -113,7 +113,8 @@ class HousingApp(FastAPI):
         if api is not None:
             route = self._route_label(scope["path"])
             # A shadow's answers to mirrored copies stay out of the live SLO series.
-            metrics = api.shadow.metrics if is_mirrored(scope["headers"]) else api.metrics
+            copy = api.settings.shadow_track and is_mirrored(scope["headers"])
+            metrics = api.shadow.metrics if copy else api.metrics
             metrics.observe_request(route, exchange.status, time.perf_counter() - started)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:

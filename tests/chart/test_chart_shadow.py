@@ -104,6 +104,16 @@ def test_the_shadow_track_gets_no_live_traffic_and_never_mirrors(provider: str, 
     assert labels["app.kubernetes.io/component"] == "shadow"
     assert labels["housing.io/model-version"] == SHADOW_VERSION
     assert not mounts_mirror(shadow["spec"]["template"])
+    # Only the shadow's pods treat marked requests as copies; on serving pods the mark only stops mirroring.
+    shadow_env = {
+        e["name"]: e.get("value") for e in shadow["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert shadow_env["HOUSING_SERVICE_SHADOW_TRACK"] == "true"
+    for workload in rendered.objects:
+        if workload["kind"] in {"Rollout", "Deployment"} and workload is not shadow:
+            serving = workload["spec"]["template"]["spec"]["containers"][0]["env"]
+            assert "HOUSING_SERVICE_SHADOW_TRACK" not in {e["name"] for e in serving}
+            assert mounts_mirror(workload["spec"]["template"])
     assert {s["metadata"]["name"] for s in rendered.of_kind("Service") if selects(s, labels)} == {
         "housing-shadow",
         SHADOW_JOB,

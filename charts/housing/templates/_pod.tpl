@@ -55,6 +55,11 @@ spec:
       env:
         - name: BENTOML_HOME
           value: {{ $values.bentomlHome | quote }}
+        {{- if eq $component "shadow" }}
+        # Mirrored copies are paired and kept out of the live series only here.
+        - name: HOUSING_SERVICE_SHADOW_TRACK
+          value: "true"
+        {{- end }}
         {{- if $mirror }}
         {{- $m := $values.rollout.shadow.mirror }}
         - name: HOUSING_SERVICE_SHADOW_CONTROL_FILE

@@ -130,8 +130,12 @@ def servers(
     for control in (champion_control, shadow_control):
         control.write_text(json.dumps({"url": None, "sampleRate": 0.0}), encoding="utf-8")
 
-    def env(log: Path, control: Path | None) -> dict[str, str]:
-        settings = {"log_predictions": "false", "shadow_control_seconds": str(CONTROL_SECONDS)}
+    def env(log: Path, control: Path | None, shadow_track: bool) -> dict[str, str]:
+        settings = {
+            "log_predictions": "false",
+            "shadow_control_seconds": str(CONTROL_SECONDS),
+            "shadow_track": str(shadow_track).lower(),
+        }
         if control is not None:
             settings |= {
                 "shadow_control_file": str(control),
@@ -152,7 +156,7 @@ def servers(
             ("slow", None, {"delay_seconds": str(SLOW_SECONDS)}),
         ):
             log = root / f"{name}.log"
-            environment = env(log, control)
+            environment = env(log, control, shadow_track=name != "champion")
             started.append(start_server([bento_tag], with_faults(environment, **faults), log))
         for server in started:
             wait_ready(server)

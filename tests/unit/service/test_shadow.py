@@ -317,10 +317,16 @@ def test_a_slow_shadow_fills_the_queue_and_times_out_without_blocking_the_caller
 
 @pytest.fixture
 def api(
-    tmp_path: Path, stats: FeatureStatistics, logged: Lines, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    stats: FeatureStatistics,
+    logged: Lines,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[PredictionAPI]:
+    """A worker of a shadow pod (shadow_track), unless parametrized indirectly with False."""
     model = load_model_dir(model_dir(tmp_path, stats, list(FEATURES)), INFO)
-    prediction_api = PredictionAPI(model, ServiceSettings(), logging.getLogger("housing.service"))
+    settings = ServiceSettings(shadow_track=getattr(request, "param", True))
+    prediction_api = PredictionAPI(model, settings, logging.getLogger("housing.service"))
     monkeypatch.setattr(service.service, "_api", lambda: prediction_api)
     yield prediction_api
     prediction_api.close()
@@ -387,3 +393,18 @@ async def test_a_mirrored_request_is_paired_never_mirrored_again_and_kept_out_of
     assert samples(shadow.abs_difference)[("housing_shadow_abs_difference_sum",)] == pytest.approx(0.5)
     [pair_line] = [line for line in logged.lines if line["message"] == "shadow pair"]
     assert pair_line["prediction_id"] == live["prediction_id"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("api", [False], indirect=True, ids=["serving-pod"])
+async def test_on_a_serving_pod_the_mark_only_stops_mirroring_and_the_request_counts_as_live(
+    api: PredictionAPI, http: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    """A client sending the mark cannot hide its requests from the live SLO series."""
+    api.mirror, _ = make_mirror(recorder.url)
+    response = await http.post("/predict", json=ROW, headers={MIRROR_HEADER: "1"})
+    assert response.status_code == 200
+    time.sleep(0.2)
+    assert recorder.received == []
+    assert live_requests(api) == 1
+    assert samples(api.shadow.metrics.requests) == {}

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +30,8 @@ class Watch:
     prometheus: Prometheus
     auto_promote: bool
     deadline: Deadline
+    # Records version tags at once (a stage's judgement survives an interruption of the next stage).
+    record: Callable[[dict[str, str]], None] = lambda tags: None
 
 
 @dataclass(frozen=True)

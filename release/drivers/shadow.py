@@ -30,6 +30,7 @@ from release.kube import Deadline, deployment_summary, ready_since
 SHADOW_TRACK = "shadow"
 TRACK_LABEL = "housing.io/track"
 TAG_PREFIX = "release.shadow."
+SHADOW_RESULT = f"{TAG_PREFIX}result"
 
 
 class ShadowStage:
@@ -140,6 +141,7 @@ class ShadowStage:
     def follow(self, watch: Watch) -> Verdict:
         reason, evidence = self.judge(watch)
         tags = shadow_tags(evidence, reason)
+        watch.record(tags)
         if reason is not None:
             return Verdict(False, f"shadow stage: {reason}", evidence, tags=tags)
         passed = f"shadow stage passed: {count(evidence.candidate_requests)} paired predictions"
@@ -214,7 +216,7 @@ class ShadowStage:
 def shadow_tags(evidence: Evidence, reason: str | None) -> dict[str, str]:
     """The shadow stage's judgement and figures as version tags."""
     tags = {
-        f"{TAG_PREFIX}result": "passed" if reason is None else f"failed: {reason}"[:5000],
+        SHADOW_RESULT: "passed" if reason is None else f"failed: {reason}"[:5000],
         f"{TAG_PREFIX}pairs": count(evidence.candidate_requests),
     }
     for record in evidence.metrics:

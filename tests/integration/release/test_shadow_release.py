@@ -357,3 +357,33 @@ def test_with_argo_the_shadow_runs_beside_the_rollout_and_the_canary_starts_only
     assert lines.index("going on with canary/argo") < next(
         index for index, line in enumerate(lines) if line.startswith("Rollout housing Paused")
     )
+
+
+def test_an_interrupted_release_resumes_after_its_passed_shadow_stage(
+    fake: FakeKube, training: TrainingSettings, fleet: tuple[Fleet, str]
+) -> None:
+    """The shadow's judgement is recorded as soon as it is made: a re-run goes straight to the canary."""
+    state, _ = fleet
+    target, helm, lines = start(fleet, training)
+    request = ReleaseRequest(strategy="shadow+canary", provider="native", image=NEW_IMAGE)
+
+    def interrupt_at_the_live_stage(line: str) -> None:
+        lines.append(line)
+        if line.startswith("going on with "):
+            raise KeyboardInterrupt
+
+    target.log = interrupt_at_the_live_stage
+    with pytest.raises(KeyboardInterrupt):
+        release(target, training, request)
+    tags = version_tags(training, "2")
+    assert (tags["release.state"], tags["release.shadow.result"]) == ("analysing", "passed")
+    assert state.canary_requests == 0
+
+    target.log = lines.append
+    assert release(target, training, request) == "2"
+
+    assert production(training) == "2"
+    assert "v2 passed its shadow stage before the interruption: resuming with canary" in lines
+    # The shadow ran once: on, off, then the canary and its promotion.
+    shadow_tags = [call[1]["rollout"].get("shadow", {}).get("tag") for call in helm.calls]
+    assert shadow_tags == ["2-bbb", "", None, None]

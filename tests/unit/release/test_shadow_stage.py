@@ -115,3 +115,45 @@ def test_the_shadow_stage_needs_the_mirror_mounted_and_the_releases_repository(
     assert stage.deploy_candidate(f"{REPOSITORY}:2-bbb", "2") is None  # already the shadow
     assert stage.deploy_candidate(f"{REPOSITORY}:3-ccc", "3") == 2
     assert helm.calls == [("upgrade", {"rollout": {"shadow": {"tag": "3-ccc", "modelVersion": "3"}}})]
+
+
+@pytest.mark.parametrize(
+    ("args", "strategy", "said"),
+    [
+        (["--shadow", "--strategy", "blueGreen"], "shadow+blueGreen", "released v2"),
+        (["--strategy", "shadow"], "shadow", "v2 passed its shadow stage"),
+        (["--shadow", "--strategy", "shadow"], "shadow", "v2 passed its shadow stage"),
+        ([], "canary", "released v2"),
+    ],
+)
+def test_the_release_command_puts_the_shadow_stage_first(
+    fake: FakeKube,
+    kubeconfig: Path,
+    helm_binary: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    strategy: str,
+    said: str,
+) -> None:
+    import release.loop
+
+    requests: list[release.loop.ReleaseRequest] = []
+
+    def run(cluster: Cluster, training: Any, request: release.loop.ReleaseRequest) -> str:
+        del cluster, training
+        requests.append(request)
+        return "2"
+
+    monkeypatch.setattr(release.loop, "release", run)
+    env = {
+        "KUBECONFIG": str(kubeconfig),
+        "HOUSING_RELEASE_HELM_BINARY": helm_binary,
+        "HOME": str(tmp_path),
+        "PATH": os.environ["PATH"],
+    }
+    command = ["release", *args, "--provider", "native", "--image", f"{REPOSITORY}:2-bbb"]
+    result = CliRunner().invoke(app, command, env=env)
+    assert (result.exit_code, result.stderr) == (0, ""), result.stdout
+    assert [(r.strategy, r.provider) for r in requests] == [(strategy, "native")]
+    assert result.stdout.splitlines()[-1] == said

@@ -303,10 +303,11 @@ def test_with_argo_the_shadow_runs_beside_the_rollout_and_the_canary_starts_only
     argo = FakeArgo(fake, clock, on_replica_set=state.register_pod)
     lines: list[str] = []
     analysis = ANALYSIS | {"prometheusAddress": prometheus, "count": 4, "load": {"enabled": False}}
-    # Pauses long enough (10 s real) for Prometheus to discover and scrape the canary's new pods.
+    # Pauses long enough (20 s real) for Prometheus to discover and scrape the canary's new pods, even on
+    # a loaded machine (one run with 10 s found no candidate series at completion).
     steps = [
         {"setWeight": 20},
-        {"pause": {"duration": "10m"}},
+        {"pause": {"duration": "20m"}},
         {"setWeight": 50},
         {"pause": {"duration": "5m"}},
     ]
@@ -339,7 +340,9 @@ def test_with_argo_the_shadow_runs_beside_the_rollout_and_the_canary_starts_only
         helm.on_change = record
         request = ReleaseRequest(strategy="shadow+canary", provider="argo", image=NEW_IMAGE)
 
-        assert release(target, training, request) == "2"
+        assert release(target, training, request) == "2", lines
+    except ReleaseRejectedError as error:
+        raise AssertionError("\n".join(lines)) from error
     finally:
         argo.stop()
 

@@ -302,9 +302,15 @@ def test_with_argo_the_shadow_runs_beside_the_rollout_and_the_canary_starts_only
     clock = ScaledClock(60)
     argo = FakeArgo(fake, clock, on_replica_set=state.register_pod)
     lines: list[str] = []
-    analysis = ANALYSIS | {"prometheusAddress": prometheus, "count": 4, "load": {"enabled": False}}
-    # Pauses long enough (20 s real) for Prometheus to discover and scrape the canary's new pods, even on
-    # a loaded machine (one run with 10 s found no candidate series at completion).
+    # The canary's pods appear only once the shadow passed: its first measurement waits 15 s real, time
+    # for Prometheus to discover and scrape them even on a loaded machine (5 s was too short once).
+    analysis = ANALYSIS | {
+        "prometheusAddress": prometheus,
+        "count": 4,
+        "initialDelay": "15m",
+        "load": {"enabled": False},
+    }
+    # The analysis ends within the first pause (20 s real).
     steps = [
         {"setWeight": 20},
         {"pause": {"duration": "20m"}},

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
-from release.errors import ReleaseRejectedError
+from release.errors import ReleaseError, ReleaseRejectedError
 from release.loop import ReleaseRequest, release
 from service.metrics import ServiceMetrics
 from service.shadow import CHAMPION_HEADER, ShadowComparison, ShadowMetrics
@@ -328,7 +328,8 @@ def test_with_argo_the_shadow_runs_beside_the_rollout_and_the_canary_starts_only
             "shadow": SHADOW,
         },
     }
-    target, helm = cluster_with(installed, lines, timeout=1800, clock=clock, prometheus_url=prometheus)
+    # The shadow stage (8 fast-minutes) and the canary's steps (25) within the loop's budget.
+    target, helm = cluster_with(installed, lines, timeout=3600, clock=clock, prometheus_url=prometheus)
     serve(fake, target, helm, clock)
     argo.reconcile()
     argo.start()
@@ -347,7 +348,7 @@ def test_with_argo_the_shadow_runs_beside_the_rollout_and_the_canary_starts_only
         request = ReleaseRequest(strategy="shadow+canary", provider="argo", image=NEW_IMAGE)
 
         assert release(target, training, request) == "2", lines
-    except ReleaseRejectedError as error:
+    except (ReleaseError, ReleaseRejectedError) as error:
         raise AssertionError("\n".join(lines)) from error
     finally:
         argo.stop()

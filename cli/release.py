@@ -224,8 +224,17 @@ def release(
         str | None, typer.Option("--version", help="Version to release; default: challenger.")
     ] = None,
     strategy: Annotated[
-        Literal["canary", "blueGreen"], typer.Option(help="How the new version goes out.")
+        Literal["canary", "blueGreen", "shadow"],
+        typer.Option(help="How the new version goes out; shadow: the shadow stage only, nobody served."),
     ] = "canary",
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow/--no-shadow",
+            help="A shadow stage first: the candidate answers mirrored copies of live traffic and must "
+            "pass the chart's shadow analysis before any user reaches it (needs rollout.shadow.enabled).",
+        ),
+    ] = False,
     provider: Annotated[
         ProviderName, typer.Option(help="argo (controller + AnalysisRun) or native.")
     ] = "argo",
@@ -272,6 +281,10 @@ def release(
     prediction requests served by the candidate and enough successful analysis measurements. Timed pauses
     are left to the controller; manual pauses are promoted only on that evidence (--no-auto-promote: never).
 
+    With a shadow stage (--shadow, or --strategy shadow for that stage alone) the candidate first runs as
+    the shadow track and is judged on its paired differences from the champion; a fail rejects it before
+    any user reaches it.
+
     Exit codes: 0 released (or nothing to do), 5 analysis failed / aborted (rolled back, production kept),
     6 cluster, Helm or image error, 7 timeout (the release stays in progress: re-run to resume).
     """
@@ -290,11 +303,14 @@ def release(
         kind_cluster=kind_cluster,
         prometheus_url=prometheus_url,
     )
+    from release.drivers import SHADOW, SHADOW_FIRST
+
+    chosen = SHADOW_FIRST + strategy if shadow and strategy != SHADOW else strategy
     request = ReleaseRequest(
-        version, strategy, provider, image, git_sha, auto_promote=auto_promote, retry=retry
+        version, chosen, provider, image, git_sha, auto_promote=auto_promote, retry=retry
     )
     released = run_release(cluster, TrainingSettings(), request)
-    say(f"released v{released}")
+    say(f"v{released} passed its shadow stage" if chosen == SHADOW else f"released v{released}")
 
 
 def run_pipeline_on_cluster(

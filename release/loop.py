@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from release import chart
 from release.cluster import Cluster
-from release.drivers import Verdict, Watch, driver_for
+from release.drivers import SHADOW_FIRST, Verdict, Watch, driver_for
+from release.drivers.shadow import SHADOW_RESULT
 from release.errors import ClusterTimeoutError, ReleaseError, ReleaseRejectedError
 from training import registry
 from training.config import TrainingSettings
@@ -38,6 +39,7 @@ class ReleaseState(StrEnum):
     analysing = "analysing"
     promoted = "promoted"
     rejected = "rejected"
+    shadowed = "shadowed"  # passed the shadow stage of a shadow-only release; never served anyone
 
 
 IN_PROGRESS = (ReleaseState.deploying, ReleaseState.analysing)
@@ -199,6 +201,9 @@ def release(cluster: Cluster, training: TrainingSettings, request: ReleaseReques
         log(f"recorded {STATE}=deploying on v{version} (rollback target: Helm revision {previous_revision})")
 
     strategy, provider = tags["release.strategy"].split("/")
+    if resuming and strategy.startswith(SHADOW_FIRST) and tags.get(SHADOW_RESULT) == "passed":
+        strategy = strategy.removeprefix(SHADOW_FIRST)
+        log(f"v{version} passed its shadow stage before the interruption: resuming with {strategy}")
     driver = driver_for(cluster, values, strategy, provider)
     revision = driver.deploy_candidate(image, version)
     if revision is None:
@@ -212,7 +217,15 @@ def release(cluster: Cluster, training: TrainingSettings, request: ReleaseReques
         f"; the release of v{version} is still in progress: re-run `housing release --version {version}` "
         "to follow it, or `housing rollout abort` and re-run to roll it back"
     )
-    watch = Watch(image, version, cluster.analysis(), prometheus, request.auto_promote, deadline)
+    watch = Watch(
+        image,
+        version,
+        cluster.analysis(),
+        prometheus,
+        request.auto_promote,
+        deadline,
+        record=partial(set_tags, client, name, version),
+    )
     try:
         verdict = driver.follow(watch)
     except ClusterTimeoutError as exc:
@@ -225,6 +238,11 @@ def release(cluster: Cluster, training: TrainingSettings, request: ReleaseReques
         for line in verdict.evidence.lines():
             log(line)
         set_tags(client, name, version, verdict.evidence.tags())
+    set_tags(client, name, version, verdict.tags)
+    if verdict.shadow_only:
+        set_tags(client, name, version, {STATE: ReleaseState.shadowed.value, "release.finished_at": now()})
+        log(f"tagged v{version} {STATE}=shadowed: {verdict.reason}; production stays at v{production}")
+        return version
     # The loop's own check, whatever the driver decided: no evidence, no promotion.
     reason = verdict.reason if not verdict.completed else None
     if verdict.completed:

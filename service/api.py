@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -38,6 +39,14 @@ from service.model import LoadedModel, prediction_executor
 from service.prediction_log import DB_SINK, DatabaseSink, PredictionLog
 from service.ranges import OutOfRange, RangeChecker
 from service.schemas import FeatureStatsSummary, ModelCard
+from service.shadow import (
+    REQUEST_MARK,
+    RequestMark,
+    ShadowComparison,
+    ShadowMetrics,
+    is_mirrored,
+    mirror_from_settings,
+)
 from service.tasks import Answers, Outputs
 
 
@@ -130,6 +139,10 @@ class PredictionAPI:
             settings.admission_order,
             on_shed=self.metrics.count_shed,
         )
+        self.mirror = mirror_from_settings(settings, self.metrics.model_labels, logger)
+        self.shadow = ShadowComparison(
+            ShadowMetrics(self.metrics.model_labels, registry=None), logger, settings.log_predictions
+        )
 
     async def predict(self, request: Request) -> Response:
         return await self.serve(request, self._predict_one)
@@ -139,6 +152,8 @@ class PredictionAPI:
 
     def close(self) -> None:
         self.prediction_log.close()
+        if self.mirror is not None:
+            self.mirror.close()
         self.executor.shutdown(wait=False)
 
     async def serve(
@@ -154,6 +169,9 @@ class PredictionAPI:
         to the app's one catch-all (``service.app.HousingApp``), which also counts every response.
         """
         started = time.perf_counter()
+        marked = is_mirrored(request.scope["headers"])
+        mark = RequestMark(mirrored=marked and self.settings.shadow_track)
+        REQUEST_MARK.set(mark)
         ticket = await self.admission.enter(request.headers.get("content-length"))
         if ticket is None:
             response = wire.shed()
@@ -163,9 +181,17 @@ class PredictionAPI:
                     body = await wire.read_body(request, self.settings.max_request_bytes)
                     result = await handle(body, started)
                 if isinstance(result, Response):
+                    # The Open Inference Protocol answers in its own encoding; its copies are not
+                    # mirrored (the shadow pairs our own answer models).
                     response = result
                 else:
                     response = Response(result.model_dump_json(), media_type="application/json")
+                    if mark.mirrored:
+                        self.shadow.compare(request.headers.get, result)
+                    elif self.mirror is not None and not marked:
+                        response.background = BackgroundTask(
+                            self.mirror.after_response, request.url.path, body, result, mark.prediction_id
+                        )
             except ServiceError as error:
                 response = wire.error(error)
             except TimeoutError:
@@ -239,6 +265,11 @@ class PredictionAPI:
         """Metrics and prediction log of a successful prediction; returns its id and timestamp."""
         prediction_id = str(uuid.uuid4())
         timestamp = datetime.now(UTC)
+        mark = REQUEST_MARK.get()
+        if mark is not None:
+            mark.prediction_id = prediction_id
+            if mark.mirrored:  # a shadow's answer to a copy: paired in serve, not live traffic
+                return prediction_id, timestamp
         answers.observe(self.metrics, endpoint)
         latency_ms = (time.perf_counter() - started) * 1000
         self.prediction_log.record(prediction_id, endpoint, timestamp, latency_ms, rows, answers)

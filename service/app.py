@@ -31,6 +31,7 @@ from service.inference_v2 import Handler, InferenceProtocol, inference_internal_
 from service.logs import LOGGER_NAME
 from service.metrics import exposition
 from service.schemas import ErrorBody, ModelCard
+from service.shadow import is_mirrored
 
 # Label of every request to a path the app does not serve (answered 404 by FastAPI).
 UNMATCHED_ROUTE = "unmatched"
@@ -112,7 +113,10 @@ class HousingApp(FastAPI):
                 route = self._route_label(scope["path"])
             else:
                 route = inference.label or UNMATCHED_ROUTE
-            api.metrics.observe_request(route, exchange.status, time.perf_counter() - started)
+            # A shadow's answers to mirrored copies stay out of the live SLO series.
+            copy = api.settings.shadow_track and is_mirrored(scope["headers"])
+            metrics = api.shadow.metrics if copy else api.metrics
+            metrics.observe_request(route, exchange.status, time.perf_counter() - started)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "POST":

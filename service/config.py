@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -128,6 +129,48 @@ class ServiceSettings(BaseSettings):
         default="json", description="Service log lines as JSON objects or human-readable text."
     )
     log_level: str = Field(default="INFO", description="Level of the service logger.")
+    # Shadow release (service/shadow.py): what a stable pod mirrors, read again from the control file
+    # while it runs, so a shadow starts and stops without restarting the stable pods.
+    shadow_track: bool = Field(
+        default=False,
+        description="This pod is a shadow: requests marked X-Housing-Mirror are paired with the champion's "
+        "answer and kept out of the live series. Elsewhere the mark only stops a request from being "
+        "mirrored, so no client can hide its requests from the live SLO.",
+    )
+    shadow_url: str | None = Field(
+        default=None,
+        description="Base URL of the shadow Service copies are sent to (unset: no mirroring unless the "
+        "control file names one).",
+    )
+    shadow_sample_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of answered prediction requests copied to the shadow."
+    )
+    shadow_control_file: Path | None = Field(
+        default=None,
+        description="JSON file (a mounted ConfigMap) with `url` and `sampleRate`, overriding the two "
+        "settings above while it exists; re-read every shadow_control_seconds.",
+    )
+    shadow_control_seconds: float = Field(
+        default=5.0, gt=0.0, description="Least time between two reads of the shadow control file."
+    )
+    shadow_queue_size: int = Field(
+        default=1000, gt=0, description="Copies waiting for a sender, per worker; more are dropped."
+    )
+    shadow_senders: int = Field(
+        default=2, gt=0, description="Threads per worker posting copies to the shadow (copies in flight)."
+    )
+    shadow_timeout_seconds: float = Field(
+        default=1.0, gt=0.0, description="Longest a copy may take to be answered by the shadow; then dropped."
+    )
+    shadow_backoff_seconds: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="First pause after the shadow could not be reached; it doubles while the shadow stays "
+        "unreachable, and copies are dropped meanwhile.",
+    )
+    shadow_backoff_max_seconds: float = Field(
+        default=30.0, gt=0.0, description="Longest pause between two attempts to reach the shadow."
+    )
 
     @property
     def server_timeout_seconds(self) -> float:

@@ -6,13 +6,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from release import chart
 from release.cluster import Cluster
 from release.evidence import AnalysisSpec, Evidence, Prometheus
 from release.kube import Deadline
+
+# Release strategies of the shadow stage (release/drivers/shadow.py): alone, or ahead of a live strategy.
+SHADOW = "shadow"
+SHADOW_FIRST = "shadow+"
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,8 @@ class Watch:
     prometheus: Prometheus
     auto_promote: bool
     deadline: Deadline
+    # Records version tags at once (a stage's judgement survives an interruption of the next stage).
+    record: Callable[[dict[str, str]], None] = lambda tags: None
 
 
 @dataclass(frozen=True)
@@ -32,13 +39,17 @@ class Verdict:
     """How a followed rollout ended.
 
     ``completed``: the candidate serves every user. ``left_paused``: the rollout waits for the user's
-    decision (nothing rolled back). ``evidence`` is what the driver read when it decided.
+    decision (nothing rolled back). ``evidence`` is what the driver read when it decided. ``tags``: the
+    judgements of earlier stages (the shadow's), recorded on the version. ``shadow_only``: the shadow
+    stage passed and the release stops there, as asked; the candidate never served anyone.
     """
 
     completed: bool
     reason: str
     evidence: Evidence | None
     left_paused: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+    shadow_only: bool = False
 
 
 class Driver(Protocol):
@@ -82,11 +93,20 @@ class Driver(Protocol):
 
 
 def driver_for(cluster: Cluster, values: dict[str, Any] | None, strategy: str, provider: str) -> Driver:
-    """The driver of ``strategy``/``provider`` for a release whose computed values are ``values``."""
+    """The driver of ``strategy``/``provider`` for a release whose computed values are ``values``.
+
+    ``shadow`` is the shadow stage alone; ``shadow+<strategy>`` the shadow stage, then that strategy.
+    """
     from release.drivers.argo import ArgoBlueGreen, ArgoCanary
     from release.drivers.native import NativeBlueGreen, NativeCanary
     from release.drivers.rolling import RollingUpdate
+    from release.drivers.shadow import ShadowStage
 
+    if strategy == SHADOW:
+        return ShadowStage(cluster, values, None)
+    if strategy.startswith(SHADOW_FIRST):
+        live = driver_for(cluster, values, strategy.removeprefix(SHADOW_FIRST), provider)
+        return ShadowStage(cluster, values, live)
     if strategy == "rollingUpdate":
         return RollingUpdate(cluster, values)
     drivers: dict[tuple[str, str], type[ArgoCanary | ArgoBlueGreen | NativeCanary | NativeBlueGreen]] = {
@@ -102,4 +122,7 @@ def installed_driver(cluster: Cluster) -> Driver:
     """The driver of the installed release."""
     values = cluster.installed_values()
     workload = chart.workload(values, cluster.release)
-    return driver_for(cluster, values, workload.strategy, workload.provider)
+    strategy = workload.strategy
+    if chart.dig(values, "rollout.shadow.enabled") and chart.dig(values, "rollout.shadow.tag"):
+        strategy = SHADOW_FIRST + strategy  # a shadow stage runs: its lines and operations come first
+    return driver_for(cluster, values, strategy, workload.provider)

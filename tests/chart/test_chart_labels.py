@@ -11,6 +11,7 @@ every query selecting it comes back empty. That is how the service's former `end
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.metrics import ServiceMetrics
+from service.shadow import MirrorMetrics, Pairing, ShadowComparison, ShadowMetrics
 from tests.chart.helm import Rendered
 
 pytestmark = pytest.mark.chart
@@ -26,7 +28,7 @@ Render = Callable[[str], Rendered]
 OPERATOR_TARGET_LABELS = frozenset(
     {"node", "pod", "namespace", "service", "container", "job", "endpoint", "instance"}
 )
-SCENARIOS = ("canary", "blue-green", "native-canary", "native-blue-green")
+SCENARIOS = ("canary", "blue-green", "native-canary", "native-blue-green", "shadow")
 # Metrics of other exporters (kube-state-metrics), whose labels are theirs, not the service's.
 FOREIGN_METRICS = re.compile(r"\bkube_[a-z_]+")
 MATCHER = re.compile(r"\b([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*\"")
@@ -44,6 +46,14 @@ def service_labels() -> set[str]:
     metrics.set_drift({"MedInc": 0.3})
     metrics.count_dropped("database")
     metrics.count_shed("concurrency")
+    labels = metrics.model_labels
+    shadow = ShadowComparison(ShadowMetrics(labels, registry), logging.getLogger(__name__), log_pairs=False)
+    shadow.metrics.observe_request("/predict", 200, 0.002)
+    shadow._record(Pairing(1, abs_differences=(0.1,), rel_differences=(0.05,), swaps=(("a", "b"),)))
+    shadow._record(Pairing(0, unpaired="count_mismatch"))
+    mirror = MirrorMetrics(labels, registry)
+    mirror.sent()
+    mirror.dropped("queue_full")
     names = {label for family in registry.collect() for sample in family.samples for label in sample.labels}
     assert {"model_name", "model_version", "status_code", "le", "feature"} <= names
     return names

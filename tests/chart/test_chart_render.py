@@ -33,6 +33,8 @@ SERVER_SELECTOR = {
     "app.kubernetes.io/instance": "housing",
     "app.kubernetes.io/component": "server",
 }
+# The shadow track's pods (rollout.shadow): selected apart from the serving pods, so no live traffic.
+SHADOW_SELECTOR = SERVER_SELECTOR | {"app.kubernetes.io/component": "shadow"}
 WORKLOAD_KINDS = ("Deployment", "Rollout")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -163,6 +165,8 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
     "training-cronjob": ({"Deployment", "Job", "CronJob", "Role", "RoleBinding"}, {"Rollout"}),
     "long-names": ({"Deployment", "Job", "CronJob"}, {"Rollout"}),
     "training-data": ({"Deployment", "Job", "ConfigMap", "ServiceAccount"}, {"Rollout", "CronJob"}),
+    # Argo serves; the shadow track is a Deployment of its own.
+    "shadow": ({"Rollout", "AnalysisTemplate", "Deployment", "NetworkPolicy"}, {"HorizontalPodAutoscaler"}),
 }
 
 
@@ -214,10 +218,11 @@ def selector_of(o: Manifest) -> dict[str, str]:
 @pytest.mark.parametrize("scenario", scenarios())
 def test_selectors_are_the_stable_server_selector(rendered: Render, scenario: str) -> None:
     r = rendered(scenario)
-    expected = dict(SERVER_SELECTOR)
     for o in r.objects:
         if o["kind"] in ("Deployment", "Rollout", "Service", "PodDisruptionBudget", "NetworkPolicy"):
             selector = selector_of(o)
+            shadow = o["metadata"]["name"].startswith("housing-shadow")
+            expected = dict(SHADOW_SELECTOR if shadow else SERVER_SELECTOR)
             extra = set(selector) - set(expected)
             assert {k: selector[k] for k in expected} == expected, f"{o['kind']}/{o['metadata']['name']}"
             # The only extra key a selector may carry is the track of native modes.
@@ -257,11 +262,13 @@ def test_service_monitor_scrapes_each_pod_once(rendered: Render, scenario: str) 
         return
     wanted = monitors[0]["spec"]["selector"]["matchLabels"]
     matched = [s for s in r.of_kind("Service") if wanted.items() <= s["metadata"]["labels"].items()]
-    assert len(matched) == 1, [s["metadata"]["name"] for s in matched]
-    metrics = matched[0]
-    assert metrics["spec"]["clusterIP"] == "None"
-    assert metrics["spec"]["selector"] == SERVER_SELECTOR
-    assert monitors[0]["spec"]["endpoints"][0]["port"] in {p["name"] for p in metrics["spec"]["ports"]}
+    # One headless Service per set of pods: the serving pods, and the shadow track's when it runs.
+    shadow_runs = any(o["metadata"]["name"] == "housing-shadow" for o in r.of_kind("Deployment"))
+    expected = [SERVER_SELECTOR, SHADOW_SELECTOR] if shadow_runs else [SERVER_SELECTOR]
+    assert [s["spec"]["selector"] for s in matched] == expected, [s["metadata"]["name"] for s in matched]
+    for metrics in matched:
+        assert metrics["spec"]["clusterIP"] == "None"
+        assert monitors[0]["spec"]["endpoints"][0]["port"] in {p["name"] for p in metrics["spec"]["ports"]}
 
 
 # --- pods -------------------------------------------------------------------------------------------
@@ -292,6 +299,10 @@ def test_every_pod_is_restricted_and_sized(rendered: Render, scenario: str) -> N
             for mount in c.get("volumeMounts", []):
                 # The only other volume is training's data volume (`training.data`), which users bring.
                 if "train" in name and mount["name"] == "data":
+                    continue
+                # And the serving pods' mirror control (rollout.shadow), a ConfigMap mounted read-only.
+                if mount["name"] == "mirror" and mount["mountPath"] == "/etc/housing/mirror":
+                    assert mount["readOnly"] is True, name
                     continue
                 assert mount["name"] in empty_dirs, f"{name}: {mount['mountPath']} must be an emptyDir"
 

@@ -3,14 +3,19 @@ Pod template of the serving container, shared by the Deployment, the Rollout and
 Usage: include "housing.podTemplate" (dict "root" $ "track" "stable" "tag" $tag "hashLabel" "pod-template-hash")
 `hashLabel` is the label its controller puts on every pod of one revision: `pod-template-hash` for a
 Deployment, `rollouts-pod-template-hash` for an Argo Rollout (whose pods lack the former).
+`component` is `server` unless given: the shadow track's pods are `shadow`, which no serving Service
+selects. With rollout.shadow.enabled every serving pod mounts the mirror control (the shadow's never).
 */}}
 {{- define "housing.podTemplate" -}}
 {{- $root := .root }}
 {{- $values := $root.Values }}
 {{- $modelVersion := default (include "housing.versionOfTag" .tag) .modelVersion -}}
+{{- $component := default "server" .component }}
+{{- $mirror := and $values.rollout.shadow.enabled (eq $component "server") -}}
 metadata:
   labels:
-    {{- include "housing.serverSelectorLabels" $root | nindent 4 }}
+    {{- include "housing.selectorLabels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ $component }}
     {{- with .track }}
     housing.io/track: {{ . }}
     {{- end }}
@@ -50,6 +55,24 @@ spec:
       env:
         - name: BENTOML_HOME
           value: {{ $values.bentomlHome | quote }}
+        {{- if eq $component "shadow" }}
+        # Mirrored copies are paired and kept out of the live series only here.
+        - name: HOUSING_SERVICE_SHADOW_TRACK
+          value: "true"
+        {{- end }}
+        {{- if $mirror }}
+        {{- $m := $values.rollout.shadow.mirror }}
+        - name: HOUSING_SERVICE_SHADOW_CONTROL_FILE
+          value: {{ printf "%s/mirror.json" (include "housing.mirrorControlDir" $root) | quote }}
+        - name: HOUSING_SERVICE_SHADOW_CONTROL_SECONDS
+          value: {{ $m.controlSeconds | quote }}
+        - name: HOUSING_SERVICE_SHADOW_TIMEOUT_SECONDS
+          value: {{ $m.timeoutSeconds | quote }}
+        - name: HOUSING_SERVICE_SHADOW_QUEUE_SIZE
+          value: {{ $m.queueSize | quote }}
+        - name: HOUSING_SERVICE_SHADOW_SENDERS
+          value: {{ $m.senders | quote }}
+        {{- end }}
       startupProbe:
         httpGet:
           path: /livez
@@ -88,6 +111,12 @@ spec:
           mountPath: /tmp
         - name: bentoml-home
           mountPath: {{ $values.bentomlHome }}
+        {{- if $mirror }}
+        # The whole directory, not a subPath: only then does the kubelet update the file in place.
+        - name: mirror
+          mountPath: {{ include "housing.mirrorControlDir" $root }}
+          readOnly: true
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir:
@@ -95,6 +124,11 @@ spec:
     - name: bentoml-home
       emptyDir:
         sizeLimit: 256Mi
+    {{- if $mirror }}
+    - name: mirror
+      configMap:
+        name: {{ include "housing.suffixed" (list $root "mirror") }}
+    {{- end }}
   {{- if $values.affinity }}
   affinity:
     {{- toYaml $values.affinity | nindent 4 }}

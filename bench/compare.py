@@ -44,6 +44,7 @@ from bench.targets import (
     Context,
     Target,
     Wire,
+    benchmarked_model,
     child_env,
     export_model,
     peer_python,
@@ -408,17 +409,10 @@ def run(
 
     from contracts.modelio import load_sklearn_model
     from load.payloads import read_rows
-    from service.packaging import PackagingError, build_bento_from_store, import_model, resolve
 
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
     rows = read_rows(rows_file)
-    try:
-        resolved = resolve(model_name, ref, tracking_uri)
-        model_tag = import_model(resolved, tracking_uri)
-        if "service" in chosen and service_url is None and bento is None:
-            bento = build_bento_from_store(model_tag, resolved.version, None)
-    except PackagingError as error:
-        raise BenchError(str(error)) from error
+    served = benchmarked_model(model_name, ref, bento, build="service" in chosen and service_url is None)
+    model_tag, bento = served.model_tag, served.bento
     estimator = load_sklearn_model(Path(bentoml.models.get(model_tag).path))
     columns = [str(name) for name in estimator.feature_names_in_]
     expected = [float(value) for value in estimator.predict(_frame(rows[:CHECKED_ROWS], columns))]
@@ -435,7 +429,7 @@ def run(
                 target = Target("service", service_url.rstrip("/"), None, None)
             else:
                 python = peer_python(wire) if wire.requirements else Path(sys.executable)
-                context = Context(bento, resolved.name, resolved.version, model_dir, python)
+                context = Context(bento, served.name, served.version, model_dir, python)
                 env = child_env(wire.env(context))
                 target = servers.enter_context(
                     started(name, wire.command(context), wire.health, scratch, env, cwd=wire.cwd)
@@ -460,7 +454,7 @@ def run(
         "machine": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
         "seconds": plan.seconds,
         "rounds": plan.rounds,
-        "model": f"{resolved.name} v{resolved.version}",
+        "model": f"{served.name} v{served.version}",
         "bento": bento,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -43,7 +43,16 @@ import httpx
 import psutil
 import typer
 
-from bench.targets import PROJECT_ROOT, WIRES, BenchError, Context, Target, child_env, started
+from bench.targets import (
+    PROJECT_ROOT,
+    WIRES,
+    BenchError,
+    Context,
+    Target,
+    benchmarked_model,
+    child_env,
+    started,
+)
 from load.config import DEFAULT_PAYLOADS_FILE
 
 LUA_SCRIPT = Path(__file__).with_name("overload.lua")
@@ -421,17 +430,10 @@ def run(
     plan: Plan,
 ) -> str:
     from load.payloads import read_rows
-    from service.packaging import PackagingError, build_bento_from_store, import_model, resolve
 
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
     rows = read_rows(rows_file)
-    try:
-        resolved = resolve(model_name, ref, tracking_uri)
-        model_tag = import_model(resolved, tracking_uri)
-        if bento is None and any(spec.source is None for spec in specs):
-            bento = build_bento_from_store(model_tag, resolved.version, None)
-    except PackagingError as error:
-        raise BenchError(str(error)) from error
+    served = benchmarked_model(model_name, ref, bento, build=any(spec.source is None for spec in specs))
+    model_tag, bento = served.model_tag, served.bento
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="housing-overload-") as scratch_name, ExitStack() as stack:
         scratch = Path(scratch_name)
@@ -463,7 +465,7 @@ def run(
         "machine": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
         "seconds": plan.seconds,
         "timeout": plan.timeout,
-        "model": f"{resolved.name} v{resolved.version}",
+        "model": f"{served.name} v{served.version}",
         "targets": "; ".join(spec.describe(bento) for spec in specs),
         "settings": ", ".join(
             f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("HOUSING_SERVICE_")

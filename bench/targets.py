@@ -115,6 +115,32 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @dataclass(frozen=True)
+class Benchmarked:
+    """The registered model both benchmarks serve: its registry facts, BentoML model tag and Bento."""
+
+    name: str
+    version: str
+    model_tag: str
+    bento: str | None
+
+
+def benchmarked_model(model_name: str, ref: str, bento: str | None, build: bool) -> Benchmarked:
+    """The model at alias or version ``ref``, imported into the BentoML store; its Bento built when
+    ``build`` and none was given. A registry or packaging failure is one readable line."""
+    from service.packaging import PackagingError, build_bento_from_store, import_model, resolve
+
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        resolved = resolve(model_name, ref, tracking_uri)
+        model_tag = import_model(resolved, tracking_uri)
+        if build and bento is None:
+            bento = build_bento_from_store(model_tag, resolved.version, None)
+    except PackagingError as error:
+        raise BenchError(str(error)) from error
+    return Benchmarked(resolved.name, resolved.version, model_tag, bento)
+
+
+@dataclass(frozen=True)
 class Context:
     """What a target's command may need: the Bento, the registered model and the exported model folder."""
 

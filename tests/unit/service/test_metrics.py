@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from service.metrics import ServiceMetrics
+from service.shadow import CHAMPION_HEADER, MirrorMetrics, ShadowComparison, ShadowMetrics
 
 pytestmark = pytest.mark.unit
 
@@ -25,6 +29,16 @@ def test_every_documented_metric_exists_with_model_labels() -> None:
     metrics.set_drift({"MedInc": 0.3})
     metrics.count_dropped("database", 2)
     metrics.count_shed("concurrency")
+    # The shadow release's series (service/shadow.py): the shadow's pairs and the stable side's copies.
+    shadow = ShadowMetrics(metrics.model_labels, registry=registry)
+    shadow.observe_request("/predict", 200, 0.004)
+    comparison = ShadowComparison(shadow, logging.getLogger("test"), log_pairs=False)
+    for champion, answered in (([2.0, 1.0], [2.5, 1.0]), (["setosa"], ["virginica"]), ([1.0], [1.0, 2.0])):
+        headers = {CHAMPION_HEADER: json.dumps(champion)}
+        comparison.compare(headers.get, SimpleNamespace(predictions=answered))
+    mirror = MirrorMetrics(metrics.model_labels, registry=registry)
+    mirror.sent()
+    mirror.dropped("queue_full")
     text = generate_latest(registry).decode()
     documented = set(re.findall(r"^\| `(housing_[a-z_]+)`", ARCHITECTURE.read_text(encoding="utf-8"), re.M))
     assert documented, "metric table not found in docs/architecture.md"

@@ -21,12 +21,11 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-import service.service
 from contracts.artifacts import FeatureStatistics
 from service.api import PredictionAPI
+from service.app import build_app
 from service.config import ServiceSettings
 from service.model import load_model_dir
-from service.schemas import FEATURES
 from service.shadow import (
     CHAMPION_HEADER,
     MIRROR_HEADER,
@@ -40,7 +39,7 @@ from service.shadow import (
     is_mirrored,
     pair,
 )
-from tests.unit.service.conftest import INFO, Lines, model_dir
+from tests.unit.service.conftest import FEATURES, HOUSING, INFO, Lines, model_dir
 
 pytestmark = [pytest.mark.unit]
 
@@ -327,14 +326,13 @@ def api(
     model = load_model_dir(model_dir(tmp_path, stats, list(FEATURES)), INFO)
     settings = ServiceSettings(shadow_track=getattr(request, "param", True))
     prediction_api = PredictionAPI(model, settings, logging.getLogger("housing.service"))
-    monkeypatch.setattr(service.service, "_api", lambda: prediction_api)
     yield prediction_api
     prediction_api.close()
 
 
 @pytest.fixture
 async def http(api: PredictionAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=service.service.app)
+    transport = httpx.ASGITransport(app=build_app(HOUSING, lambda: api))
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
         yield client
 

@@ -77,9 +77,14 @@ def import_model(resolved: ResolvedModel, tracking_uri: str | None) -> str:
     tag_version = f"v{resolved.version}-{resolved.run_id[:8]}"
     try:
         existing = bentoml.models.get(f"{tag_name}:{tag_version}")
-        return str(existing.tag)
     except NotFound:
         pass
+    else:
+        # An entry made by an older version of this code may lack an artifact the service now needs
+        # (contract.json came later): it is imported again rather than served broken.
+        if all((Path(existing.path) / name).is_file() for name in (SKOPS_FILE, *ARTIFACTS)):
+            return str(existing.tag)
+        bentoml.models.delete(existing.tag)
     with tempfile.TemporaryDirectory(prefix="housing-build-") as scratch:
         staged = _stage(resolved, tracking_uri, Path(scratch))
         metadata = _metadata(resolved, staged.trusted_types)

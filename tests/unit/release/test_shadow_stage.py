@@ -18,11 +18,10 @@ from release.drivers import driver_for, installed_driver
 from release.drivers.argo import ArgoBlueGreen
 from release.drivers.shadow import ShadowStage
 from release.errors import ReleaseError
-from release.helm import Helm
 from release.kube import Kube
-from tests.unit.release.fake_helm import CHART_DEFAULTS, RecordingFakeHelm
+from tests.unit.release.fake_helm import CHART_DEFAULTS
 from tests.unit.release.fake_kube import FakeKube
-from tests.unit.release.test_native import deployment
+from tests.unit.release.test_native import cluster, deployment
 
 pytestmark = pytest.mark.unit
 
@@ -35,16 +34,6 @@ SHADOWING: dict[str, Any] = {
         "shadow": {"enabled": True, "tag": "2-bbb", "modelVersion": "2", "sampleRate": 0.25},
     },
 }
-
-
-def cluster(
-    fake: FakeKube, settings: ReleaseSettings, kube: Kube, installed: dict[str, Any]
-) -> tuple[Cluster, RecordingFakeHelm]:
-    fake.serve_group(
-        "monitoring.coreos.com/v1", {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
-    )
-    helm = RecordingFakeHelm(Helm.from_settings(settings), installed)
-    return Cluster(settings, helm, kube, lambda _: None), helm
 
 
 def test_a_release_with_a_shadow_track_is_driven_by_the_shadow_stage_first(

@@ -26,6 +26,22 @@ VALUE_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
+class LabelledChildren:
+    """Labelled children of one model's metrics, cached: ``labels()`` takes a lock and builds a tuple
+    each call. Called with a metric and its other labels, it gives the child with the model's labels too."""
+
+    def __init__(self, model_labels: dict[str, str]) -> None:
+        self._model_labels = model_labels
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, metric: Any, **labels: str) -> Any:
+        key = (metric, *labels.items())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**self._model_labels, **labels)
+        return child
+
+
 class ServiceMetrics:
     """The ``housing_*`` metrics of docs/architecture.md, bound to one model.
 
@@ -51,7 +67,7 @@ class ServiceMetrics:
             {"multiprocess_mode": "livemostrecent"} if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else {}
         )
         self.model_labels = {"model_name": model_name, "model_version": model_version}
-        self._children: dict[tuple[Any, ...], Any] = {}
+        self._child = LabelledChildren(self.model_labels)
         self.http_requests: CounterMetric = CounterMetric(
             METRIC_PREFIX + "http_requests_total",
             "HTTP requests to the prediction API.",
@@ -141,14 +157,6 @@ class ServiceMetrics:
     def observe_request(self, route: str, status_code: int, seconds: float) -> None:
         self._child(self.http_requests, route=route, status_code=str(status_code)).inc()
         self._child(self.http_duration, route=route).observe(seconds)
-
-    def _child(self, metric: Any, **labels: str) -> Any:
-        """Labelled child of ``metric``, cached: ``labels()`` takes a lock and builds a tuple each call."""
-        key = (metric, *labels.items())
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(**self.model_labels, **labels)
-        return child
 
     def count_out_of_range(self, feature: str) -> None:
         self.out_of_range.labels(**self.model_labels, feature=feature).inc()

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics import Counter, Histogram
 
 from service.config import ServiceSettings
-from service.metrics import LATENCY_BUCKETS, METRIC_PREFIX
+from service.metrics import LATENCY_BUCKETS, METRIC_PREFIX, LabelledChildren
 
 MIRROR_HEADER = "X-Housing-Mirror"
 CHAMPION_HEADER = "X-Housing-Champion-Prediction"
@@ -140,17 +140,13 @@ class MirrorMetrics:
             [*model, "reason"],
             registry=registry,
         )
-        self._labels = labels
-        self._dropped_children: dict[str, Any] = {}
+        self._child = LabelledChildren(labels)
 
     def sent(self) -> None:
         self._sent.inc()
 
     def dropped(self, reason: str) -> None:
-        child = self._dropped_children.get(reason)
-        if child is None:
-            child = self._dropped_children[reason] = self._dropped.labels(**self._labels, reason=reason)
-        child.inc()
+        self._child(self._dropped, reason=reason).inc()
 
 
 @dataclass
@@ -302,8 +298,7 @@ class ShadowMetrics:
         from prometheus_client import Counter, Histogram
 
         model = list(labels)
-        self._labels = labels
-        self._children: dict[tuple[Any, ...], Any] = {}
+        self.child = LabelledChildren(labels)
         self.requests: Counter = Counter(
             f"{METRIC_PREFIX}shadow_requests_total",
             "Mirrored requests the shadow answered, by status (kept out of the live request series).",
@@ -349,13 +344,6 @@ class ShadowMetrics:
             [*model, "champion_class", "shadow_class"],
             registry=registry,
         )
-
-    def child(self, metric: Any, **labels: str) -> Any:
-        key = (metric, *labels.items())
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(**self._labels, **labels)
-        return found
 
     def observe_request(self, route: str, status_code: int, seconds: float) -> None:
         self.child(self.requests, route=route, status_code=str(status_code)).inc()

@@ -249,6 +249,8 @@ def test_health_and_docs(client: httpx.Client) -> None:
 
 def test_metrics_change_after_requests(client: httpx.Client, registered_model: RegisteredModel) -> None:
     model = {"model_name": registered_model.name, "model_version": registered_model.version}
+    # The drift window (1,000 rows) is the served process's: other tests' rows must not be in it.
+    assert client.post("/predict/batch", json={"rows": [ROW] * 1000}).status_code == 200
     before = samples(client)
     for _ in range(3):
         assert client.post("/predict", json=ROW).status_code == 200

@@ -73,6 +73,7 @@ class MetricRun:
     errors: int = 0
     consecutive_errors: int = 0
     values: list[str] = field(default_factory=list)
+    failed_values: list[str] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -80,7 +81,14 @@ class MetricRun:
 
     def record(self) -> MetricRecord:
         return MetricRecord(
-            self.spec.name, self.phase, self.successful, self.failed, 0, self.errors, tuple(self.values)
+            self.spec.name,
+            self.phase,
+            self.successful,
+            self.failed,
+            0,
+            self.errors,
+            tuple(self.values),
+            tuple(self.failed_values),
         )
 
     def measure(self, prometheus: Prometheus, now: float) -> str:
@@ -96,6 +104,8 @@ class MetricRun:
             self.consecutive_errors = 0
             self.successful += outcome == "Successful"
             self.failed += outcome == "Failed"
+            if outcome == "Failed":
+                self.failed_values.append(shown)
             self.due = now + self.spec.interval
         if self.failed > self.spec.failure_limit:
             self.phase = "Failed"

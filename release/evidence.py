@@ -158,6 +158,13 @@ class MetricRecord:
     inconclusive: int
     errors: int
     values: tuple[str, ...]
+    # The values of the measurements that failed their condition (a subset of ``values``).
+    failed_values: tuple[str, ...] = ()
+
+    @property
+    def failed_on_a_number(self) -> bool:
+        """A measurement failed on a real number: NaN (e.g. a ratio of no requests) also fails in Argo."""
+        return any(is_number(value) for value in self.failed_values)
 
     def describe(self) -> str:
         return (
@@ -215,6 +222,15 @@ class Evidence:
                 )
         return None
 
+    def measured_failure(self) -> str | None:
+        """A metric that failed on a number it measured: a verdict on the model itself, however few
+        requests it saw, so it is reported before a shortfall of traffic (the release is rejected
+        either way; the reason says which figure rejected it)."""
+        for record in self.metrics:
+            if record.failed_on_a_number:
+                return f"analysis metric {record.describe()}"
+        return None
+
     def failure(self) -> str | None:
         """A failed, erroneous or inconclusive measurement or run, or None."""
         if self.run_phase in FAILED_PHASES:
@@ -227,10 +243,11 @@ class Evidence:
     def verdict(self, spec: AnalysisSpec | None) -> str | None:
         """None when this is enough evidence to promote; otherwise why not.
 
-        Missing traffic comes first (an analysis of no data errs, and that is no evidence, not a
-        verdict on the model), then failed measurements, then too few successful ones.
+        A measured failure comes first; then missing traffic (an analysis of no data errs, and that is
+        no evidence, not a verdict on the model); then other failures; then too few successful
+        measurements.
         """
-        if reason := self.traffic_shortfall(spec):
+        if reason := self.measured_failure() or self.traffic_shortfall(spec):
             return reason
         assert spec is not None  # noqa: S101 - traffic_shortfall reports a missing spec
         return self.failure() or self.measurement_shortfall(spec)
@@ -255,6 +272,14 @@ class Evidence:
         for record in self.metrics:
             tags[f"release.evidence.{record.name}"] = ",".join(record.values[-VALUES_KEPT:]) or "none"
         return tags
+
+
+def is_number(shown: str) -> bool:
+    """Whether a shown measurement (``0.41`` or a vector ``0.41,0.39``) holds only finite numbers."""
+    try:
+        return all(math.isfinite(float(part)) for part in shown.strip("[]").split(","))
+    except ValueError:
+        return False
 
 
 def count(requests: float | None) -> str:

@@ -27,6 +27,14 @@ def generation_seen(rollout: dict[str, Any]) -> bool:
     return str(status.get("observedGeneration")) == str(rollout["metadata"].get("generation"))
 
 
+def shown_values(measurements: list[dict[str, Any]]) -> tuple[str, ...]:
+    return tuple(
+        str(measurement["value"]).strip("[]")
+        for measurement in measurements
+        if measurement.get("value") not in (None, "")
+    )
+
+
 def metric_records(run: dict[str, Any] | None) -> tuple[MetricRecord, ...]:
     results = (run or {}).get("status", {}).get("metricResults", [])
     return tuple(
@@ -37,10 +45,9 @@ def metric_records(run: dict[str, Any] | None) -> tuple[MetricRecord, ...]:
             failed=int(result.get("failed", 0)),
             inconclusive=int(result.get("inconclusive", 0)),
             errors=int(result.get("error", 0)),
-            values=tuple(
-                str(measurement["value"]).strip("[]")
-                for measurement in result.get("measurements", [])
-                if measurement.get("value") not in (None, "")
+            values=shown_values(result.get("measurements", [])),
+            failed_values=shown_values(
+                [m for m in result.get("measurements", []) if m.get("phase") == "Failed"]
             ),
         )
         for result in results

@@ -2,9 +2,10 @@
 --backend podman` on the local Debian base image, then run by `podman kube play` from the Deployment
 and ConfigMap that `helm template charts/housing` renders (user, read-only root, emptyDir, env, port).
 
-Only what podman 4.3 cannot take from a Kubernetes manifest is adjusted: the pod's port is published
-on loopback with a `hostPort`/`hostIP`, since `podman kube play` 4.3 has no `--publish`. podman turns
-the probes into healthchecks that need systemd timers (absent here), so the test polls /readyz itself.
+The test reaches the pod at its own address on podman's network, not through a host port: a port
+picked free can be taken by another test's server before podman binds it, and the test then talks to
+that server (a CI run once read another model's run_id that way). podman turns the probes into
+healthchecks that need systemd timers (absent here), so the test polls /readyz itself.
 The image must stay under SIZE_BUDGET_BYTES and start without compiling a module. Run with `-s` to
 see its size, layers, build time and the time from container start to /readyz 200."""
 
@@ -28,7 +29,7 @@ from tests.e2e.conftest import SESSION_TAG
 from tests.e2e.test_images import BASE_IMAGE
 from tests.integration.service import conftest as service_fixtures
 from tests.integration.service.conftest import RegisteredModel, run_cli, service_env
-from tests.support import VENV_BIN, free_port
+from tests.support import VENV_BIN
 
 # Fixtures shared with the service tests, made visible to this module by name.
 registered_model = service_fixtures.registered_model
@@ -137,11 +138,17 @@ def render_pod_manifests(image: str) -> list[dict[str, Any]]:
     return manifests
 
 
-def publish_on_loopback(deployment: dict[str, Any], host_port: int) -> None:
-    """podman 4.3 publishes a kube container port only through hostPort; bind it to 127.0.0.1."""
+def pod_base_url(deployment: dict[str, Any], pod: str) -> str:
+    """The pod's own address on podman's network (rootful podman routes it from the host)."""
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     [port] = container["ports"]
-    port.update(hostPort=host_port, hostIP="127.0.0.1")
+    infra = _podman("pod", "inspect", "--format", "{{.InfraContainerID}}", pod)
+    assert infra.returncode == 0, infra.stderr
+    address = _podman("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                      infra.stdout.strip())  # fmt: skip
+    assert address.returncode == 0, address.stderr
+    assert address.stdout.strip(), f"pod {pod} has no address on podman's network"
+    return f"http://{address.stdout.strip()}:{port['containerPort']}"
 
 
 def server_container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -153,16 +160,15 @@ def server_container(deployment: dict[str, Any]) -> dict[str, Any]:
 def played_pod(service_image: ServiceImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlayedPod]:
     manifests = render_pod_manifests(service_image.ref)
     deployment = next(m for m in manifests if m["kind"] == "Deployment")
-    port = free_port()
-    publish_on_loopback(deployment, port)
     kube_file = tmp_path_factory.mktemp("kube") / "service.yaml"
     kube_file.write_text(yaml.safe_dump_all(manifests, sort_keys=False), encoding="utf-8")
-    base_url = f"http://127.0.0.1:{port}"
     try:
         played = _podman("kube", "play", str(kube_file), timeout=180)
         assert played.returncode == 0, played.stdout + played.stderr
         # The output lists the pod id under "Pod:" and the one container's id under "Container:".
+        pod = played.stdout.split("Pod:")[1].split()[0]
         container = played.stdout.split("Container:")[1].split()[0]
+        base_url = pod_base_url(deployment, pod)
         started_at = _container_started_at(container)
         deadline = time.monotonic() + READY_BOUND_SECONDS
         while not _ready(f"{base_url}/readyz"):

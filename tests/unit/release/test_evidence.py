@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from release.analysis import assess
+from release.drivers.argo import metric_records
 from release.errors import ReleaseError
 from release.evidence import AnalysisSpec, Evidence, MetricRecord, analysis_spec, fill, seconds
 
@@ -140,6 +141,24 @@ def test_missing_traffic_is_reported_before_the_errors_it_caused() -> None:
     assert verdict.startswith("no evidence:")
 
 
+def test_a_failure_measured_on_a_number_is_the_reason_even_with_too_few_requests() -> None:
+    """A canary whose first p95 already misses the SLO (failureLimit 0) is rejected for that figure."""
+    slow = MetricRecord("latency-p95", "Failed", 0, 1, 0, 0, ("0.4875",), failed_values=("0.4875",))
+    verdict = evidence(candidate_requests=12.0, run_phase="Failed", metrics=(slow,)).verdict(spec())
+    assert (
+        verdict
+        == "analysis metric latency-p95 Failed: 0 ok, 1 failed, 0 inconclusive, 0 errors; values 0.4875"
+    )
+
+
+def test_a_failure_on_nan_is_still_missing_traffic() -> None:
+    """evaluate.go: NaN compares false, so a ratio of no requests fails; the reason is the traffic."""
+    empty = MetricRecord("success-rate", "Failed", 0, 1, 0, 0, ("NaN",), failed_values=("NaN",))
+    verdict = evidence(candidate_requests=0.0, run_phase="Failed", metrics=(empty,)).verdict(spec())
+    assert verdict is not None
+    assert verdict.startswith("no evidence: the candidate track h2 served 0 prediction requests")
+
+
 def test_one_measurement_is_judged_as_argo_judges_it() -> None:
     """utils/evaluate/evaluate.go: NaN compares false (Failed); result[0] of [] is an evaluation Error."""
     assert assess("result[0] >= 0.99", [0.995]) == "Successful"
@@ -167,3 +186,30 @@ def test_durations() -> None:
     ]
     with pytest.raises(ReleaseError, match="cannot read the duration"):
         seconds("soon")
+
+
+def test_argo_measurements_keep_the_values_that_failed() -> None:
+    """analysis_types.go: each Measurement has its own phase and value; the failed ones are kept apart."""
+    run = {
+        "status": {
+            "metricResults": [
+                {
+                    "name": "latency-p95",
+                    "phase": "Failed",
+                    "successful": 1,
+                    "failed": 1,
+                    "measurements": [
+                        {"phase": "Successful", "value": "[0.12]"},
+                        {"phase": "Failed", "value": "[0.49]"},
+                        {"phase": "Error", "message": "no data"},
+                    ],
+                }
+            ]
+        }
+    }
+    [record] = metric_records(run)
+    assert (record.values, record.failed_values, record.failed_on_a_number) == (
+        ("0.12", "0.49"),
+        ("0.49",),
+        True,
+    )

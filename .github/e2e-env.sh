@@ -3,7 +3,7 @@
 # The version the MLflow `production` alias points to, from the tracking server's REST API.
 production_version() {
     curl --fail --silent --show-error --get "$MLFLOW_TRACKING_URI/api/2.0/mlflow/registered-models/alias" \
-        --data-urlencode "name=${HOUSING_MODEL_NAME:-housing-price}" --data-urlencode "alias=production" |
+        --data-urlencode "name=${TABULA_MODEL_NAME:-housing-price}" --data-urlencode "alias=production" |
         jq --raw-output .model_version.version
 }
 
@@ -12,13 +12,13 @@ production_version() {
 write_kind_values() {
     cat >"$1" <<'VALUES'
 image:
-  repository: localhost/housing-service
+  repository: localhost/tabula-service
 training:
   image:
-    repository: localhost/housing-training
+    repository: localhost/tabula-training
     tag: dev
   mlflow:
-    trackingUri: http://mlflow.housing.svc:5000
+    trackingUri: http://mlflow.tabula.svc:5000
   resources:
     requests:
       cpu: 500m
@@ -41,7 +41,7 @@ rollout:
 VALUES
 }
 
-# HOUSING_RELEASE_VALUES_FILES: a JSON list of the given values files that exist (an empty argument,
+# TABULA_RELEASE_VALUES_FILES: a JSON list of the given values files that exist (an empty argument,
 # an example without a values overlay, is left out), as absolute paths.
 # Usage: values_files FILE [FILE...]
 values_files() {
@@ -52,12 +52,12 @@ values_files() {
     printf '%s\n' "${files[@]}" | jq --raw-input . | jq --slurp --compact-output .
 }
 
-# Training parameters of $HOUSING_EXAMPLE (default housing) whose only candidate predicts the constant
-# $HOUSING_SABOTAGE_TARGET for every row (housing: a price in units of $100k; iris: a species): a valid,
+# Training parameters of $TABULA_EXAMPLE (default housing) whose only candidate predicts the constant
+# $TABULA_SABOTAGE_TARGET for every row (housing: a price in units of $100k; iris: a species): a valid,
 # servable model whose predictions the canary analysis must reject.
 sabotaged_params() {
-    local target="${HOUSING_SABOTAGE_TARGET:?set HOUSING_SABOTAGE_TARGET}"
-    case "${HOUSING_EXAMPLE:-housing}" in
+    local target="${TABULA_SABOTAGE_TARGET:?set TABULA_SABOTAGE_TARGET}"
+    case "${TABULA_EXAMPLE:-housing}" in
         housing)
             cat >"$1" <<PARAMS
 split:
@@ -101,14 +101,14 @@ candidates:
 PARAMS
             ;;
         *)
-            echo "sabotaged_params: no sabotaged model for example ${HOUSING_EXAMPLE}" >&2
+            echo "sabotaged_params: no sabotaged model for example ${TABULA_EXAMPLE}" >&2
             return 1
             ;;
     esac
 }
 
-# Load from inside the cluster: a pod of the training image runs `housing loadtest` (the rows and answers
-# of $HOUSING_EXAMPLE) against the Service's DNS name ($SERVICE_URL), so kube-proxy spreads its
+# Load from inside the cluster: a pod of the training image runs `tabula loadtest` (the rows and answers
+# of $TABULA_EXAMPLE) against the Service's DNS name ($SERVICE_URL), so kube-proxy spreads its
 # connections over every ready pod (stable and canary alike) and a replaced pod does not end the load.
 # (A port-forward from the runner binds only [::1] because kind already publishes 127.0.0.1:3000, and it
 # pins one pod and dies with it.)
@@ -121,8 +121,8 @@ start_cluster_load() {
     # The namespace enforces the restricted Pod Security Standard.
     local args_json
     args_json="$(printf '%s\n' "${args[@]}" | jq --raw-input . | jq --slurp --compact-output .)"
-    jq --null-input --arg name "$name" --arg image "$HOUSING_RELEASE_TRAINING_IMAGE" \
-        --arg example "${HOUSING_EXAMPLE:-housing}" --argjson args "$args_json" '{
+    jq --null-input --arg name "$name" --arg image "$TABULA_RELEASE_TRAINING_IMAGE" \
+        --arg example "${TABULA_EXAMPLE:-housing}" --argjson args "$args_json" '{
         apiVersion: "v1", kind: "Pod",
         metadata: {name: $name, labels: {"app.kubernetes.io/component": "e2e-load"}},
         spec: {
@@ -131,8 +131,8 @@ start_cluster_load() {
                             seccompProfile: {type: "RuntimeDefault"}},
           containers: [{
             name: "loadtest", image: $image, imagePullPolicy: "IfNotPresent",
-            command: ["housing"], args: $args,
-            env: [{name: "HOUSING_LOAD_EXAMPLE", value: $example}],
+            command: ["tabula"], args: $args,
+            env: [{name: "TABULA_LOAD_EXAMPLE", value: $example}],
             securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
                               capabilities: {drop: ["ALL"]}},
             resources: {requests: {cpu: "250m", memory: "256Mi"}, limits: {memory: "512Mi"}},
@@ -142,7 +142,7 @@ start_cluster_load() {
         }}' | kubectl --namespace "$NAMESPACE" apply -f -
 }
 
-# Wait for a load pod to finish; print its log; succeed only when `housing loadtest` exited 0.
+# Wait for a load pod to finish; print its log; succeed only when `tabula loadtest` exited 0.
 wait_cluster_load() {
     local name="$1" deadline=$((SECONDS + ${2:-900})) phase=""
     while [ "$SECONDS" -lt "$deadline" ]; do

@@ -126,7 +126,7 @@ def run_locust(target: Target, users: int, seconds: int, requests_file: Path, sc
         "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds}s",
         "--host", target.url, "--json-file", str(prefix), "--loglevel", "WARNING", "--stop-timeout", "5",
     ]  # fmt: skip
-    env = child_env({"HOUSING_BENCH_REQUESTS": str(requests_file)})
+    env = child_env({"TABULA_BENCH_REQUESTS": str(requests_file)})
     result = subprocess.run(  # noqa: S603 - fixed interpreter and arguments
         command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=seconds + 120, check=False
     )
@@ -341,7 +341,7 @@ def _choices(text: str, known: tuple[str, ...], what: str) -> list[str]:
 def main(
     output: Annotated[Path, typer.Option(help="Markdown table to write; the JSON goes beside it (.json).")],
     model_name: Annotated[
-        str, typer.Option(envvar="HOUSING_MODEL_NAME", help="Registered model.")
+        str, typer.Option(envvar="TABULA_MODEL_NAME", help="Registered model.")
     ] = "housing-price",
     ref: Annotated[str, typer.Option(help="Alias or version of the model to benchmark.")] = "production",
     bento: Annotated[str | None, typer.Option(help="Serve this built Bento instead of building one.")] = None,
@@ -416,7 +416,7 @@ def run(
     estimator = load_sklearn_model(Path(bentoml.models.get(model_tag).path))
     columns = [str(name) for name in estimator.feature_names_in_]
     expected = [float(value) for value in estimator.predict(_frame(rows[:CHECKED_ROWS], columns))]
-    with tempfile.TemporaryDirectory(prefix="housing-bench-") as scratch_name, ExitStack() as servers:
+    with tempfile.TemporaryDirectory(prefix="tabula-bench-") as scratch_name, ExitStack() as servers:
         scratch = Path(scratch_name)
         model_dir = export_model(estimator, scratch / "model")
         live: list[tuple[Target, Path]] = []

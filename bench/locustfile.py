@@ -1,6 +1,6 @@
 """The benchmark's one Locust workload: single-row predictions, no think time, against any target.
 
-``bench.compare`` runs it headless with ``HOUSING_BENCH_REQUESTS``: a file of ``<path> <json body>`` lines,
+``bench.compare`` runs it headless with ``TABULA_BENCH_REQUESTS``: a file of ``<path> <json body>`` lines,
 the same file wrk sends (bench/overload.lua), written per target by bench/targets.py, so nothing here
 depends on the target.
 """
@@ -16,7 +16,7 @@ from locust import FastHttpUser, constant, task
 # Bodies are encoded once so the load generator spends its CPU on requests, not on JSON.
 REQUESTS = [
     tuple(line.split(" ", 1))
-    for line in Path(os.environ["HOUSING_BENCH_REQUESTS"]).read_text(encoding="utf-8").splitlines()
+    for line in Path(os.environ["TABULA_BENCH_REQUESTS"]).read_text(encoding="utf-8").splitlines()
     if line.strip()
 ]
 HEADERS = {"Content-Type": "application/json"}

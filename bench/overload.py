@@ -10,16 +10,16 @@ Accepted latency comes from a few probe connections inside each run (one wrk thr
 request's latency is known with its status); wrk's own percentiles mix 200s and 503s.
 
 Several targets (``--target NAME=CHECKOUT[:SETTING=VALUE,...]``: that checkout's service code with
-the same model, and extra ``HOUSING_SERVICE_*`` settings) are started side by side and measured in
+the same model, and extra ``TABULA_SERVICE_*`` settings) are started side by side and measured in
 turn at each load, so that a machine whose load drifts treats them alike.
 
     uv run python -m bench.overload --output reports/overload.md            # the Bento, about 4 minutes
     uv run python -m bench.overload --smoke --output /tmp/overload.md       # proves the script
     uv run python -m bench.overload --target before=/tmp/main --target after=. --output /tmp/compare.md
     uv run python -m bench.overload --scenarios single --target lifo=. \
-        --target fifo=.:HOUSING_SERVICE_ADMISSION_ORDER=fifo --output /tmp/order.md
+        --target fifo=.:TABULA_SERVICE_ADMISSION_ORDER=fifo --output /tmp/order.md
 
-Service settings come from the environment (``HOUSING_SERVICE_*``), as for ``bentoml serve``.
+Service settings come from the environment (``TABULA_SERVICE_*``), as for ``bentoml serve``.
 """
 
 from __future__ import annotations
@@ -115,9 +115,9 @@ class TargetSpec:
         if not name or not checkout:
             raise BenchError(f"--target {text!r}: expected NAME=CHECKOUT[:SETTING=VALUE,...]")
         settings = dict(pair.split("=", 1) for pair in pairs.split(",") if "=" in pair)
-        unknown = [key for key in settings if not key.startswith("HOUSING_SERVICE_")]
+        unknown = [key for key in settings if not key.startswith("TABULA_SERVICE_")]
         if unknown:
-            raise BenchError(f"--target {text!r}: settings must start with HOUSING_SERVICE_, not {unknown}")
+            raise BenchError(f"--target {text!r}: settings must start with TABULA_SERVICE_, not {unknown}")
         return cls(name, Path(checkout).resolve(), settings)
 
     def describe(self, bento: str | None) -> str:
@@ -367,7 +367,7 @@ def serve_command(source: Path | None, bento: str | None, model_tag: str) -> tup
         service = WIRES["service"]
         context = Context(bento, model_name="", model_version="", model_dir=Path())
         return service.command(context), service.health
-    command = [sys.executable, "-m", "bentoml", "serve", "service.service:HousingService"]
+    command = [sys.executable, "-m", "bentoml", "serve", "service.service:TabulaService"]
     command += ["--working-dir", str(source), "--arg", f"model_tag={model_tag}"]
     return [*command, "--host", "127.0.0.1", "--port", "{port}"], "/readyz"
 
@@ -376,13 +376,13 @@ def serve_command(source: Path | None, bento: str | None, model_tag: str) -> tup
 def main(
     output: Annotated[Path, typer.Option(help="Markdown table to write; the JSON goes beside it (.json).")],
     model_name: Annotated[
-        str, typer.Option(envvar="HOUSING_MODEL_NAME", help="Registered model.")
+        str, typer.Option(envvar="TABULA_MODEL_NAME", help="Registered model.")
     ] = "housing-price",
     ref: Annotated[str, typer.Option(help="Alias or version of the model.")] = "production",
     bento: Annotated[str | None, typer.Option(help="Serve this built Bento instead of building one.")] = None,
     target: Annotated[
         list[str] | None,
-        typer.Option(help="NAME=CHECKOUT[:HOUSING_SERVICE_X=VALUE,...]; repeat to compare side by side."),
+        typer.Option(help="NAME=CHECKOUT[:TABULA_SERVICE_X=VALUE,...]; repeat to compare side by side."),
     ] = None,
     scenarios: Annotated[str, typer.Option(help="Comma-separated subset of single,batch,mix.")] = ",".join(
         SCENARIOS
@@ -435,7 +435,7 @@ def run(
     served = benchmarked_model(model_name, ref, bento, build=any(spec.source is None for spec in specs))
     model_tag, bento = served.model_tag, served.bento
     runs: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="housing-overload-") as scratch_name, ExitStack() as stack:
+    with tempfile.TemporaryDirectory(prefix="tabula-overload-") as scratch_name, ExitStack() as stack:
         scratch = Path(scratch_name)
         targets: dict[str, Target] = {}
         for spec in specs:
@@ -468,7 +468,7 @@ def run(
         "model": f"{served.name} v{served.version}",
         "targets": "; ".join(spec.describe(bento) for spec in specs),
         "settings": ", ".join(
-            f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("HOUSING_SERVICE_")
+            f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("TABULA_SERVICE_")
         ),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

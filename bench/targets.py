@@ -32,7 +32,7 @@ MODEL_FILE = "model.joblib"
 # The model's name in the peers' URLs.
 PEER_MODEL_NAME = "model"
 # Where the peers' environments are kept between runs (keyed by their pins).
-PEER_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "housing-bench" / "peers"
+PEER_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tabula-bench" / "peers"
 
 
 class BenchError(RuntimeError):

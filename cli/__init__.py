@@ -1,4 +1,4 @@
-"""The top layer: the ``housing`` command line (``cli.main:app``), one module per command group.
+"""The top layer: the ``tabula`` command line (``cli.main:app``), one module per command group.
 
 The only package that imports every other one, and the one place errors become exit codes
 (:mod:`cli.exits`).

@@ -1,4 +1,4 @@
-"""How a failure leaves the ``housing`` CLI: one readable line on stderr and a meaningful exit code.
+"""How a failure leaves the ``tabula`` CLI: one readable line on stderr and a meaningful exit code.
 
 The one place exit codes are mapped: every command is wrapped in :func:`handle_errors`, which turns a
 :class:`contracts.errors.ProductError` into its ``exit_code``.

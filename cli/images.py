@@ -1,4 +1,4 @@
-"""``housing images``: build (and optionally push) the service and training images.
+"""``tabula images``: build (and optionally push) the service and training images.
 
 The build itself is :func:`release.images.build_images`, the one image builder the release loop uses too.
 """
@@ -25,12 +25,12 @@ from release.images import (
 def images(
     backend: Annotated[
         Backend,
-        typer.Option(envvar="HOUSING_IMAGES_BACKEND", help="Program that builds (and pushes) the images."),
+        typer.Option(envvar="TABULA_IMAGES_BACKEND", help="Program that builds (and pushes) the images."),
     ] = Backend.docker,
     registry: Annotated[
         str,
         typer.Option(
-            envvar="HOUSING_IMAGES_REGISTRY",
+            envvar="TABULA_IMAGES_REGISTRY",
             help="Registry prefix of both images (`localhost` for local builds).",
         ),
     ] = DEFAULT_REGISTRY,
@@ -57,14 +57,14 @@ def images(
     base_image: Annotated[
         str,
         typer.Option(
-            envvar="HOUSING_IMAGES_BASE_IMAGE",
+            envvar="TABULA_IMAGES_BASE_IMAGE",
             help="Base image of the training image (Debian-based, Python 3.11).",
         ),
     ] = DEFAULT_BASE_IMAGE,
     ca_bundle: Annotated[
         Path | None,
         typer.Option(
-            envvar="HOUSING_IMAGES_CA_BUNDLE",
+            envvar="TABULA_IMAGES_CA_BUNDLE",
             exists=True,
             dir_okay=False,
             help="Extra CA bundle (PEM): trusted by the builds, and at run time by the training image.",
@@ -73,7 +73,7 @@ def images(
     network: Annotated[
         str | None,
         typer.Option(
-            envvar="HOUSING_IMAGES_NETWORK", help="Network mode of the build containers, e.g. `host`."
+            envvar="TABULA_IMAGES_NETWORK", help="Network mode of the build containers, e.g. `host`."
         ),
     ] = None,
     extra_tag: Annotated[

@@ -1,4 +1,4 @@
-"""Load-test commands of the ``housing`` CLI."""
+"""Load-test commands of the ``tabula`` CLI."""
 
 from __future__ import annotations
 
@@ -12,46 +12,44 @@ from cli.exits import handle_errors
 
 @handle_errors
 def loadtest(
-    url: Annotated[str | None, typer.Option(help="Base URL of the service (HOUSING_LOAD_URL).")] = None,
-    users: Annotated[
-        int | None, typer.Option(help="Concurrent simulated users (HOUSING_LOAD_USERS).")
-    ] = None,
+    url: Annotated[str | None, typer.Option(help="Base URL of the service (TABULA_LOAD_URL).")] = None,
+    users: Annotated[int | None, typer.Option(help="Concurrent simulated users (TABULA_LOAD_USERS).")] = None,
     spawn_rate: Annotated[
-        float | None, typer.Option(help="Users started per second (HOUSING_LOAD_SPAWN_RATE).")
+        float | None, typer.Option(help="Users started per second (TABULA_LOAD_SPAWN_RATE).")
     ] = None,
     run_time: Annotated[
-        str | None, typer.Option(help="Duration, e.g. 30s, 2m, 1m30s (HOUSING_LOAD_RUN_TIME).")
+        str | None, typer.Option(help="Duration, e.g. 30s, 2m, 1m30s (TABULA_LOAD_RUN_TIME).")
     ] = None,
     tags: Annotated[
         str | None,
-        typer.Option(help="Comma-separated scenario tags: single, batch; default all (HOUSING_LOAD_TAGS)."),
+        typer.Option(help="Comma-separated scenario tags: single, batch; default all (TABULA_LOAD_TAGS)."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Folder for CSV stats, HTML report, summary.json (HOUSING_LOAD_OUT).")
+        Path | None, typer.Option(help="Folder for CSV stats, HTML report, summary.json (TABULA_LOAD_OUT).")
     ] = None,
     example: Annotated[
         str | None,
-        typer.Option(help="Example of the served model: housing, iris or a folder (HOUSING_LOAD_EXAMPLE)."),
+        typer.Option(help="Example of the served model: housing, iris or a folder (TABULA_LOAD_EXAMPLE)."),
     ] = None,
     p95_ms: Annotated[
-        float | None, typer.Option(help="Gate: highest accepted p95 latency, ms (HOUSING_LOAD_P95_MS).")
+        float | None, typer.Option(help="Gate: highest accepted p95 latency, ms (TABULA_LOAD_P95_MS).")
     ] = None,
     p99_ms: Annotated[
-        float | None, typer.Option(help="Gate: highest accepted p99 latency, ms (HOUSING_LOAD_P99_MS).")
+        float | None, typer.Option(help="Gate: highest accepted p99 latency, ms (TABULA_LOAD_P99_MS).")
     ] = None,
     max_error_rate: Annotated[
         float | None,
         typer.Option(
-            help="Gate: highest accepted share of failed requests, 0..1 (HOUSING_LOAD_MAX_ERROR_RATE)."
+            help="Gate: highest accepted share of failed requests, 0..1 (TABULA_LOAD_MAX_ERROR_RATE)."
         ),
     ] = None,
     min_rps: Annotated[
-        float | None, typer.Option(help="Gate: lowest accepted requests per second (HOUSING_LOAD_MIN_RPS).")
+        float | None, typer.Option(help="Gate: lowest accepted requests per second (TABULA_LOAD_MIN_RPS).")
     ] = None,
 ) -> None:
     """Run the Locust load test headless against a URL and gate it on SLOs; exit 1 on any breach.
 
-    Options left out come from the HOUSING_LOAD_* environment, then load.config.LoadSettings' defaults.
+    Options left out come from the TABULA_LOAD_* environment, then load.config.LoadSettings' defaults.
     Exit codes: 0 every gate passed, 1 a gate breached or Locust crashed, 2 bad settings, 7 Locust timed out.
     """
     from rich.console import Console

@@ -1,4 +1,4 @@
-"""``housing pipeline``: the whole local flow for one example (housing by default), step after step.
+"""``tabula pipeline``: the whole local flow for one example (housing by default), step after step.
 
 data -> train -> register -> promote -> build the Bento -> serve locally -> sample predictions
 -> a short Locust run, then where to look. Every step reuses the command that does it alone.

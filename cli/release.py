@@ -1,6 +1,6 @@
-"""Cluster commands of ``housing``: ``deploy``, ``rollout status|promote|abort|undo``, ``release``.
+"""Cluster commands of ``tabula``: ``deploy``, ``rollout status|promote|abort|undo``, ``release``.
 
-kubernetes, mlflow and bentoml are imported inside the commands: ``housing --help`` stays fast.
+kubernetes, mlflow and bentoml are imported inside the commands: ``tabula --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ rollout_app = typer.Typer(
 )
 
 NamespaceOption = Annotated[
-    str | None, typer.Option("--namespace", "-n", help="Namespace [env: HOUSING_RELEASE_NAMESPACE].")
+    str | None, typer.Option("--namespace", "-n", help="Namespace [env: TABULA_RELEASE_NAMESPACE].")
 ]
 HelmReleaseOption = Annotated[
-    str | None, typer.Option("--helm-release", help="Helm release name [env: HOUSING_RELEASE_RELEASE_NAME].")
+    str | None, typer.Option("--helm-release", help="Helm release name [env: TABULA_RELEASE_RELEASE_NAME].")
 ]
 ContextOption = Annotated[
-    str | None, typer.Option("--kube-context", help="kubeconfig context [env: HOUSING_RELEASE_KUBE_CONTEXT].")
+    str | None, typer.Option("--kube-context", help="kubeconfig context [env: TABULA_RELEASE_KUBE_CONTEXT].")
 ]
 ValuesOption = Annotated[
     list[Path] | None,
@@ -38,7 +38,7 @@ ValuesOption = Annotated[
     typer.Option("--values", "-f", help="Extra Helm values file (repeatable)."),
 ]
 TimeoutOption = Annotated[
-    float | None, typer.Option("--timeout", help="Seconds to wait [env: HOUSING_RELEASE_TIMEOUT_SECONDS].")
+    float | None, typer.Option("--timeout", help="Seconds to wait [env: TABULA_RELEASE_TIMEOUT_SECONDS].")
 ]
 StrategyName = Literal["rollingUpdate", "canary", "blueGreen"]
 ProviderName = Literal["argo", "native"]
@@ -88,7 +88,7 @@ def deploy(
         ProviderName | None, typer.Option(help="argo or native; default: the release's.")
     ] = None,
     registry: Annotated[
-        str | None, typer.Option(help="Image registry prefix [env: HOUSING_RELEASE_REGISTRY].")
+        str | None, typer.Option(help="Image registry prefix [env: TABULA_RELEASE_REGISTRY].")
     ] = None,
     git_sha: Annotated[str | None, typer.Option(help="Commit in the image tag; default: git HEAD.")] = None,
     namespace: NamespaceOption = None,
@@ -243,11 +243,11 @@ def release(
         typer.Option("--image", help="Use this already-pushed service image instead of building one."),
     ] = None,
     registry: Annotated[
-        str | None, typer.Option(help="Registry prefix to push to [env: HOUSING_RELEASE_REGISTRY].")
+        str | None, typer.Option(help="Registry prefix to push to [env: TABULA_RELEASE_REGISTRY].")
     ] = None,
     backend: Annotated[
         Literal["docker", "podman", "buildah"] | None,
-        typer.Option(help="Image build backend [env: HOUSING_RELEASE_IMAGE_BACKEND]."),
+        typer.Option(help="Image build backend [env: TABULA_RELEASE_IMAGE_BACKEND]."),
     ] = None,
     kind_cluster: Annotated[
         str | None, typer.Option(help="Load the image into this kind cluster instead of pushing it.")
@@ -256,7 +256,7 @@ def release(
     prometheus_url: Annotated[
         str | None,
         typer.Option(
-            help="Prometheus the release's evidence is read from [env: HOUSING_RELEASE_PROMETHEUS_URL]."
+            help="Prometheus the release's evidence is read from [env: TABULA_RELEASE_PROMETHEUS_URL]."
         ),
     ] = None,
     auto_promote: Annotated[
@@ -326,7 +326,7 @@ def run_pipeline_on_cluster(
     values: list[Path] | None,
     timeout: float | None,
 ) -> None:
-    """``housing pipeline --k8s``: the main job on the current cluster."""
+    """``tabula pipeline --k8s``: the main job on the current cluster."""
     from release.cluster_pipeline import ClusterPipelineOptions, run
 
     cluster = cluster_for(

@@ -1,6 +1,6 @@
-"""Service commands of the ``housing`` CLI: ``build`` (a Bento) and ``serve``.
+"""Service commands of the ``tabula`` CLI: ``build`` (a Bento) and ``serve``.
 
-Heavy libraries (mlflow, bentoml) are imported inside the commands so ``housing --help`` stays fast.
+Heavy libraries (mlflow, bentoml) are imported inside the commands so ``tabula --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ DEFAULT_ALIAS = "production"
 @handle_errors
 def build(
     model_name: Annotated[
-        str, typer.Option("--model-name", envvar="HOUSING_MODEL_NAME", help="Registered MLflow model.")
+        str, typer.Option("--model-name", envvar="TABULA_MODEL_NAME", help="Registered MLflow model.")
     ] = DEFAULT_MODEL_NAME,
     ref: Annotated[str | None, typer.Option("--ref", help="Alias or version number to package.")] = None,
     version: Annotated[str | None, typer.Option("--version", help="Registry version to package.")] = None,
@@ -50,7 +50,7 @@ def build(
 @handle_errors
 def serve(
     bento: Annotated[
-        str | None, typer.Option("--bento", help="Bento tag to serve (default: the newest housing Bento).")
+        str | None, typer.Option("--bento", help="Bento tag to serve (default: the newest tabula Bento).")
     ] = None,
     model_tag: Annotated[
         str | None,
@@ -67,14 +67,14 @@ def serve(
     command = [sys.executable, "-m", "bentoml", "serve"]
     if model_tag is not None:
         command += [
-            "service.service:HousingService",
+            "service.service:TabulaService",
             "--working-dir",
             str(PROJECT_ROOT),
             "--arg",
             f"model_tag={model_tag}",
         ]
     else:
-        command.append(bento or "housing:latest")
+        command.append(bento or "tabula:latest")
     command += ["--host", host, "--port", str(port)]
     os.execv(sys.executable, command)  # noqa: S606 - replaces this process so signals reach the server
 

@@ -1,4 +1,4 @@
-"""Training commands of the ``housing`` CLI: ``data``, ``train``, ``promote``, ``models`` and ``pipeline``."""
+"""Training commands of the ``tabula`` CLI: ``data``, ``train``, ``promote``, ``models`` and ``pipeline``."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ logger = logging.getLogger(__name__)
 
 DataOption = Annotated[
     Path | None,
-    typer.Option("--data", help="CSV/CSV.gz to train on [env: HOUSING_DATA_PATH]; default: download."),
+    typer.Option("--data", help="CSV/CSV.gz to train on [env: TABULA_DATA_PATH]; default: download."),
 ]
 ExampleOption = Annotated[
     str | None,
-    typer.Option("--example", help="Example folder: housing, iris, or a path [env: HOUSING_EXAMPLE]."),
+    typer.Option("--example", help="Example folder: housing, iris, or a path [env: TABULA_EXAMPLE]."),
 ]
 ModelNameOption = Annotated[
-    str | None, typer.Option("--model-name", help="Registered model [env: HOUSING_MODEL_NAME].")
+    str | None, typer.Option("--model-name", help="Registered model [env: TABULA_MODEL_NAME].")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
@@ -107,16 +107,16 @@ def train(
     example: ExampleOption = None,
     model_name: ModelNameOption = None,
     experiment: Annotated[
-        str | None, typer.Option(help="MLflow experiment [env: HOUSING_EXPERIMENT].")
+        str | None, typer.Option(help="MLflow experiment [env: TABULA_EXPERIMENT].")
     ] = None,
     params_file: Annotated[
-        Path | None, typer.Option("--params", help="Params YAML [env: HOUSING_PARAMS_FILE].")
+        Path | None, typer.Option("--params", help="Params YAML [env: TABULA_PARAMS_FILE].")
     ] = None,
     candidate: Annotated[
         list[str] | None, typer.Option("--candidate", "-c", help="Train only this candidate (repeatable).")
     ] = None,
     metrics_dir: Annotated[
-        Path | None, typer.Option(help="Also write metrics.json here [env: HOUSING_METRICS_DIR].")
+        Path | None, typer.Option(help="Also write metrics.json here [env: TABULA_METRICS_DIR].")
     ] = None,
     as_json: JsonOption = False,
     if_changed: Annotated[
@@ -128,7 +128,7 @@ def train(
     ] = False,
     k8s: Annotated[
         bool,
-        typer.Option("--k8s", help="Run as the chart's training Job on the cluster [env: HOUSING_RELEASE_*]"),
+        typer.Option("--k8s", help="Run as the chart's training Job on the cluster [env: TABULA_RELEASE_*]"),
     ] = False,
 ) -> None:
     """Train every candidate, log each as an MLflow run, register the best, and run the promotion gate."""
@@ -283,13 +283,13 @@ def pipeline(
         typer.Option(
             "--k8s",
             help="Run on the current cluster: training Job, image, deploy or release, helm test "
-            "[env: HOUSING_RELEASE_*].",
+            "[env: TABULA_RELEASE_*].",
         ),
     ] = False,
     strategy: Annotated[StrategyName, typer.Option(help="--k8s: how a new version goes out.")] = "canary",
     provider: Annotated[ProviderName, typer.Option(help="--k8s: argo or native.")] = "argo",
     registry: Annotated[
-        str | None, typer.Option(help="--k8s: image registry prefix [env: HOUSING_RELEASE_REGISTRY].")
+        str | None, typer.Option(help="--k8s: image registry prefix [env: TABULA_RELEASE_REGISTRY].")
     ] = None,
     kind_cluster: Annotated[
         str | None, typer.Option(help="--k8s: load the image into this kind cluster instead of pushing.")

@@ -1,6 +1,6 @@
 """Load, validate, split and fingerprint the training data of an example.
 
-The rows come from ``--data`` / ``HOUSING_DATA_PATH`` (a CSV/CSV.gz) or, when unset, from the example's
+The rows come from ``--data`` / ``TABULA_DATA_PATH`` (a CSV/CSV.gz) or, when unset, from the example's
 own source (a scikit-learn loader or a CSV beside it); the example's ``prepare`` hook and renames turn
 them into the contract's columns. Features must be finite numbers within the example's hard limits;
 a classification target is a label (kept as text), a regression target a finite number.
@@ -76,7 +76,7 @@ def _fetch_sklearn(loader_name: str, task: Task) -> pd.DataFrame:
     except OSError as exc:
         raise DataError(
             f"could not download the data of sklearn.datasets.{loader_name} "
-            f"({exc.__class__.__name__}); pass --data PATH or set HOUSING_DATA_PATH to a CSV/CSV.gz"
+            f"({exc.__class__.__name__}); pass --data PATH or set TABULA_DATA_PATH to a CSV/CSV.gz"
         ) from exc
     frame: pd.DataFrame = bunch.frame.copy()
     names = getattr(bunch, "target_names", None)
@@ -189,7 +189,7 @@ def load_dataset(
     missing = [column for column in [*features, target] if column not in raw.columns]
     if missing:
         hint = "the raw layout its prepare hook knows, or " if prepare is not None else ""
-        origin = f"; {source} came from --data / HOUSING_DATA_PATH" if given else ""
+        origin = f"; {source} came from --data / TABULA_DATA_PATH" if given else ""
         raise DataError(
             f"data lacks columns {missing}; expected {hint}the columns {[*features, target]} "
             f"of example {example.spec.name!r} (found {list(raw.columns)}){origin}"

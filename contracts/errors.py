@@ -1,6 +1,6 @@
 """The product's one error hierarchy: every domain error is a :class:`ProductError`.
 
-Each class says how it leaves the product: ``exit_code`` for the ``housing`` CLI (mapped in one place,
+Each class says how it leaves the product: ``exit_code`` for the ``tabula`` CLI (mapped in one place,
 ``cli.exits.handle_errors``) and ``http_status`` for the prediction API (mapped in one place,
 ``service.errors.error_response``). The components' own families derive from it: ``training.errors``,
 ``service.errors``, ``release.errors``, ``load.runner``.

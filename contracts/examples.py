@@ -2,7 +2,7 @@
 
 A folder holds ``example.yaml`` (:class:`ExampleSpec`), ``params.yaml``
 (:class:`contracts.params.TrainingParams`) and optionally the ``prepare`` hook it names. The bundled
-ones live in ``examples/`` (shipped in the wheel); ``HOUSING_EXAMPLE`` names one of them or gives the
+ones live in ``examples/`` (shipped in the wheel); ``TABULA_EXAMPLE`` names one of them or gives the
 path of your own.
 """
 
@@ -38,7 +38,7 @@ class _Strict(BaseModel):
 
 
 class DatasetSource(_Strict):
-    """Where the rows come from when no ``--data`` / ``HOUSING_DATA_PATH`` is given, and how to read them."""
+    """Where the rows come from when no ``--data`` / ``TABULA_DATA_PATH`` is given, and how to read them."""
 
     sklearn: str | None = Field(
         default=None,
@@ -67,13 +67,13 @@ class ExampleSpec(_Strict):
     description: str = Field(default="", description="One line: what the model predicts.")
     task: Task = Field(description="regression or classification.")
     model_name: str = Field(
-        min_length=1, description="Registered model name (HOUSING_MODEL_NAME replaces it)."
+        min_length=1, description="Registered model name (TABULA_MODEL_NAME replaces it)."
     )
-    experiment: str = Field(min_length=1, description="MLflow experiment (HOUSING_EXPERIMENT replaces it).")
+    experiment: str = Field(min_length=1, description="MLflow experiment (TABULA_EXPERIMENT replaces it).")
     dataset: DatasetSource
-    target: str = Field(min_length=1, description="Target column (HOUSING_TARGET replaces it).")
+    target: str = Field(min_length=1, description="Target column (TABULA_TARGET replaces it).")
     features: list[FeatureSpec] = Field(
-        min_length=1, description="Feature columns in model order, with their hard limits (HOUSING_FEATURES)."
+        min_length=1, description="Feature columns in model order, with their hard limits (TABULA_FEATURES)."
     )
 
     @property

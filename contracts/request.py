@@ -86,9 +86,7 @@ def batch_request_model(contract: ModelContract, row: type[BaseModel]) -> type[B
         __doc__=f"Several rows of the {contract.example} model's inputs.",
         rows=(
             list[row],  # type: ignore[valid-type]  # a model class built at run time
-            Field(
-                min_length=1, description="Rows to predict, at most HOUSING_SERVICE_MAX_BATCH_ROWS (1000)."
-            ),
+            Field(min_length=1, description="Rows to predict, at most TABULA_SERVICE_MAX_BATCH_ROWS (1000)."),
         ),
     )
 

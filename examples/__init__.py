@@ -1,4 +1,4 @@
 """Worked examples: one folder per model (``example.yaml``, ``params.yaml``, optional ``prepare.py``).
 
-Select one with ``HOUSING_EXAMPLE`` / ``--example`` (a folder name here, or the path of your own).
+Select one with ``TABULA_EXAMPLE`` / ``--example`` (a folder name here, or the path of your own).
 """

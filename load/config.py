@@ -1,4 +1,4 @@
-"""Settings of the load test: target, user mix, SLO gates and output, from ``HOUSING_LOAD_*``."""
+"""Settings of the load test: target, user mix, SLO gates and output, from ``TABULA_LOAD_*``."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ TASK_TAGS: tuple[str, ...] = ("single", "batch")
 class LoadSettings(BaseSettings):
     """Everything a headless load run needs; the CLI options override these values."""
 
-    model_config = SettingsConfigDict(env_prefix="HOUSING_LOAD_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="TABULA_LOAD_", extra="forbid")
 
     url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:3000"),
-        description="Base URL of the housing service under test.",
+        description="Base URL of the tabula service under test.",
     )
     users: int = Field(default=10, ge=1, description="Number of concurrent simulated users.")
     spawn_rate: float = Field(default=5.0, gt=0, description="Users started per second until `users` run.")

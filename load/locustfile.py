@@ -1,9 +1,9 @@
 """Locust user of the service: weighted one-row and batch predictions of any example's model.
 
 Tags select a scenario: ``--tags single`` (only /predict), ``--tags batch`` (only /predict/batch);
-without tags both run, weighted by ``HOUSING_LOAD_SINGLE_WEIGHT`` / ``HOUSING_LOAD_BATCH_WEIGHT``.
-Run it through ``housing loadtest`` (SLO gates, reports) or directly with ``locust -f``.
-On quitting it writes the run's final statistics to ``HOUSING_LOAD_OUT/run_stats.json``.
+without tags both run, weighted by ``TABULA_LOAD_SINGLE_WEIGHT`` / ``TABULA_LOAD_BATCH_WEIGHT``.
+Run it through ``tabula loadtest`` (SLO gates, reports) or directly with ``locust -f``.
+On quitting it writes the run's final statistics to ``TABULA_LOAD_OUT/run_stats.json``.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ cast(_EventHook, events.init).add_listener(_refresh_event_loop_clock)
 cast(_EventHook, events.quitting).add_listener(_write_run_stats)
 
 
-class HousingUser(FastHttpUser):
+class TabulaUser(FastHttpUser):
     """One client of the service, picking rows at random from the example's held-out test split."""
 
     host = SETTINGS.base_url

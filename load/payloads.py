@@ -3,7 +3,7 @@
 ``python -m load.payloads --example housing --data ../shared/data/cal_housing.csv.gz --seed 42`` (or
 ``--example iris``, whose data is bundled) writes the example folder's ``payloads.json`` with training's
 own loader and split (the example's params.yaml), so the rows are ones no model was fitted or selected
-on. The locustfile sends that file's rows, a file named by ``HOUSING_LOAD_PAYLOADS_FILE`` (payloads or
+on. The locustfile sends that file's rows, a file named by ``TABULA_LOAD_PAYLOADS_FILE`` (payloads or
 a model's ``golden_set.json``), or, for an example without a ``payloads.json``, rows it draws from the
 example's test split at start-up.
 """

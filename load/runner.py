@@ -62,13 +62,13 @@ class LoadSummary(BaseModel):
 
 
 def settings_environment(settings: LoadSettings) -> dict[str, str]:
-    """``HOUSING_LOAD_*`` variables that give the locustfile in the child process the same settings."""
+    """``TABULA_LOAD_*`` variables that give the locustfile in the child process the same settings."""
     variables: dict[str, str] = {}
     for name, value in settings.model_dump().items():
         if value is None:
             continue  # unset: the field's default
         rendered = ",".join(value) if isinstance(value, list) else str(value)
-        variables[f"HOUSING_LOAD_{name.upper()}"] = rendered
+        variables[f"TABULA_LOAD_{name.upper()}"] = rendered
     return variables
 
 
@@ -110,8 +110,8 @@ def run_load_test(settings: LoadSettings) -> LoadSummary:
     out.mkdir(parents=True, exist_ok=True)
     run_stats_file = out / RUN_STATS_FILE
     run_stats_file.unlink(missing_ok=True)  # never gate a previous run's numbers
-    # The settings alone configure the child: none of this process' HOUSING_LOAD_* variables leak in.
-    inherited = {name: value for name, value in os.environ.items() if not name.startswith("HOUSING_LOAD_")}
+    # The settings alone configure the child: none of this process' TABULA_LOAD_* variables leak in.
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("TABULA_LOAD_")}
     environment = inherited | settings_environment(settings)
     started_at = datetime.now(UTC)
     log_path = out / LOCUST_LOG

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-CHART_NAME = "housing"
+CHART_NAME = "tabula"
 COLORS = ("blue", "green")
 
 
@@ -43,7 +43,7 @@ def merge(*layers: dict[str, Any]) -> dict[str, Any]:
 
 
 def fullname(values: dict[str, Any], release: str) -> str:
-    """The chart's ``housing.fullname``: the prefix of every object name."""
+    """The chart's ``tabula.fullname``: the prefix of every object name."""
     override = str(values.get("fullnameOverride") or "")
     if override:
         return override[:63].rstrip("-")
@@ -53,7 +53,7 @@ def fullname(values: dict[str, Any], release: str) -> str:
 
 
 def suffixed(values: dict[str, Any], release: str, suffix: str) -> str:
-    """The chart's ``housing.suffixed``: full name and suffix within 63 characters."""
+    """The chart's ``tabula.suffixed``: full name and suffix within 63 characters."""
     limit = 62 - len(suffix)
     return f"{fullname(values, release)[:limit].rstrip('-')}-{suffix}"
 

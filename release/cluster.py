@@ -39,7 +39,7 @@ class Cluster:
         if values is None:
             raise ReleaseError(
                 f"Helm release {self.release!r} is not installed in namespace {self.settings.namespace}: "
-                "install it first with `housing deploy`"
+                "install it first with `tabula deploy`"
             )
         return values
 
@@ -75,7 +75,7 @@ class Cluster:
         if not self.settings.prometheus_url:
             raise ReleaseError(
                 "the release loop reads its evidence from Prometheus: set --prometheus-url "
-                "(HOUSING_RELEASE_PROMETHEUS_URL)"
+                "(TABULA_RELEASE_PROMETHEUS_URL)"
             )
         return Prometheus(self.settings.prometheus_url)
 

@@ -1,4 +1,4 @@
-"""``housing pipeline --k8s``: the main job on the current cluster, built from the cluster commands.
+"""``tabula pipeline --k8s``: the main job on the current cluster, built from the cluster commands.
 
 Train as the chart's Job -> first install: build, ship and deploy the production version; installed:
 release the new challenger through the closed loop (analysis, then ``production`` moves or the
@@ -78,7 +78,7 @@ def ship_challenger(
         image = build_and_ship(cluster, training, production, options.git_sha)
         deploy(cluster, image, production, options.strategy, options.provider)
         return
-    # The loop's evidence rule decides manual pauses, as for `housing release`.
+    # The loop's evidence rule decides manual pauses, as for `tabula release`.
     request = ReleaseRequest(
         version=report.version, strategy=options.strategy, provider=options.provider, git_sha=options.git_sha
     )
@@ -93,7 +93,7 @@ def where_to_look(cluster: Cluster, training: TrainingSettings) -> list[str]:
         "where to look:",
         f"  service     kubectl -n {namespace} port-forward svc/{name} 3000:{port}",
         "              then http://127.0.0.1:3000/docs (Swagger UI) and http://127.0.0.1:3000/metrics",
-        f"  rollout     housing rollout status -n {namespace} --helm-release {cluster.release}",
-        f"  MLflow      {training.tracking_uri} (housing models --model-name {training.model_name})",
-        f'  dashboard   Grafana, "Housing model: {namespace}/{name}" (alerts: PrometheusRule {name})',
+        f"  rollout     tabula rollout status -n {namespace} --helm-release {cluster.release}",
+        f"  MLflow      {training.tracking_uri} (tabula models --model-name {training.model_name})",
+        f'  dashboard   Grafana, "Tabula model: {namespace}/{name}" (alerts: PrometheusRule {name})',
     ]

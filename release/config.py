@@ -17,13 +17,13 @@ Provider = Literal["argo", "native"]
 
 
 class ReleaseSettings(BaseSettings):
-    """Where the release lives, how long to wait, and how to build and ship images (``HOUSING_RELEASE_*``)."""
+    """Where the release lives, how long to wait, and how to build and ship images (``TABULA_RELEASE_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="HOUSING_RELEASE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TABULA_RELEASE_", extra="ignore")
 
-    namespace: str = Field(default="housing", description="Kubernetes namespace of the Helm release.")
-    release_name: str = Field(default="housing", description="Helm release name of the chart.")
-    chart: Path = Field(default=PROJECT_ROOT / "charts" / "housing", description="Chart folder or reference.")
+    namespace: str = Field(default="tabula", description="Kubernetes namespace of the Helm release.")
+    release_name: str = Field(default="tabula", description="Helm release name of the chart.")
+    chart: Path = Field(default=PROJECT_ROOT / "charts" / "tabula", description="Chart folder or reference.")
     values_files: list[FilePath] = Field(
         default_factory=list,
         description="Extra Helm values files applied on top of the release's values (each must exist).",
@@ -49,7 +49,7 @@ class ReleaseSettings(BaseSettings):
         description="Image (repository:tag) of `train --k8s`; default: the release's training.image.",
     )
     registry: str = Field(
-        default="ghcr.io/housing-mlops",
+        default="ghcr.io/tabula",
         description="Registry prefix the release pushes the service image to.",
     )
     image_backend: Literal["docker", "podman", "buildah"] = Field(
@@ -64,7 +64,7 @@ class ReleaseSettings(BaseSettings):
         default=None,
         description=(
             "Prometheus base URL: drift checks (`train --if-changed`), and the evidence every release reads "
-            "(required by `housing release`, Argo and native alike)."
+            "(required by `tabula release`, Argo and native alike)."
         ),
     )
     drift_psi_threshold: float = Field(

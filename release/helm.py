@@ -44,7 +44,7 @@ def explain(stderr: str) -> str:
     if "forbidden" in line:
         return f"{line} (RBAC: the current kube user lacks this permission)"
     if "no matches for kind" in line or "ensure CRDs are installed" in line:
-        return f"{line} (a CRD is missing: see `housing deploy --help` for which chart value switches it off)"
+        return f"{line} (a CRD is missing: see `tabula deploy --help` for which chart value switches it off)"
     if "Kubernetes cluster unreachable" in line:
         return f"{line} (check the current kube-context: kubectl config current-context)"
     return line
@@ -79,11 +79,11 @@ class Helm:
         if result.returncode != 0 or found is None:
             raise ReleaseError(
                 f"cannot tell the version of {self.binary} ({explain(result.stderr or version)}): "
-                f"housing needs {MINIMUM_HELM_TEXT}"
+                f"tabula needs {MINIMUM_HELM_TEXT}"
             )
         if (int(found[1]), int(found[2])) < MINIMUM_HELM:
             raise ReleaseError(
-                f"{self.binary} is Helm {version}, too old: housing needs {MINIMUM_HELM_TEXT};"
+                f"{self.binary} is Helm {version}, too old: tabula needs {MINIMUM_HELM_TEXT};"
                 " install a newer one or run scripts/install-helm.sh"
             )
         return version
@@ -194,7 +194,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 @contextmanager
 def _values_file(values: dict[str, Any]) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="housing-values-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="tabula-values-") as scratch:
         path = Path(scratch) / "values.yaml"
         path.write_text(yaml.safe_dump(values, sort_keys=True), encoding="utf-8")
         yield path

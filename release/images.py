@@ -1,9 +1,9 @@
-"""The one image builder: build (and optionally push) the two images; ``housing images`` and the release
+"""The one image builder: build (and optionally push) the two images; ``tabula images`` and the release
 loop (``release.loop.build_and_ship``) both call :func:`build_images`.
 
-- ``housing-service`` from a Bento with ``bentoml containerize`` (its base image is the Bento's own
+- ``tabula-service`` from a Bento with ``bentoml containerize`` (its base image is the Bento's own
   ``docker.base_image``, chosen when the Bento is built).
-- ``housing-training`` from ``training/Containerfile``.
+- ``tabula-training`` from ``training/Containerfile``.
 
 Both are tagged ``<model-version>-<git-sha>`` under a registry prefix (``ghcr.io/<owner>`` for
 releases, ``localhost`` for local builds). The build itself runs in docker, podman or buildah.
@@ -27,11 +27,11 @@ from release.errors import ReleaseError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTAINERFILE = REPO_ROOT / "training" / "Containerfile"
 IGNOREFILE = REPO_ROOT / "training" / "Containerfile.dockerignore"
-DEFAULT_REGISTRY = "ghcr.io/housing-mlops"
+DEFAULT_REGISTRY = "ghcr.io/tabula"
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
-SERVICE_IMAGE = "housing-service"
-TRAINING_IMAGE = "housing-training"
-DEFAULT_BENTO_NAME = "housing"
+SERVICE_IMAGE = "tabula-service"
+TRAINING_IMAGE = "tabula-training"
+DEFAULT_BENTO_NAME = "tabula"
 MODEL_VERSION_LABEL = "model_version"
 # The secret id training/Containerfile mounts to trust an extra CA bundle.
 CA_MOUNT_ID = "extra_ca"
@@ -108,7 +108,7 @@ def current_git_sha(repo_root: Path = REPO_ROOT) -> str:
 def resolve_bento(bento: str | None) -> tuple[str, str | None]:
     """Return the Bento tag to containerize and the model version it was labelled with.
 
-    Without ``bento`` the newest Bento named ``DEFAULT_BENTO_NAME`` (built by ``housing build``) is used.
+    Without ``bento`` the newest Bento named ``DEFAULT_BENTO_NAME`` (built by ``tabula build``) is used.
     """
     import bentoml
     from bentoml.exceptions import NotFound
@@ -117,7 +117,7 @@ def resolve_bento(bento: str | None) -> tuple[str, str | None]:
         if bento is None:
             candidates = bentoml.bentos.list(DEFAULT_BENTO_NAME)
             if not candidates:
-                raise ImageError(f"no Bento named {DEFAULT_BENTO_NAME!r}: run `housing build` first")
+                raise ImageError(f"no Bento named {DEFAULT_BENTO_NAME!r}: run `tabula build` first")
             found = max(candidates, key=lambda b: b.info.creation_time)
         else:
             found = bentoml.bentos.get(bento)
@@ -209,7 +209,7 @@ def build_images(
     push: bool,
 ) -> list[str]:
     """Build (tag, push) the chosen images; returns every reference built. The one image builder:
-    ``housing images`` and the release loop both build through it."""
+    ``tabula images`` and the release loop both build through it."""
     if skaffold:
         if "IMAGE" not in os.environ:
             raise ImageUsageError("--skaffold expects $IMAGE (set by skaffold's custom build)")

@@ -1,4 +1,4 @@
-"""``housing train --k8s``: the chart's training Job, rendered with the release's values, run to the end.
+"""``tabula train --k8s``: the chart's training Job, rendered with the release's values, run to the end.
 
 The Job comes from ``helm template`` (never a second copy of it). Its ServiceAccount and Role are
 created alongside with Helm's ownership annotations, so a later ``helm upgrade`` adopts them. The
@@ -23,7 +23,7 @@ from release.kube import MERGE_PATCH, Deadline, Kube, connect, iter_lines, pod_p
 from training.config import TrainingSettings
 
 SUPPORT_KINDS = ("ServiceAccount", "Role", "RoleBinding")
-PARAMS_MOUNT = "/etc/housing/params"
+PARAMS_MOUNT = "/etc/tabula/params"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
@@ -52,7 +52,7 @@ def job_overrides(training: TrainingSettings, settings: ReleaseSettings) -> dict
         try:
             repository, tag = chart.split_image(settings.training_image)
         except ValueError as exc:
-            raise ReleaseError(f"HOUSING_RELEASE_TRAINING_IMAGE: {exc}") from None
+            raise ReleaseError(f"TABULA_RELEASE_TRAINING_IMAGE: {exc}") from None
         overrides = chart.merge(overrides, {"training": {"image": {"repository": repository, "tag": tag}}})
     return overrides
 
@@ -129,7 +129,7 @@ def prepare_job(
             {"name": "params", "mountPath": PARAMS_MOUNT, "readOnly": True}
         )
         container.setdefault("env", []).append(
-            {"name": "HOUSING_PARAMS_FILE", "value": f"{PARAMS_MOUNT}/params.yaml"}
+            {"name": "TABULA_PARAMS_FILE", "value": f"{PARAMS_MOUNT}/params.yaml"}
         )
     return job, config_maps
 
@@ -292,17 +292,17 @@ def train_on_cluster(
     candidates: list[str] | None,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """``housing train --k8s``: run the Job and report what it registered."""
+    """``tabula train --k8s``: run the Job and report what it registered."""
     import json
 
     from release.config import load_settings
 
     if training.data_path is not None:
         raise ReleaseError(
-            "--data names a local file; the cluster Job reads HOUSING_DATA_PATH from the chart's training.env"
+            "--data names a local file; the cluster Job reads TABULA_DATA_PATH from the chart's training.env"
         )
     settings = load_settings()
-    env = {"HOUSING_CANDIDATES": json.dumps(candidates)} if candidates else {}
+    env = {"TABULA_CANDIDATES": json.dumps(candidates)} if candidates else {}
     args = ["train", "--if-changed"] if if_changed else ["train"]
     job = run_training_job(training, settings, args=args, env=env, params_file=params_file, log=log)
     return asdict(report_outcome(training, job, log))

@@ -1,4 +1,4 @@
-"""``housing deploy`` and ``housing release``: the closed release loop, on top of the strategy drivers.
+"""``tabula deploy`` and ``tabula release``: the closed release loop, on top of the strategy drivers.
 
 The loop keeps MLflow and the cluster in step. Its progress is recorded on the model version as tags
 (``release.state``: deploying -> analysing -> promoted | rejected, plus ``release.image``,
@@ -59,7 +59,7 @@ class ReleaseRequest:
 
 
 def deploy(cluster: Cluster, image: str, version: str, strategy: str, provider: str) -> str:
-    """``housing deploy``: make ``image`` the served version with the chosen strategy, then wait."""
+    """``tabula deploy``: make ``image`` the served version with the chosen strategy, then wait."""
     current = cluster.values()
     if current is not None and cluster.settings.prometheus_url:
         cluster.require_scraped(cluster.prometheus())
@@ -123,7 +123,7 @@ def build_and_ship(cluster: Cluster, training: TrainingSettings, version: str, g
             if backend is images.Backend.docker:
                 images.run(["kind", "load", "docker-image", ref, "--name", settings.kind_cluster])
             else:
-                with tempfile.TemporaryDirectory(prefix="housing-image-") as scratch:
+                with tempfile.TemporaryDirectory(prefix="tabula-image-") as scratch:
                     archive = f"{scratch}/image.tar"
                     images.run([backend.value, "save", "--output", archive, ref])
                     images.run(["kind", "load", "image-archive", archive, "--name", settings.kind_cluster])
@@ -161,7 +161,7 @@ def release(cluster: Cluster, training: TrainingSettings, request: ReleaseReques
     if other := other_release_in_progress(client, name, version):
         raise ReleaseError(
             f"the release of v{other[0]} is in progress ({STATE}={other[1]}): resume it with "
-            f"`housing release --version {other[0]}`, or `housing rollout abort` it and re-run that command"
+            f"`tabula release --version {other[0]}`, or `tabula rollout abort` it and re-run that command"
         )
     prometheus = cluster.prometheus()  # no evidence without it: fail before anything changes
     cluster.require_scraped(prometheus)
@@ -177,12 +177,12 @@ def release(cluster: Cluster, training: TrainingSettings, request: ReleaseReques
                 return version
             raise ReleaseError(
                 f"the cluster already serves v{version} but production is v{production}: registry and "
-                f"cluster disagree; `housing promote --version {version} --force` or deploy v{production}"
+                f"cluster disagree; `tabula promote --version {version} --force` or deploy v{production}"
             )
         if production not in (stable, version):
             raise ReleaseError(
                 f"the cluster serves v{stable} but production is v{production}: registry and cluster "
-                f"disagree; deploy production first (`housing deploy --version {production}`)"
+                f"disagree; deploy production first (`tabula deploy --version {production}`)"
             )
         if production == version:
             log(f"note: the training gate already made v{version} production; the cluster serves v{stable}")
@@ -214,8 +214,8 @@ def release(cluster: Cluster, training: TrainingSettings, request: ReleaseReques
 
     deadline = cluster.deadline()
     hint = (
-        f"; the release of v{version} is still in progress: re-run `housing release --version {version}` "
-        "to follow it, or `housing rollout abort` and re-run to roll it back"
+        f"; the release of v{version} is still in progress: re-run `tabula release --version {version}` "
+        "to follow it, or `tabula rollout abort` and re-run to roll it back"
     )
     watch = Watch(
         image,
@@ -255,7 +255,7 @@ def release(cluster: Cluster, training: TrainingSettings, request: ReleaseReques
         return version
     log(f"v{version} failed its rollout: {reason}")
     if verdict.left_paused:
-        log("left as it is for your decision (--no-auto-promote): `housing rollout promote` or `abort`")
+        log("left as it is for your decision (--no-auto-promote): `tabula rollout promote` or `abort`")
     else:
         driver.roll_back(int(tags["release.previous_revision"]), deadline)
     set_tags(

@@ -1,7 +1,7 @@
-"""``housing train --if-changed``: retrain only when the data or the traffic moved away from the champion.
+"""``tabula train --if-changed``: retrain only when the data or the traffic moved away from the champion.
 
 Two triggers, checked in this order: the data digest differs from the one the champion was trained on
-(its run's ``data_digest`` tag), or the service's drift gauges (``housing_feature_drift_psi``, from
+(its run's ``data_digest`` tag), or the service's drift gauges (``tabula_feature_drift_psi``, from
 Prometheus) exceed the threshold for the champion's version.
 """
 
@@ -15,7 +15,7 @@ from release.config import ReleaseSettings
 from release.errors import ReleaseError
 from training.config import TrainingSettings
 
-DRIFT_METRIC = "housing_feature_drift_psi"
+DRIFT_METRIC = "tabula_feature_drift_psi"
 
 
 def drift_by_feature(prometheus_url: str, model_name: str, version: str) -> dict[str, float]:
@@ -55,7 +55,7 @@ def should_train(training: TrainingSettings, settings: ReleaseSettings) -> tuple
         return True, f"data digest {digest} differs from champion v{champion.version}'s {champion_digest}"
     unchanged = f"data digest {digest} is champion v{champion.version}'s"
     if not settings.prometheus_url:
-        return False, f"{unchanged}; drift not checked (HOUSING_RELEASE_PROMETHEUS_URL is not set)"
+        return False, f"{unchanged}; drift not checked (TABULA_RELEASE_PROMETHEUS_URL is not set)"
     drift = drift_by_feature(settings.prometheus_url, training.model_name, str(champion.version))
     threshold = settings.drift_psi_threshold
     over = {feature: psi for feature, psi in sorted(drift.items()) if psi > threshold}

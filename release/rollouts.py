@@ -150,7 +150,7 @@ def describe_step(rollout: dict[str, Any]) -> str:
 
 
 def describe_rollout(rollout: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
-    """``housing rollout status``: phase, step, weight, pauses, and analysis runs with their measurements."""
+    """``tabula rollout status``: phase, step, weight, pauses, and analysis runs with their measurements."""
     status = rollout.get("status", {})
     name = rollout["metadata"]["name"]
     lines = [

@@ -2,9 +2,9 @@
 
 Switching ``rollout.strategy`` or ``rollout.provider`` can change the workload's kind (Deployment <->
 Argo Rollout) or name (``<fullname>`` <-> the native ``<fullname>-blue``/``-green``). Helm deletes the
-objects a revision no longer renders as soon as it applies the new ones, and ``housing deploy`` runs
+objects a revision no longer renders as soon as it applies the new ones, and ``tabula deploy`` runs
 without ``--wait``: every serving pod would go while the new ones still load their model. The chart
-makes this check itself with ``lookup`` (templates/_checks.tpl ``housing.checkWorkloadSwitch``), but
+makes this check itself with ``lookup`` (templates/_checks.tpl ``tabula.checkWorkloadSwitch``), but
 ``lookup`` is empty under ``helm template`` and client-side dry runs, so the release loop calls
 :func:`require_safe_switch` with the objects it rendered before it upgrades.
 

@@ -7,7 +7,7 @@
 #   localhost/debian-python-uv:bookworm  the above + this machine's CA bundle trusted, uv, UV_NATIVE_TLS=1
 #
 # Idempotent: an image that already exists and was built by this very recipe (label
-# io.housing.base-recipe, the digest of this script) is kept; FORCE=1 rebuilds both.
+# io.tabula.base-recipe, the digest of this script) is kept; FORCE=1 rebuilds both.
 # Settings (environment): MIRROR (default: the archive apt already uses), SUITE, BASE_IMAGE, UV_IMAGE,
 # CA_BUNDLE (the CA bundle to trust inside builds), UV_VERSION, FORCE.
 set -euo pipefail
@@ -30,11 +30,11 @@ done
 bash "$(dirname "${BASH_SOURCE[0]}")/configure-podman.sh"
 
 # One build at a time (parallel test workers may all ask for the images): the others wait, then keep them.
-exec 9>"${LOCK_FILE:-/run/lock/housing-base-image.lock}"
+exec 9>"${LOCK_FILE:-/run/lock/tabula-base-image.lock}"
 flock 9
 
 RECIPE="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)"
-RECIPE_LABEL=io.housing.base-recipe
+RECIPE_LABEL=io.tabula.base-recipe
 image_exists() {
     [[ "$FORCE" != 1 ]] && podman image exists "$1" \
         && [[ "$(podman image inspect --format "{{ index .Labels \"$RECIPE_LABEL\" }}" "$1")" == "$RECIPE" ]]
@@ -53,7 +53,7 @@ else
     # Package caches and lists, documentation, manuals and message translations only add size to
     # the images (about 50 MB); dpkg leaves them out of packages installed later, too. The copyright
     # files stay.
-    cat > "$rootfs/etc/dpkg/dpkg.cfg.d/90-housing-slim" <<'DPKG'
+    cat > "$rootfs/etc/dpkg/dpkg.cfg.d/90-tabula-slim" <<'DPKG'
 path-exclude=/usr/share/doc/*
 path-include=/usr/share/doc/*/copyright
 path-exclude=/usr/share/man/*

@@ -1,6 +1,6 @@
 """Request handling of the prediction API: admission, checks, prediction, metrics and logs.
 
-A plain class, built once per worker by :class:`service.service.HousingService` after the model
+A plain class, built once per worker by :class:`service.service.TabulaService` after the model
 is loaded; the FastAPI routes call it directly (no per-request dependency resolution).
 """
 
@@ -166,7 +166,7 @@ class PredictionAPI:
 
         Every prediction route of every protocol comes through here (``wire`` says how its bodies are
         read and its errors written). Client errors become their 4xx/503 here; anything else is left
-        to the app's one catch-all (``service.app.HousingApp``), which also counts every response.
+        to the app's one catch-all (``service.app.TabulaApp``), which also counts every response.
         """
         started = time.perf_counter()
         marked = is_mirrored(request.scope["headers"])

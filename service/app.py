@@ -61,11 +61,11 @@ def _json_body(model: type[BaseModel] | None) -> dict[str, Any] | None:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-class HousingApp(FastAPI):
+class TabulaApp(FastAPI):
     """FastAPI app that counts every response and answers every unexpected fault with a structured 500.
 
     Every HTTP request that reaches this app (all paths but BentoML's own /livez and /readyz) is
-    counted once in ``housing_http_requests_total``, under its route's path or ``UNMATCHED_ROUTE``
+    counted once in ``tabula_http_requests_total``, under its route's path or ``UNMATCHED_ROUTE``
     for paths the app does not serve. An exception escaping a handler is logged once with its
     traceback and answered with the structured 500 at once: left to BentoML, the client waited for
     its 30 s traffic timeout and the log had no traceback. An answer given before the request body
@@ -159,7 +159,7 @@ def _unavailable() -> Response:
     return error_response(ModelUnavailableError("no model loaded, see the service log"))
 
 
-def build_app(contract: ModelContract | None, get_api: Callable[[], PredictionAPI | None]) -> HousingApp:
+def build_app(contract: ModelContract | None, get_api: Callable[[], PredictionAPI | None]) -> TabulaApp:
     """The app serving ``contract``'s model.
 
     Without a contract (the model's could not be read: its worker never becomes ready and answers
@@ -171,7 +171,7 @@ def build_app(contract: ModelContract | None, get_api: Callable[[], PredictionAP
     else:
         title = f"Prediction API: {contract.example} ({contract.task})"
         description = contract.description or f"Predicts {contract.target}."
-    app = HousingApp(
+    app = TabulaApp(
         get_api,
         title=title,
         description=description,
@@ -198,14 +198,14 @@ def build_app(contract: ModelContract | None, get_api: Callable[[], PredictionAP
         response_model=models.batch_answer if models is not None else None,
         responses=ERROR_RESPONSES,
         openapi_extra=_json_body(models.batch if models is not None else None),
-        summary="Predict up to HOUSING_SERVICE_MAX_BATCH_ROWS rows",
+        summary="Predict up to TABULA_SERVICE_MAX_BATCH_ROWS rows",
     )
     async def predict_batch(request: Request) -> Response:
         api = get_api()
         return _unavailable() if api is None else await api.predict_batch(request)
 
     app.fast_routes.update({"/predict": predict, "/predict/batch": predict_batch})
-    # HousingApp answers /v2 before routing; these routes declare /v2 to routers that look into the
+    # TabulaApp answers /v2 before routing; these routes declare /v2 to routers that look into the
     # app's routes first (BentoML's PassiveMount forwards only paths one of them matches).
     app.router.routes.append(Route("/v2", app.inference, include_in_schema=False))
     app.mount("/v2", app.inference, name="open-inference-protocol")
@@ -224,7 +224,7 @@ def build_app(contract: ModelContract | None, get_api: Callable[[], PredictionAP
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        """Prometheus scrape: the housing_* metrics of every worker (reading files; off the event loop)."""
+        """Prometheus scrape: the tabula_* metrics of every worker (reading files; off the event loop)."""
         body, content_type = await asyncio.to_thread(exposition)
         return Response(body, media_type=content_type)
 

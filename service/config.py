@@ -1,4 +1,4 @@
-"""Settings of the prediction service (env prefix ``HOUSING_SERVICE_``)."""
+"""Settings of the prediction service (env prefix ``TABULA_SERVICE_``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ SERVER_TIMEOUT_MARGIN_SECONDS = 2.0
 class ServiceSettings(BaseSettings):
     """Everything the prediction service can be told from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="HOUSING_SERVICE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="TABULA_SERVICE_", extra="ignore", frozen=True)
 
     model_tag: str = Field(
         default="housing-price:latest",
@@ -123,7 +123,7 @@ class ServiceSettings(BaseSettings):
     log_predictions: bool = Field(default=True, description="Write one JSON log line per prediction request.")
     docker_base_image: str | None = Field(
         default=None,
-        description="Base image written into the Bento by `housing build` (unset: python:3.11-slim).",
+        description="Base image written into the Bento by `tabula build` (unset: python:3.11-slim).",
     )
     log_format: Literal["json", "console"] = Field(
         default="json", description="Service log lines as JSON objects or human-readable text."
@@ -133,7 +133,7 @@ class ServiceSettings(BaseSettings):
     # while it runs, so a shadow starts and stops without restarting the stable pods.
     shadow_track: bool = Field(
         default=False,
-        description="This pod is a shadow: requests marked X-Housing-Mirror are paired with the champion's "
+        description="This pod is a shadow: requests marked X-Tabula-Mirror are paired with the champion's "
         "answer and kept out of the live series. Elsewhere the mark only stops a request from being "
         "mirrored, so no client can hide its requests from the live SLO.",
     )

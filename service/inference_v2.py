@@ -62,7 +62,7 @@ from service.tasks import Outputs
 Handler = Callable[[Request], Awaitable[Response]]
 Values = npt.NDArray[Any]
 
-SERVER_NAME = "housing"
+SERVER_NAME = "tabula"
 SERVER_VERSION = "1"
 PLATFORM = "scikit-learn"
 BINARY_EXTENSION = "binary_tensor_data"

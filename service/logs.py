@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-LOGGER_NAME = "housing.service"
+LOGGER_NAME = "tabula.service"
 # Attributes every LogRecord has; anything else was passed through ``extra=`` and is logged as a field.
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics import Gauge, Histogram
 
 # Every metric name starts with this: renaming the product's metrics is this one line.
-METRIC_PREFIX = "housing_"
+METRIC_PREFIX = "tabula_"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Regression outputs; they suit the housing example's target ($100k, capped at 5.00001), which the
 # chart's prediction-shift analysis was sized on.
@@ -43,7 +43,7 @@ class LabelledChildren:
 
 
 class ServiceMetrics:
-    """The ``housing_*`` metrics of docs/architecture.md, bound to one model.
+    """The ``tabula_*`` metrics of docs/architecture.md, bound to one model.
 
     Both tasks count rows in ``predictions_total``; a regressor's values go to ``prediction_value``,
     a classifier's labels to ``predicted_class_total`` and its top-class probability to

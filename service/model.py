@@ -40,7 +40,7 @@ class Estimator(Protocol):
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Registry facts about the model, recorded in the BentoML model's metadata by ``housing build``."""
+    """Registry facts about the model, recorded in the BentoML model's metadata by ``tabula build``."""
 
     name: str
     version: str

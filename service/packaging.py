@@ -1,4 +1,4 @@
-"""``housing build``: registered MLflow model -> BentoML model store -> Bento.
+"""``tabula build``: registered MLflow model -> BentoML model store -> Bento.
 
 The model, its contract, its feature statistics and its golden set are copied into the BentoML
 model store, so the Bento carries everything the service needs and never calls the MLflow server.
@@ -85,7 +85,7 @@ def import_model(resolved: ResolvedModel, tracking_uri: str | None) -> str:
         if all((Path(existing.path) / name).is_file() for name in (SKOPS_FILE, *ARTIFACTS)):
             return str(existing.tag)
         bentoml.models.delete(existing.tag)
-    with tempfile.TemporaryDirectory(prefix="housing-build-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="tabula-build-") as scratch:
         staged = _stage(resolved, tracking_uri, Path(scratch))
         metadata = _metadata(resolved, staged.trusted_types)
         # Fail the build, not the deployment, when the artifacts do not match the model.
@@ -202,7 +202,7 @@ def _metadata(resolved: ResolvedModel, trusted_types: list[str]) -> dict[str, An
 
 def build_bento_from_store(model_tag: str, model_version: str, base_image: str | None) -> str:
     """``bentoml build`` in a child process, which imports the service module with the model tag argument."""
-    with tempfile.TemporaryDirectory(prefix="housing-bentofile-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="tabula-bentofile-") as scratch:
         bentofile = _bentofile_with(Path(scratch), base_image)
         command = [
             sys.executable, "-m", "bentoml", "build", str(PROJECT_ROOT),

@@ -1,4 +1,4 @@
-"""BentoML service serving one tabular scikit-learn model (``bentoml serve service.service:HousingService``).
+"""BentoML service serving one tabular scikit-learn model (``bentoml serve service.service:TabulaService``).
 
 The prediction API is a FastAPI app (:mod:`service.app`) mounted on the BentoML service, so that
 every client mistake gets the structured 4xx body of docs/architecture.md, and it serves /metrics;
@@ -25,7 +25,7 @@ from service.model import ModelInfo, load_model_dir, read_contract
 
 
 def _model_tag() -> str:
-    """A Bento built by ``housing build`` pins its model through the ``model_tag`` build argument."""
+    """A Bento built by ``tabula build`` pins its model through the ``model_tag`` build argument."""
     arguments = vars(bentoml.use_arguments())
     return str(arguments.get("model_tag") or ServiceSettings().model_tag)
 
@@ -57,12 +57,12 @@ app = build_app(_served_contract(MODEL_TAG), _api)
 
 
 @bentoml.service(
-    name="housing",
+    name="tabula",
     # Its timeout middleware arms a timer per request that lives for the whole timeout, answered or
     # not (about 0.7 KB with its future): at 5,000 requests/s the former 30 s held 100 MB.
     traffic={"timeout": ServiceSettings().server_timeout_seconds},
     # BentoML's own request metrics cost a tenth of the CPU of a prediction and repeat what the
-    # housing_* metrics record per model version; /metrics is served above instead.
+    # tabula_* metrics record per model version; /metrics is served above instead.
     metrics={"enabled": False},
     # Each prediction is logged by the service's own JSON logger; BentoML's access log would double it.
     logging={"access": {"enabled": False}},
@@ -71,7 +71,7 @@ app = build_app(_served_contract(MODEL_TAG), _api)
     tracing={"excluded_urls": [".*"]},
 )
 @bentoml.asgi_app(app, path="/")
-class HousingService:
+class TabulaService:
     bento_model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:

@@ -11,7 +11,7 @@ updates in place), so starting or stopping a shadow never restarts the stable po
 
 Shadow side (:class:`ShadowComparison`): a request carrying ``MIRROR_HEADER`` is answered as any other
 (its answer goes back to the stable pod's sender, which throws it away), is never mirrored again, is
-counted in the ``housing_shadow_*`` series instead of the live ones, and its predictions are paired with
+counted in the ``tabula_shadow_*`` series instead of the live ones, and its predictions are paired with
 the champion's: numbers as absolute and relative differences, labels as agreements or swaps.
 """
 
@@ -39,9 +39,9 @@ if TYPE_CHECKING:
 from service.config import ServiceSettings
 from service.metrics import LATENCY_BUCKETS, METRIC_PREFIX, LabelledChildren
 
-MIRROR_HEADER = "X-Housing-Mirror"
-CHAMPION_HEADER = "X-Housing-Champion-Prediction"
-PREDICTION_ID_HEADER = "X-Housing-Prediction-Id"
+MIRROR_HEADER = "X-Tabula-Mirror"
+CHAMPION_HEADER = "X-Tabula-Champion-Prediction"
+PREDICTION_ID_HEADER = "X-Tabula-Prediction-Id"
 # ASGI scopes carry lower-case header names as bytes.
 MIRROR_HEADER_KEY = MIRROR_HEADER.lower().encode()
 
@@ -54,7 +54,7 @@ REL_DIFFERENCE_FLOOR = 1e-9
 
 
 class DropReason:
-    """Why a copy did not reach the shadow (``housing_mirror_dropped_total{reason}``)."""
+    """Why a copy did not reach the shadow (``tabula_mirror_dropped_total{reason}``)."""
 
     queue_full = "queue_full"  # the senders are behind: the shadow is slower than the sampled traffic
     backoff = "backoff"  # the shadow was unreachable moments ago
@@ -71,7 +71,7 @@ class RequestMark:
     prediction_id: str | None = None
 
 
-REQUEST_MARK: ContextVar[RequestMark | None] = ContextVar("housing_request_mark", default=None)
+REQUEST_MARK: ContextVar[RequestMark | None] = ContextVar("tabula_request_mark", default=None)
 
 
 def is_mirrored(headers: Sequence[tuple[bytes, bytes]]) -> bool:
@@ -122,7 +122,7 @@ class MirrorCopy:
 
 
 class MirrorMetrics:
-    """``housing_mirror_sent_total`` and ``housing_mirror_dropped_total{reason}`` of one model."""
+    """``tabula_mirror_sent_total`` and ``tabula_mirror_dropped_total{reason}`` of one model."""
 
     def __init__(self, labels: dict[str, str], registry: CollectorRegistry | None) -> None:
         from prometheus_client import Counter

@@ -100,7 +100,7 @@ def small_data(tmp_path_factory: pytest.TempPathFactory, data_path: Path) -> Pat
 
     dataset = load_dataset(data_path, load_example("housing").spec.feature_names, "MedHouseVal")
     sample: pd.DataFrame = dataset.frame.sample(n=3000, random_state=7)
-    path = tmp_path_factory.mktemp("data") / "housing-small.csv"
+    path = tmp_path_factory.mktemp("data") / "tabula-small.csv"
     sample.to_csv(path, index=False)
     return path
 

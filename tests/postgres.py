@@ -114,7 +114,7 @@ def postgres_server(extra_initdb: Sequence[str] = ()) -> Iterator[Postgres]:
         unavailable(f"no PostgreSQL server under {DEBIAN_POSTGRES_ROOT}; `./run setup` installs it")
     assert bin_dir is not None
     as_user = _run_as_server_user()
-    data_dir = Path(tempfile.mkdtemp(prefix="housing-postgres-"))
+    data_dir = Path(tempfile.mkdtemp(prefix="tabula-postgres-"))
     try:
         _own(data_dir)
         server = Postgres(port=free_port(), data_dir=data_dir, bin_dir=bin_dir, as_user=as_user)

@@ -44,9 +44,9 @@ def require_tool(name: str) -> str:
 
 
 def shared_data_path() -> Path:
-    path = Path(os.environ.get("HOUSING_DATA_PATH", SHARED / "data" / "cal_housing.csv.gz"))
+    path = Path(os.environ.get("TABULA_DATA_PATH", SHARED / "data" / "cal_housing.csv.gz"))
     if not path.is_file():
-        unavailable(f"data set not found at {path}; set HOUSING_DATA_PATH")
+        unavailable(f"data set not found at {path}; set TABULA_DATA_PATH")
     return path
 
 

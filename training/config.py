@@ -1,4 +1,4 @@
-"""Settings of the training component: everything a Job needs comes from ``HOUSING_*`` env vars."""
+"""Settings of the training component: everything a Job needs comes from ``TABULA_*`` env vars."""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ def default_tracking_uri() -> str:
 
 
 class TrainingSettings(BaseSettings):
-    """Configuration of ``housing data|train|promote|models`` (env prefix ``HOUSING_``).
+    """Configuration of ``tabula data|train|promote|models`` (env prefix ``TABULA_``).
 
     Fields left unset take the example's value (``examples/<example>/``): features, target,
     experiment, model name and params file. Build a changed copy with ``TrainingSettings(**fields)``,
     not ``model_copy``, when the example changes: only validation fills these in.
     """
 
-    model_config = SettingsConfigDict(env_prefix="HOUSING_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="TABULA_", extra="ignore", populate_by_name=True)
 
     example: str = Field(
         default=DEFAULT_EXAMPLE,

@@ -1,4 +1,4 @@
-"""``housing train``: fit every candidate as an MLflow run, register the best, run the promotion gate."""
+"""``tabula train``: fit every candidate as an MLflow run, register the best, run the promotion gate."""
 
 from __future__ import annotations
 
@@ -89,10 +89,10 @@ class TrainingReport:
 
 
 def git_sha() -> str:
-    """The commit the code came from: ``HOUSING_GIT_SHA`` in images, else git, else ``unknown``."""
+    """The commit the code came from: ``TABULA_GIT_SHA`` in images, else git, else ``unknown``."""
     import os
 
-    if sha := os.environ.get("HOUSING_GIT_SHA"):
+    if sha := os.environ.get("TABULA_GIT_SHA"):
         return sha
     try:
         completed = subprocess.run(
@@ -202,7 +202,7 @@ def _train_candidate(name: str, candidate: CandidateParams, session: Session) ->
             input_example=example,
             pip_requirements=_pip_requirements(),
         )
-        with tempfile.TemporaryDirectory(prefix="housing-golden-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="tabula-golden-") as scratch:
             sample = split.x_test.sample(
                 n=min(params.golden_set_rows, len(split.x_test)), random_state=params.split.seed
             )
@@ -237,7 +237,7 @@ def champion_scores(
     except (ValueError, KeyError, AttributeError) as exc:
         raise RegistryError(
             f"champion v{version} cannot score the current test rows ({exc}); "
-            "promote deliberately with `housing promote --version N --force`"
+            "promote deliberately with `tabula promote --version N --force`"
         ) from exc
 
 
@@ -299,7 +299,7 @@ def train(
     client = registry.connect(settings)
     experiment_id = registry.ensure_experiment(client, settings)
     results = []
-    with tempfile.TemporaryDirectory(prefix="housing-stats-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="tabula-stats-") as scratch:
         stats_path = feature_statistics(split.x_train, settings.target).write(
             Path(scratch) / FEATURE_STATS_FILE
         )
@@ -335,7 +335,7 @@ def select_best(results: list[CandidateResult], metric: Metric) -> CandidateResu
 
 
 def promote_version(settings: TrainingSettings, version: str, *, force: bool) -> registry.Decision:
-    """``housing promote --version N``: the same gate as training, or an operator's override."""
+    """``tabula promote --version N``: the same gate as training, or an operator's override."""
     params = load_params(settings.params_file)
     client = registry.connect(settings)
     registry.get_version(client, settings.model_name, version)

@@ -137,7 +137,7 @@ def load_version_model(client: MlflowClient, name: str, version: str) -> Any:
     """Download a registered version and load its estimator with our own allow-list."""
     import mlflow
 
-    with tempfile.TemporaryDirectory(prefix="housing-model-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="tabula-model-") as scratch:
         path = call(
             lambda: mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{name}/{version}", dst_path=scratch
@@ -255,7 +255,7 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class VersionRow:
-    """One line of ``housing models``."""
+    """One line of ``tabula models``."""
 
     version: str
     aliases: list[str]

@@ -1,4 +1,4 @@
-"""Terminal rendering of training outcomes, shared by ``housing train`` and ``housing pipeline``."""
+"""Terminal rendering of training outcomes, shared by ``tabula train`` and ``tabula pipeline``."""
 
 from __future__ import annotations
 

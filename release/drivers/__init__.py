@@ -1,6 +1,6 @@
 """One driver per release strategy: the only place that knows how a strategy deploys, waits and decides.
 
-``housing deploy``, ``housing rollout status|promote|abort|retry|undo`` and the release loop call the
+``tabula deploy``, ``tabula rollout status|promote|abort|retry|undo`` and the release loop call the
 :class:`Driver` of the release's ``rollout.strategy``/``rollout.provider``; nothing else branches on them.
 """
 

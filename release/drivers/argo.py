@@ -128,7 +128,7 @@ class ArgoDriver(ABC):
                 return f"Rollout {self.name} healthy ({describe_step(rollout)})"
             if generation_seen(rollout) and phase == "Paused":
                 return (
-                    f"Rollout {self.name} paused: {describe_step(rollout)}; `housing rollout promote` goes on"
+                    f"Rollout {self.name} paused: {describe_step(rollout)}; `tabula rollout promote` goes on"
                 )
             if generation_seen(rollout) and phase == "Degraded":
                 raise ReleaseError(f"Rollout {self.name} is degraded: {status.get('message')}")
@@ -208,7 +208,7 @@ class ArgoDriver(ABC):
             if kind == "timed":
                 note = f"Rollout {self.name} is in a timed pause: the controller ends it, the loop waits"
             elif kind == "user":
-                note = f"Rollout {self.name} was paused by a user: `housing rollout promote` goes on"
+                note = f"Rollout {self.name} was paused by a user: `tabula rollout promote` goes on"
             elif kind in {"manual", "inconclusive"}:
                 evidence = self.evidence(watch, rollout, candidate, stable)
                 reason = evidence.verdict(watch.spec)
@@ -218,7 +218,7 @@ class ArgoDriver(ABC):
                         log(line)
                     log(self.rollouts.promote(self.name, full=False))
                 elif reason is None:
-                    note = f"Rollout {self.name} waits for `housing rollout promote` (or abort)"
+                    note = f"Rollout {self.name} waits for `tabula rollout promote` (or abort)"
                 elif finished:
                     # Nothing more will be measured at this pause: decide now.
                     return Verdict(False, reason, evidence, left_paused=not watch.auto_promote)

@@ -1,7 +1,7 @@
 """Native canary and blue/green (no Argo controller): tracks are plain Deployments driven by Helm values,
 and the loop runs the chart's analysis itself (:mod:`release.analysis`).
 
-Tracks (pod label ``housing.io/track``): canary ``canary`` next to ``stable``; blue/green the idle colour
+Tracks (pod label ``tabula.io/track``): canary ``canary`` next to ``stable``; blue/green the idle colour
 (the candidate) next to the active colour (stable).
 """
 
@@ -19,7 +19,7 @@ from release.errors import ClusterTimeoutError, ReleaseError
 from release.evidence import Evidence, timestamp
 from release.kube import Deadline, deployment_summary, ready_since
 
-TRACK_LABEL = "housing.io/track"
+TRACK_LABEL = "tabula.io/track"
 
 
 class NativeDriver(ABC):
@@ -159,7 +159,7 @@ class NativeDriver(ABC):
             log(self.take_over(watch.deadline))
             log(self.wait_ready(watch.deadline))
             return Verdict(True, summary, evidence)
-        log(f"{summary}; waiting for `housing rollout promote` (or abort)")
+        log(f"{summary}; waiting for `tabula rollout promote` (or abort)")
         tag = self.candidate_tag(values)
         while True:
             now = self.cluster.installed_values()
@@ -168,7 +168,7 @@ class NativeDriver(ABC):
                 return Verdict(True, f"{summary}; promoted by an operator", evidence)
             if self.candidate_tag(now) != tag:
                 return Verdict(False, "aborted by an operator", evidence)
-            watch.deadline.sleep("`housing rollout promote` or abort")
+            watch.deadline.sleep("`tabula rollout promote` or abort")
 
     def take_over(self, deadline: Deadline) -> str:
         """The candidate takes all traffic; what that did. A canary needs one upgrade, nothing to wait for."""
@@ -299,7 +299,7 @@ class NativeBlueGreen(NativeDriver):
     """Blue/green without a capacity drop: the promotion first scales the idle colour to the active colour's
     live size and waits until it is ready, then switches ``activeColor`` keeping that size, and
     :meth:`settle` lowers ``previewReplicas`` again after ``scaleDownDelaySeconds``. Until then the old
-    colour still runs every pod, so a rollback (``housing rollout undo``: the revision before the switch)
+    colour still runs every pod, so a rollback (``tabula rollout undo``: the revision before the switch)
     only flips the Service back."""
 
     strategy = "blueGreen"
@@ -359,14 +359,14 @@ class NativeBlueGreen(NativeDriver):
     def settle(self) -> None:
         """Step 3, after ``scaleDownDelaySeconds`` on the cluster's clock: the old colour back to the
         ``previewReplicas`` it had. The command waits; interrupted, the old colour stays at full size
-        (``housing rollout status`` says so). Skipped when ``activeColor`` changed meanwhile."""
+        (``tabula rollout status`` says so). Skipped when ``activeColor`` changed meanwhile."""
         standby, self.standby = self.standby, None
         if standby is None:
             return
         log = self.cluster.log
         log(
             f"{standby.colour} keeps {standby.pods} pods for {standby.delay:g}s "
-            "(rollout.native.blueGreen.scaleDownDelaySeconds): `housing rollout undo` switches back at once"
+            "(rollout.native.blueGreen.scaleDownDelaySeconds): `tabula rollout undo` switches back at once"
         )
         self.cluster.clock.sleep(standby.delay)
         active, _ = self.colours(self.cluster.installed_values())

@@ -10,7 +10,7 @@ from release.drivers import Verdict, Watch
 from release.errors import ReleaseError
 from release.kube import Deadline, deployment_summary
 
-NO_ROLLOUT = "a rollingUpdate release has no rollout to {}: use `housing rollout undo` to go back"
+NO_ROLLOUT = "a rollingUpdate release has no rollout to {}: use `tabula rollout undo` to go back"
 
 
 class RollingUpdate:

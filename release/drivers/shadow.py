@@ -28,7 +28,7 @@ from release.evidence import VALUES_KEPT, AnalysisSpec, Evidence, analysis_spec,
 from release.kube import Deadline, deployment_summary, ready_since
 
 SHADOW_TRACK = "shadow"
-TRACK_LABEL = "housing.io/track"
+TRACK_LABEL = "tabula.io/track"
 TAG_PREFIX = "release.shadow."
 SHADOW_RESULT = f"{TAG_PREFIX}result"
 
@@ -79,7 +79,7 @@ class ShadowStage:
         """The candidate as the shadow track; None when it already runs there."""
         if not chart.dig(self.values, "rollout.shadow.enabled", False):
             raise ReleaseError(
-                "rollout.shadow.enabled is false: turn it on first with `housing deploy -f <values>` (the "
+                "rollout.shadow.enabled is false: turn it on first with `tabula deploy -f <values>` (the "
                 "serving pods restart once to mount the mirror control; later shadows never restart them)"
             )
         repository, tag = chart.split_image(image)

@@ -17,11 +17,11 @@ import yaml
 from tests.support import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHART_DIR = REPO_ROOT / "charts" / "housing"
+CHART_DIR = REPO_ROOT / "charts" / "tabula"
 SCENARIO_DIR = CHART_DIR / "ci"
 CRD_DIR = REPO_ROOT.parent / "shared" / "crds"
 INSTALL_HELM = REPO_ROOT / "scripts" / "install-helm.sh"
-RELEASE = "housing"
+RELEASE = "tabula"
 NAMESPACE = "prod"
 KUBERNETES_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
 
@@ -53,7 +53,7 @@ def promtool_binary() -> str:
 
 
 def scenarios() -> list[str]:
-    """Scenario names, from charts/housing/ci/<name>-values.yaml."""
+    """Scenario names, from charts/tabula/ci/<name>-values.yaml."""
     return sorted(p.name.removesuffix("-values.yaml") for p in SCENARIO_DIR.glob("*-values.yaml"))
 
 

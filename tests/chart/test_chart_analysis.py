@@ -1,4 +1,4 @@
-"""The analysis, rendered once (housing.analysisSpec): the analysis ConfigMap and the Argo AnalysisTemplate.
+"""The analysis, rendered once (tabula.analysisSpec): the analysis ConfigMap and the Argo AnalysisTemplate.
 
 The ConfigMap's analysis.json has the shape the release loop reads (CONTRACT: "The analysis, rendered
 once for both providers"); the AnalysisTemplate's Prometheus metrics are the same metrics.
@@ -34,10 +34,10 @@ ANALYSED = {
     "canary": "rollouts_pod_template_hash",
     "blue-green": "rollouts_pod_template_hash",
     "argo-canary-nginx": "rollouts_pod_template_hash",
-    "native-canary": "housing_io_track",
-    "native-canary-ingress": "housing_io_track",
-    "native-blue-green": "housing_io_track",
-    "long-names": "housing_io_track",
+    "native-canary": "tabula_io_track",
+    "native-canary-ingress": "tabula_io_track",
+    "native-blue-green": "tabula_io_track",
+    "long-names": "tabula_io_track",
 }
 
 
@@ -75,7 +75,7 @@ def test_analysis_config_map_has_the_contract_shape(rendered: Render, scenario: 
     assert evidence["minRequests"] == analysis["minRequests"] == 200
     assert evidence["minMeasurements"] == analysis["minMeasurements"] == 3
     assert evidence["requestsQuery"] == (
-        'sum(increase(housing_http_requests_total{job="'
+        'sum(increase(tabula_http_requests_total{job="'
         + r.one(
             "Service",
             next(
@@ -99,7 +99,7 @@ def test_no_analysis_without_a_release_strategy(rendered: Render, scenario: str)
 def test_analysis_template_runs_the_config_maps_metrics(rendered: Render, scenario: str) -> None:
     r = rendered(scenario)
     spec = spec_of(r)
-    template = r.one("AnalysisTemplate", "housing-analysis")
+    template = r.one("AnalysisTemplate", "tabula-analysis")
     assert template["spec"]["args"] == [{"name": "candidate-track"}, {"name": "stable-track"}]
     prometheus = [m for m in template["spec"]["metrics"] if "prometheus" in m["provider"]]
     assert len(prometheus) == len(spec["metrics"])
@@ -127,7 +127,7 @@ def test_analysis_values_reach_the_config_map(helm: str, tmp_path: Path) -> None
     (config,) = [
         d
         for d in yaml.safe_load_all(result.stdout)
-        if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "housing-analysis"
+        if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "tabula-analysis"
     ]
     spec = json.loads(config["data"]["analysis.json"])
     assert (spec["evidence"]["minRequests"], spec["evidence"]["minMeasurements"]) == (500, 4)

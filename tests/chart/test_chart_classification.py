@@ -3,8 +3,8 @@
 Classification swaps the regression-only parts: the `class-shift` analysis replaces `prediction-shift`,
 the class-share and confidence alerts join the SLO alerts, and the dashboard's prediction panels show
 classes and confidence instead of values. The promtool cases judge the rendered queries on synthetic
-series of the classification metrics (`housing_predicted_class_total{..., class}`,
-`housing_prediction_confidence`); tests/integration/monitoring/test_class_shift.py measures the same
+series of the classification metrics (`tabula_predicted_class_total{..., class}`,
+`tabula_prediction_confidence`); tests/integration/monitoring/test_class_shift.py measures the same
 analysis against a real Prometheus server.
 """
 
@@ -66,8 +66,8 @@ Render = Callable[[str], Rendered]
 IRIS = load_example("iris")
 OVERLAY = REPO_ROOT / "examples" / "iris" / "values.yaml"
 SCENARIOS = ("default", "canary", "blue-green", "native-canary", "native-blue-green")
-REGRESSION_ONLY = "housing_prediction_value"
-CLASSIFICATION_ONLY = ("housing_predicted_class_total", "housing_prediction_confidence")
+REGRESSION_ONLY = "tabula_prediction_value"
+CLASSIFICATION_ONLY = ("tabula_predicted_class_total", "tabula_prediction_confidence")
 SPECIES = ("setosa", "versicolor", "virginica")
 
 
@@ -160,8 +160,8 @@ def test_a_bad_task_is_refused_by_the_schema(helm: str) -> None:
 
 
 def test_training_and_load_pods_get_the_example(iris: Render) -> None:
-    training = iris("training-cronjob").one("ConfigMap", "housing-training")["data"]
-    assert (training["HOUSING_EXAMPLE"], training["HOUSING_MODEL_NAME"], training["HOUSING_EXPERIMENT"]) == (
+    training = iris("training-cronjob").one("ConfigMap", "tabula-training")["data"]
+    assert (training["TABULA_EXAMPLE"], training["TABULA_MODEL_NAME"], training["TABULA_EXPERIMENT"]) == (
         "iris",
         "iris-species",
         "iris",
@@ -175,7 +175,7 @@ def test_training_and_load_pods_get_the_example(iris: Render) -> None:
     ]
     assert loaders, "the canary analysis renders no load Job"
     for container in loaders:
-        assert {"name": "HOUSING_LOAD_EXAMPLE", "value": "iris"} in container["env"]
+        assert {"name": "TABULA_LOAD_EXAMPLE", "value": "iris"} in container["env"]
 
 
 # --- analysis, alerts and dashboard by task -------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_class_shift_can_be_turned_off(helm: str) -> None:
     (config,) = [
         d
         for d in yaml.safe_load_all(result.stdout)
-        if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "housing-analysis"
+        if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "tabula-analysis"
     ]
     assert [m["name"] for m in json.loads(config["data"]["analysis.json"])["metrics"]] == [
         "success-rate",
@@ -222,15 +222,15 @@ def test_class_shift_can_be_turned_off(helm: str) -> None:
 
 
 def dashboard(r: Rendered) -> dict[str, Any]:
-    board: dict[str, Any] = json.loads(r.one("ConfigMap", "housing-dashboard")["data"]["housing.json"])
+    board: dict[str, Any] = json.loads(r.one("ConfigMap", "tabula-dashboard")["data"]["tabula.json"])
     return board
 
 
 def test_classification_alerts_and_panels(iris: Render, rendered: Render) -> None:
     classifier, regressor = iris("canary"), rendered("canary")
     assert set(rendered_alerts(classifier)) == set(rendered_alerts(regressor)) | {
-        "HousingClassShareShift",
-        "HousingLowConfidence",
+        "TabulaClassShareShift",
+        "TabulaLowConfidence",
     }
     titles = [panel["title"] for panel in dashboard(classifier)["panels"]]
     assert "Predicted classes per second by model version" in titles
@@ -269,7 +269,7 @@ def test_panels_of_each_task_are_laid_out_without_overlap(iris: Render, rendered
 @pytest.mark.parametrize("scenario", ["canary", "native-canary", "native-blue-green"])
 def test_promtool_checks_every_classification_query(iris: Render, tmp_path: Path, scenario: str) -> None:
     queries = every_query(iris(scenario))
-    rules = [{"record": f"housing:check_{index}", "expr": query} for index, query in enumerate(queries)]
+    rules = [{"record": f"tabula:check_{index}", "expr": query} for index, query in enumerate(queries)]
     path = tmp_path / "queries.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}, sort_keys=False))
     result = promtool("check", "rules", str(path))
@@ -293,13 +293,13 @@ class ClassifierSeries(Series):
         v = {"model_version": version, self.track_label: track or TRACKS[version]}
         for label, rows in per_minute.items():
             self.add(
-                "housing_predicted_class_total",
+                "tabula_predicted_class_total",
                 v | {"route": "/predict", "class": label},
                 counter(rows, minutes),
             )
         total = sum(per_minute.values())
-        self.add("housing_prediction_confidence_sum", v, counter(total * confidence, minutes))
-        self.add("housing_prediction_confidence_count", v, counter(total, minutes))
+        self.add("tabula_prediction_confidence_sum", v, counter(total * confidence, minutes))
+        self.add("tabula_prediction_confidence_count", v, counter(total, minutes))
 
 
 STABLE_SHARES = {"setosa": 300, "versicolor": 180, "virginica": 120}
@@ -386,7 +386,7 @@ def daily_series(r: Rendered, now: dict[str, float], day_ago: dict[str, float] |
         values = mix_changing_at_one_day(before, now.get(label, 0.0))
         if day_ago is None:
             values = f"_x{DAY} 0+{now.get(label, 0.0):g}x{SHIFT_MINUTES - DAY - 1}"
-        series.raw(f"housing_predicted_class_total{{{rendered_labels}}}", values)
+        series.raw(f"tabula_predicted_class_total{{{rendered_labels}}}", values)
     return series
 
 
@@ -407,9 +407,9 @@ def test_class_share_alert_compares_with_the_day_before(
     now, day_ago, fires = SHIFT_CASES[case]
     rules = alert_rules_file(iris_canary, tmp_path)
     series = daily_series(iris_canary, now, day_ago)
-    severity = rendered_alerts(iris_canary)["HousingClassShareShift"]["labels"]["severity"]
+    severity = rendered_alerts(iris_canary)["TabulaClassShareShift"]["labels"]["severity"]
     expected = [{"model_name": "iris-species", "severity": severity}] if fires else []
-    checks = [firing("HousingClassShareShift", "model_name, severity", expected, f"{SHIFT_MINUTES - 5}m")]
+    checks = [firing("TabulaClassShareShift", "model_name, severity", expected, f"{SHIFT_MINUTES - 5}m")]
     run_promtool_test(tmp_path, rules, series, checks)
 
 
@@ -421,14 +421,14 @@ def test_low_confidence_alert_fires_for_the_unsure_version_only(
     minimum = iris_canary.values["monitoring"]["rules"]["lowConfidence"]["minMean"]
     series.classes(STABLE, STABLE_SHARES, confidence=minimum + 0.05)
     series.classes(CANARY, STABLE_SHARES, confidence=minimum - 0.05)
-    severity = rendered_alerts(iris_canary)["HousingLowConfidence"]["labels"]["severity"]
+    severity = rendered_alerts(iris_canary)["TabulaLowConfidence"]["labels"]["severity"]
     checks = [
         firing(
-            "HousingLowConfidence",
+            "TabulaLowConfidence",
             "model_version, severity",
             [{"model_version": CANARY, "severity": severity}],
         ),
-        firing("HousingClassShareShift", "model_name", []),
+        firing("TabulaClassShareShift", "model_name", []),
     ]
     run_promtool_test(tmp_path, rules, series, checks)
 
@@ -511,14 +511,14 @@ def test_helm_test_pod_checks_the_golden_label(iris: Render, case: str) -> None:
 # The classification series of the service contract (CONTRACT3, "Classification in the service"), with the
 # label they add; docs/architecture.md's metric table lists the regression service's.
 CLASSIFICATION_METRICS = {
-    "housing_predicted_class_total",
-    "housing_prediction_confidence_bucket",
-    "housing_prediction_confidence_sum",
-    "housing_prediction_confidence_count",
+    "tabula_predicted_class_total",
+    "tabula_prediction_confidence_bucket",
+    "tabula_prediction_confidence_sum",
+    "tabula_prediction_confidence_count",
 }
 
 
-# Argo scenarios: a native track label (housing_io_track) would read as a metric name below.
+# Argo scenarios: a native track label (tabula_io_track) would read as a metric name below.
 @pytest.mark.parametrize("scenario", ["canary", "blue-green"])
 def test_classification_queries_use_only_contract_names(iris: Render, scenario: str) -> None:
     from tests.chart.test_chart_labels import (
@@ -534,7 +534,7 @@ def test_classification_queries_use_only_contract_names(iris: Render, scenario: 
     emitted, attached = service_labels() | {"class"}, scrape_target_labels(r)
     problems = []
     for where, promql in chart_queries(r):
-        used = set(re.findall(r"\b(housing_[a-z_]+|kube_[a-z_]+)\b(?!\s*(?:=|!=|=~|!~)\s*\")", promql))
+        used = set(re.findall(r"\b(tabula_[a-z_]+|kube_[a-z_]+)\b(?!\s*(?:=|!=|=~|!~)\s*\")", promql))
         if used - allowed:
             problems.append(f"{where}: unknown metrics {sorted(used - allowed)}")
         if "kube_" not in promql and (misread := misread_labels(promql, emitted, attached)):

@@ -93,7 +93,7 @@ def chart_queries(r: Rendered) -> list[tuple[str, str]]:
             found += [(f"native analysis {m['name']}", m["query"]) for m in spec["metrics"]]
             found.append(("evidence", spec["evidence"]["requestsQuery"]))
     dashboard = next(c for c in r.of_kind("ConfigMap") if c["metadata"]["name"].endswith("-dashboard"))
-    for panel in json.loads(dashboard["data"]["housing.json"])["panels"]:
+    for panel in json.loads(dashboard["data"]["tabula.json"])["panels"]:
         for target in panel.get("targets", []):
             found.append((f"panel {panel['title']}", target["expr"]))
             legend = target.get("legendFormat", "")
@@ -134,8 +134,8 @@ def test_the_check_catches_the_former_endpoint_label(rendered: Render) -> None:
     """The service used to emit `endpoint`; the operator sets `endpoint` to the port name."""
     emitted = service_labels() - {"route"} | {"endpoint"}
     attached = scrape_target_labels(rendered("canary"))
-    old_panel = 'sum by (model_version, endpoint) (rate(housing_predictions_total{job="x"}[1m]))'
-    old_rule = 'rate(housing_http_requests_total{job="x", endpoint=~"/predict.*"}[5m])'
+    old_panel = 'sum by (model_version, endpoint) (rate(tabula_predictions_total{job="x"}[1m]))'
+    old_rule = 'rate(tabula_http_requests_total{job="x", endpoint=~"/predict.*"}[5m])'
     assert misread_labels(old_panel, emitted, attached) == {"endpoint"}
     assert misread_labels(old_rule, emitted, attached) == {"endpoint"}
     assert not misread_labels(old_rule.replace("endpoint", "route"), service_labels(), attached)

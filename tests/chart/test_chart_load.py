@@ -22,7 +22,7 @@ Render = Callable[[str], Rendered]
 
 
 def argo_load_job(r: Rendered) -> dict[str, Any]:
-    template = r.one("AnalysisTemplate", "housing-analysis")
+    template = r.one("AnalysisTemplate", "tabula-analysis")
     (metric,) = [m for m in template["spec"]["metrics"] if "job" in m["provider"]]
     assert metric["name"] == "load"
     assert metric["failureLimit"] == 0
@@ -39,13 +39,13 @@ def native_load_jobs(objects: list[Manifest]) -> list[Manifest]:
 
 
 def options(container: dict[str, Any]) -> dict[str, str]:
-    assert container["command"] == ["housing"]
+    assert container["command"] == ["tabula"]
     assert container["args"][0] == "loadtest"
     return dict(arg.removeprefix("--").split("=", 1) for arg in container["args"][1:])
 
 
 def load_settings(container: dict[str, Any]) -> LoadSettings:
-    """The container's options and environment read by the real `housing loadtest` settings class."""
+    """The container's options and environment read by the real `tabula loadtest` settings class."""
     env = {e["name"]: e["value"] for e in container.get("env", [])}
     prefix = LoadSettings.model_config["env_prefix"]
     assert all(name.startswith(prefix) for name in env)
@@ -62,7 +62,7 @@ def analysis_seconds(analysis: dict[str, Any]) -> int:
 
 
 @pytest.mark.parametrize(
-    ("scenario", "service"), [("blue-green", "housing-preview"), ("argo-canary-nginx", "housing-canary")]
+    ("scenario", "service"), [("blue-green", "tabula-preview"), ("argo-canary-nginx", "tabula-canary")]
 )
 def test_argo_analysis_loads_the_candidate_service_for_its_whole_length(
     rendered: Render, scenario: str, service: str
@@ -101,9 +101,9 @@ def test_blue_green_load_ends_with_its_analysis(rendered: Render) -> None:
 @pytest.mark.parametrize(
     ("scenario", "job", "service", "track"),
     [
-        ("native-canary", "housing-load-4-b2c3d4e", "housing-canary", "canary"),
-        ("native-canary-ingress", "housing-load-4-b2c3d4e", "housing-canary", "canary"),
-        ("native-blue-green", "housing-load-3-a1b2c3d", "housing-preview", "blue"),  # green is active
+        ("native-canary", "tabula-load-4-b2c3d4e", "tabula-canary", "canary"),
+        ("native-canary-ingress", "tabula-load-4-b2c3d4e", "tabula-canary", "canary"),
+        ("native-blue-green", "tabula-load-3-a1b2c3d", "tabula-preview", "blue"),  # green is active
     ],
 )
 def test_native_load_job_targets_the_candidate_track(
@@ -117,11 +117,9 @@ def test_native_load_job_targets_the_candidate_track(
     settings = load_settings(container)
     assert settings.base_url == f"http://{service}.prod.svc:3000"
     selector = r.one("Service", service)["spec"]["selector"]
-    assert selector["housing.io/track"] == track
+    assert selector["tabula.io/track"] == track
     deployments = [
-        d
-        for d in r.of_kind("Deployment")
-        if d["spec"]["selector"]["matchLabels"]["housing.io/track"] == track
+        d for d in r.of_kind("Deployment") if d["spec"]["selector"]["matchLabels"]["tabula.io/track"] == track
     ]
     assert len(deployments) == 1
 
@@ -159,10 +157,10 @@ def test_a_new_candidate_tag_is_a_new_job_and_long_tags_fit(helm: str) -> None:
         result = render([scenario_file("native-canary")], [f"rollout.native.canary.tag={tag}"])
         assert result.returncode == 0, result.stderr
         (job,) = native_load_jobs([d for d in yaml.safe_load_all(result.stdout) if d])
-        assert job["metadata"]["annotations"]["housing.io/candidate-tag"] == tag
+        assert job["metadata"]["annotations"]["tabula.io/candidate-tag"] == tag
         return str(job["metadata"]["name"])
 
-    assert job_name("5-c3d4e5f") == "housing-load-5-c3d4e5f"
+    assert job_name("5-c3d4e5f") == "tabula-load-5-c3d4e5f"
     long_a, long_b = "7-" + "a" * 60 + "1", "7-" + "a" * 60 + "2"
     names = {job_name(long_a), job_name(long_b), job_name("7_Release.Candidate")}
     assert len(names) == 3

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.chart
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
 ROLLOUTS = f"/apis/argoproj.io/v1alpha1/namespaces/{NAMESPACE}/rollouts"
 SERVER = {
-    "app.kubernetes.io/name": "housing",
+    "app.kubernetes.io/name": "tabula",
     "app.kubernetes.io/instance": RELEASE,
     "app.kubernetes.io/component": "server",
 }
@@ -114,33 +114,33 @@ def template(kubeconfig: Path, scenario: str, *set_values: str) -> subprocess.Co
 
 def test_a_strategy_switch_that_replaces_the_deployment_is_refused(cluster: tuple[FakeKube, Path]) -> None:
     fake, kubeconfig = cluster
-    running(fake, DEPLOYMENTS, "housing")
+    running(fake, DEPLOYMENTS, "tabula")
     result = template(kubeconfig, "canary")
     assert result.returncode != 0
     assert (
-        "refusing to replace the serving workload(s) Deployment/housing with Rollout/housing" in result.stderr
+        "refusing to replace the serving workload(s) Deployment/tabula with Rollout/tabula" in result.stderr
     )
-    assert "kubectl -n prod annotate deployment/housing helm.sh/resource-policy=keep" in result.stderr
-    assert "kubectl -n prod delete deployment/housing" in result.stderr
+    assert "kubectl -n prod annotate deployment/tabula helm.sh/resource-policy=keep" in result.stderr
+    assert "kubectl -n prod delete deployment/tabula" in result.stderr
     assert fake.made("GET", DEPLOYMENTS)
     assert fake.made("GET", ROLLOUTS)
     # The same refusal as release/switch.py's, word for word.
     with pytest.raises(WorkloadSwitchError) as caught:
-        check_switch(["Deployment/housing"], ["Rollout/housing"], NAMESPACE)
+        check_switch(["Deployment/tabula"], ["Rollout/tabula"], NAMESPACE)
     [line] = [line for line in result.stderr.splitlines() if line.startswith("Error")]
     assert line.split("): ", 1)[1] == str(caught.value)
 
 
 def test_kept_or_carried_over_workloads_pass(cluster: tuple[FakeKube, Path]) -> None:
     fake, kubeconfig = cluster
-    running(fake, DEPLOYMENTS, "housing", annotations={"helm.sh/resource-policy": "keep"})
+    running(fake, DEPLOYMENTS, "tabula", annotations={"helm.sh/resource-policy": "keep"})
     kept = template(kubeconfig, "canary")
     assert kept.returncode == 0, kept.stderr
-    running(fake, ROLLOUTS, "housing")
+    running(fake, ROLLOUTS, "tabula")
     carried_over = template(kubeconfig, "canary")
     assert carried_over.returncode == 0, carried_over.stderr
     refused = template(kubeconfig, "native-blue-green")
-    assert "Rollout/housing with Deployment/housing-blue, Deployment/housing-green" in refused.stderr
+    assert "Rollout/tabula with Deployment/tabula-blue, Deployment/tabula-green" in refused.stderr
 
 
 def test_the_colour_the_hpa_takes_over_keeps_its_pods(cluster: tuple[FakeKube, Path]) -> None:
@@ -148,8 +148,8 @@ def test_the_colour_the_hpa_takes_over_keeps_its_pods(cluster: tuple[FakeKube, P
     runs (the preview's full size), rather than losing the field and dropping to Kubernetes' default of
     1 pod; without a live object the field is left to the HPA as before."""
     fake, kubeconfig = cluster
-    running(fake, DEPLOYMENTS, "housing-blue", replicas=4)
-    running(fake, DEPLOYMENTS, "housing-green", replicas=4)
+    running(fake, DEPLOYMENTS, "tabula-blue", replicas=4)
+    running(fake, DEPLOYMENTS, "tabula-green", replicas=4)
     result = template(kubeconfig, "native-blue-green", "rollout.native.blueGreen.previewReplicas=4")
     assert result.returncode == 0, result.stderr
     deployments = {
@@ -157,8 +157,8 @@ def test_the_colour_the_hpa_takes_over_keeps_its_pods(cluster: tuple[FakeKube, P
         for d in yaml.safe_load_all(result.stdout)
         if d and d["kind"] == "Deployment"
     }
-    assert deployments["housing-green"]["replicas"] == 4  # active (activeColor: green), scaled by the HPA
-    assert deployments["housing-blue"]["replicas"] == 4  # the old colour on standby
+    assert deployments["tabula-green"]["replicas"] == 4  # active (activeColor: green), scaled by the HPA
+    assert deployments["tabula-blue"]["replicas"] == 4  # the old colour on standby
 
 
 def serving_colour(fake: FakeKube, colour: str) -> None:
@@ -172,7 +172,7 @@ def serving_colour(fake: FakeKube, colour: str) -> None:
     fake.put(
         f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}",
         {"apiVersion": "v1", "kind": "Service", "metadata": metadata,
-         "spec": {"selector": {**SERVER, "housing.io/track": colour}}},
+         "spec": {"selector": {**SERVER, "tabula.io/track": colour}}},
     )  # fmt: skip
 
 
@@ -180,18 +180,18 @@ def test_switching_to_an_undersized_colour_is_refused(cluster: tuple[FakeKube, P
     """native-blue-green switches to green; blue serves with 4 pods, green has 1 ready pod."""
     fake, kubeconfig = cluster
     serving_colour(fake, "blue")
-    running(fake, DEPLOYMENTS, "housing-blue", replicas=4)
-    running(fake, DEPLOYMENTS, "housing-green", replicas=1)
-    fake.objects[f"{DEPLOYMENTS}/housing-green"]["status"] = {"readyReplicas": 1}
+    running(fake, DEPLOYMENTS, "tabula-blue", replicas=4)
+    running(fake, DEPLOYMENTS, "tabula-green", replicas=1)
+    fake.objects[f"{DEPLOYMENTS}/tabula-green"]["status"] = {"readyReplicas": 1}
     refused = template(kubeconfig, "native-blue-green", "autoscaling.enabled=false", "replicaCount=4")
     assert refused.returncode != 0
     assert (
         "rollout.native.blueGreen.activeColor=green would switch traffic from blue (4 pods) to green with "
-        "1 ready pods: first set rollout.native.blueGreen.previewReplicas=4 and wait until housing-green "
+        "1 ready pods: first set rollout.native.blueGreen.previewReplicas=4 and wait until tabula-green "
         "is ready"
     ) in refused.stderr
     # Step 2 of the loop's order: green scaled up and ready, so the switch goes through.
-    fake.objects[f"{DEPLOYMENTS}/housing-green"]["status"] = {"readyReplicas": 4}
+    fake.objects[f"{DEPLOYMENTS}/tabula-green"]["status"] = {"readyReplicas": 4}
     switched = template(
         kubeconfig, "native-blue-green", "autoscaling.enabled=false", "replicaCount=4",
         "rollout.native.blueGreen.previewReplicas=4",
@@ -199,5 +199,5 @@ def test_switching_to_an_undersized_colour_is_refused(cluster: tuple[FakeKube, P
     assert switched.returncode == 0, switched.stderr
     # No switch (green already serves): nothing to check.
     serving_colour(fake, "green")
-    fake.objects[f"{DEPLOYMENTS}/housing-green"]["status"] = {"readyReplicas": 1}
+    fake.objects[f"{DEPLOYMENTS}/tabula-green"]["status"] = {"readyReplicas": 1}
     assert template(kubeconfig, "native-blue-green", "autoscaling.enabled=false").returncode == 0

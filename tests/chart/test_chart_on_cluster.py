@@ -64,8 +64,8 @@ def test_training_pods_get_a_writable_scikit_learn_data_home(helm: str) -> None:
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         env = env_of(container)
         home = env["SCIKIT_LEARN_DATA"]["value"]
-        assert home == "/var/lib/housing/scikit-learn"
-        assert "HOUSING_DATA_PATH" not in env  # the default: scikit-learn downloads the data
+        assert home == "/var/lib/tabula/scikit-learn"
+        assert "TABULA_DATA_PATH" not in env  # the default: scikit-learn downloads the data
         mount = mounts_of(container)[home]
         [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
         assert volume["emptyDir"] == {"sizeLimit": "1Gi"}
@@ -77,10 +77,10 @@ def test_training_data_from_an_existing_claim_and_extra_env(rendered: Any) -> No
     pod = training_pod(r.one("Job"))
     [container] = pod["containers"]
     env = env_of(container)
-    assert env["HOUSING_DATA_PATH"] == {"name": "HOUSING_DATA_PATH", "value": "/mnt/data/cal_housing.csv.gz"}
+    assert env["TABULA_DATA_PATH"] == {"name": "TABULA_DATA_PATH", "value": "/mnt/data/cal_housing.csv.gz"}
     assert mounts_of(container)["/mnt/data"] == {"name": "data", "mountPath": "/mnt/data", "readOnly": True}
     [data] = [v for v in pod["volumes"] if v["name"] == "data"]
-    assert data == {"name": "data", "persistentVolumeClaim": {"claimName": "housing-data", "readOnly": True}}
+    assert data == {"name": "data", "persistentVolumeClaim": {"claimName": "tabula-data", "readOnly": True}}
     # The download cache stays writable even though the data volume is read-only.
     home = env["SCIKIT_LEARN_DATA"]["value"]
     assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == mounts_of(container)[home]["name"])
@@ -97,16 +97,16 @@ def test_a_data_volume_without_a_file_becomes_the_writable_data_home(helm: str) 
         "training.data.file=",
         "training.data.existingClaim=",
         "training.data.volume.nfs.server=nfs.example.org",
-        "training.data.volume.nfs.path=/exports/housing",
+        "training.data.volume.nfs.path=/exports/tabula",
     )
     pod = training_pod(one(found, "Job"))
     [container] = pod["containers"]
     env = env_of(container)
-    assert "HOUSING_DATA_PATH" not in env
+    assert "TABULA_DATA_PATH" not in env
     assert env["SCIKIT_LEARN_DATA"]["value"] == "/mnt/data"
     assert mounts_of(container)["/mnt/data"]["readOnly"] is False
     [data] = [v for v in pod["volumes"] if v["name"] == "data"]
-    assert data == {"name": "data", "nfs": {"server": "nfs.example.org", "path": "/exports/housing"}}
+    assert data == {"name": "data", "nfs": {"server": "nfs.example.org", "path": "/exports/tabula"}}
 
 
 def test_a_data_volume_needs_a_source(helm: str) -> None:
@@ -136,7 +136,7 @@ def test_training_job_is_a_post_install_hook_with_a_stable_name(rendered: Any) -
     are applied; `before-hook-creation` deletes the previous hook object only when the hook runs again;
     hook objects are not release objects, so upgrades neither recreate nor delete them."""
     job = rendered("training-cronjob").one("Job")
-    assert job["metadata"]["name"] == "housing-train"  # no revision: one training, not one per upgrade
+    assert job["metadata"]["name"] == "tabula-train"  # no revision: one training, not one per upgrade
     assert job["metadata"]["annotations"] == {
         "helm.sh/hook": "post-install",
         "helm.sh/hook-weight": "0",
@@ -149,8 +149,8 @@ def test_training_job_is_a_post_install_hook_with_a_stable_name(rendered: Any) -
 
 def test_notes_say_when_the_training_job_runs(helm: str) -> None:
     notes = install_notes("training-cronjob")
-    assert "Training Job housing-train runs as a Helm hook (post-install), not on other" in notes
-    assert "kubectl -n prod logs job/housing-train -f" in notes
+    assert "Training Job tabula-train runs as a Helm hook (post-install), not on other" in notes
+    assert "kubectl -n prod logs job/tabula-train -f" in notes
     assert "Training Job" not in install_notes("default")
 
 
@@ -169,11 +169,11 @@ def blue_green_step(*set_values: str) -> tuple[str, dict[str, int]]:
         *set_values,
     )
     replicas = {
-        d["spec"]["selector"]["matchLabels"]["housing.io/track"]: d["spec"]["replicas"]
+        d["spec"]["selector"]["matchLabels"]["tabula.io/track"]: d["spec"]["replicas"]
         for d in found
         if d["kind"] == "Deployment"
     }
-    return one(found, "Service", RELEASE)["spec"]["selector"]["housing.io/track"], replicas
+    return one(found, "Service", RELEASE)["spec"]["selector"]["tabula.io/track"], replicas
 
 
 def test_native_blue_green_switch_keeps_full_capacity_at_every_step(helm: str) -> None:

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.chart
 Render = Callable[[str], Rendered]
 CRD_GROUPS = ("argoproj.io/", "monitoring.coreos.com/")
 SERVER_SELECTOR = {
-    "app.kubernetes.io/name": "housing",
-    "app.kubernetes.io/instance": "housing",
+    "app.kubernetes.io/name": "tabula",
+    "app.kubernetes.io/instance": "tabula",
     "app.kubernetes.io/component": "server",
 }
 # The shadow track's pods (rollout.shadow): selected apart from the serving pods, so no live traffic.
@@ -221,12 +221,12 @@ def test_selectors_are_the_stable_server_selector(rendered: Render, scenario: st
     for o in r.objects:
         if o["kind"] in ("Deployment", "Rollout", "Service", "PodDisruptionBudget", "NetworkPolicy"):
             selector = selector_of(o)
-            shadow = o["metadata"]["name"].startswith("housing-shadow")
+            shadow = o["metadata"]["name"].startswith("tabula-shadow")
             expected = dict(SHADOW_SELECTOR if shadow else SERVER_SELECTOR)
             extra = set(selector) - set(expected)
             assert {k: selector[k] for k in expected} == expected, f"{o['kind']}/{o['metadata']['name']}"
             # The only extra key a selector may carry is the track of native modes.
-            assert extra <= {"housing.io/track"}, f"{o['kind']}/{o['metadata']['name']}: {extra}"
+            assert extra <= {"tabula.io/track"}, f"{o['kind']}/{o['metadata']['name']}: {extra}"
         if o["kind"] in WORKLOAD_KINDS:
             labels = o["spec"]["template"]["metadata"]["labels"]
             assert selector_of(o).items() <= labels.items(), "pod labels must match the workload selector"
@@ -235,7 +235,7 @@ def test_selectors_are_the_stable_server_selector(rendered: Render, scenario: st
 def test_stable_deployment_selector_is_identical_across_scenarios(rendered: Render) -> None:
     """Switching between rolling update and native canary must never touch the immutable selector."""
     selectors = {
-        scenario: json.dumps(selector_of(rendered(scenario).one("Deployment", "housing")), sort_keys=True)
+        scenario: json.dumps(selector_of(rendered(scenario).one("Deployment", "tabula")), sort_keys=True)
         for scenario in (
             "default",
             "hpa",
@@ -263,7 +263,7 @@ def test_service_monitor_scrapes_each_pod_once(rendered: Render, scenario: str) 
     wanted = monitors[0]["spec"]["selector"]["matchLabels"]
     matched = [s for s in r.of_kind("Service") if wanted.items() <= s["metadata"]["labels"].items()]
     # One headless Service per set of pods: the serving pods, and the shadow track's when it runs.
-    shadow_runs = any(o["metadata"]["name"] == "housing-shadow" for o in r.of_kind("Deployment"))
+    shadow_runs = any(o["metadata"]["name"] == "tabula-shadow" for o in r.of_kind("Deployment"))
     expected = [SERVER_SELECTOR, SHADOW_SELECTOR] if shadow_runs else [SERVER_SELECTOR]
     assert [s["spec"]["selector"] for s in matched] == expected, [s["metadata"]["name"] for s in matched]
     for metrics in matched:
@@ -301,7 +301,7 @@ def test_every_pod_is_restricted_and_sized(rendered: Render, scenario: str) -> N
                 if "train" in name and mount["name"] == "data":
                     continue
                 # And the serving pods' mirror control (rollout.shadow), a ConfigMap mounted read-only.
-                if mount["name"] == "mirror" and mount["mountPath"] == "/etc/housing/mirror":
+                if mount["name"] == "mirror" and mount["mountPath"] == "/etc/tabula/mirror":
                     assert mount["readOnly"] is True, name
                     continue
                 assert mount["name"] in empty_dirs, f"{name}: {mount['mountPath']} must be an emptyDir"
@@ -338,17 +338,17 @@ def test_serving_pods_probe_drain_and_listen_on_3000(rendered: Render, scenario:
         assert re.fullmatch(r"[0-9a-f]{64}", pod["metadata"]["annotations"]["checksum/config"])
 
 
-def test_service_settings_reach_the_pods_as_housing_service_env(rendered: Render) -> None:
-    config = rendered("default").one("ConfigMap", "housing")["data"]
+def test_service_settings_reach_the_pods_as_tabula_service_env(rendered: Render) -> None:
+    config = rendered("default").one("ConfigMap", "tabula")["data"]
     assert config == {
-        "HOUSING_SERVICE_CONCURRENCY_LIMIT": "1024",
-        "HOUSING_SERVICE_ADMISSION_TARGET_SECONDS": "0.1",
-        "HOUSING_SERVICE_ADMISSION_WAIT_SECONDS": "0.1",
-        "HOUSING_SERVICE_ADMISSION_REFUSAL_SECONDS": "1",
-        "HOUSING_SERVICE_ADMISSION_ORDER": "lifo",
-        "HOUSING_SERVICE_REQUEST_TIMEOUT_SECONDS": "2",
-        "HOUSING_SERVICE_MAX_BATCH_ROWS": "1000",
-        "HOUSING_SERVICE_MAX_REQUEST_BYTES": "1000000",
+        "TABULA_SERVICE_CONCURRENCY_LIMIT": "1024",
+        "TABULA_SERVICE_ADMISSION_TARGET_SECONDS": "0.1",
+        "TABULA_SERVICE_ADMISSION_WAIT_SECONDS": "0.1",
+        "TABULA_SERVICE_ADMISSION_REFUSAL_SECONDS": "1",
+        "TABULA_SERVICE_ADMISSION_ORDER": "lifo",
+        "TABULA_SERVICE_REQUEST_TIMEOUT_SECONDS": "2",
+        "TABULA_SERVICE_MAX_BATCH_ROWS": "1000",
+        "TABULA_SERVICE_MAX_REQUEST_BYTES": "1000000",
     }
 
 
@@ -407,7 +407,7 @@ def test_helm_test_pod_script_is_valid_python(rendered: Render) -> None:
     assert container["command"] == ["python3", "-c"]
     compile(container["args"][0], "helm-test", "exec")
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["URL"] == "http://housing:3000"
+    assert env["URL"] == "http://tabula:3000"
     assert set(json.loads(env["GOLDEN_ROW"])) == {
         "MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude",
     }  # fmt: skip
@@ -453,7 +453,7 @@ def test_argo_rollout_references_existing_services_and_templates(rendered: Rende
 
 
 def test_canary_analysis_checks_success_latency_and_shift(rendered: Render) -> None:
-    template = rendered("canary").one("AnalysisTemplate", "housing-analysis")
+    template = rendered("canary").one("AnalysisTemplate", "tabula-analysis")
     metrics = {m["name"]: m for m in template["spec"]["metrics"] if "prometheus" in m["provider"]}
     assert set(metrics) == {"success-rate", "latency-p95", "prediction-shift"}
     analysis = rendered("canary").values["rollout"]["analysis"]
@@ -481,12 +481,12 @@ def test_blue_green_analysis_has_a_finite_count(rendered: Render) -> None:
 
 def test_load_test_runs_as_analysis_job_and_helm_test(rendered: Render) -> None:
     r = rendered("canary")
-    (job,) = _analysis_jobs(r.one("AnalysisTemplate", "housing-loadtest"))
+    (job,) = _analysis_jobs(r.one("AnalysisTemplate", "tabula-loadtest"))
     (container,) = job["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["housing"]
+    assert container["command"] == ["tabula"]
     assert container["args"][0] == "loadtest"
     options = dict(arg.removeprefix("--").split("=", 1) for arg in container["args"][1:])
-    assert options["url"] == "http://housing-canary.prod.svc:3000"
+    assert options["url"] == "http://tabula-canary.prod.svc:3000"
     assert set(options) == {
         "url",
         "users",
@@ -498,11 +498,11 @@ def test_load_test_runs_as_analysis_job_and_helm_test(rendered: Render) -> None:
         "min-rps",
         "out",
     }
-    assert container["image"].startswith("ghcr.io/housing-mlops/housing-training:")
-    pods = [p for p in r.of_kind("Pod") if p["metadata"]["name"] == "housing-test-load"]
+    assert container["image"].startswith("ghcr.io/tabula/tabula-training:")
+    pods = [p for p in r.of_kind("Pod") if p["metadata"]["name"] == "tabula-test-load"]
     assert pods
     assert pods[0]["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    assert "--url=http://housing:3000" in pods[0]["spec"]["containers"][0]["args"]
+    assert "--url=http://tabula:3000" in pods[0]["spec"]["containers"][0]["args"]
     assert not [p for p in rendered("default").of_kind("Pod") if "load" in p["metadata"]["name"]]
 
 
@@ -513,11 +513,11 @@ def test_argo_nginx_canary_routes_through_the_stable_ingress(rendered: Render) -
     assert canary["trafficRouting"]["nginx"]["stableIngress"] == ingress["metadata"]["name"]
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
     assert backend == canary["stableService"]
-    assert ingress["spec"]["tls"][0]["secretName"] == "housing-tls"
+    assert ingress["spec"]["tls"][0]["secretName"] == "tabula-tls"
 
 
 def _track(o: Manifest) -> str | None:
-    track = o["spec"]["selector"].get("housing.io/track")
+    track = o["spec"]["selector"].get("tabula.io/track")
     return None if track is None else str(track)
 
 
@@ -529,20 +529,20 @@ def test_native_canary_splits_by_replica_ratio(rendered: Render) -> None:
     assert deployments["canary"]["spec"]["replicas"] == 1
     canary_image = deployments["canary"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert canary_image.endswith(":4-b2c3d4e")
-    assert deployments["canary"]["spec"]["template"]["metadata"]["labels"]["housing.io/model-version"] == "4"
-    main = r.one("Service", "housing")
+    assert deployments["canary"]["spec"]["template"]["metadata"]["labels"]["tabula.io/model-version"] == "4"
+    main = r.one("Service", "tabula")
     assert _track(main) is None  # both tracks behind one Service: 3:1 by replicas
-    assert _track(r.one("Service", "housing-canary")) == "canary"
-    assert _track(r.one("Service", "housing-stable")) == "stable"
+    assert _track(r.one("Service", "tabula-canary")) == "canary"
+    assert _track(r.one("Service", "tabula-stable")) == "stable"
 
 
 def _deployment_track(d: Manifest) -> str:
-    return str(d["spec"]["selector"]["matchLabels"]["housing.io/track"])
+    return str(d["spec"]["selector"]["matchLabels"]["tabula.io/track"])
 
 
 def test_native_canary_ingress_weight(rendered: Render) -> None:
     r = rendered("native-canary-ingress")
-    main, canary = r.one("Ingress", "housing"), r.one("Ingress", "housing-canary")
+    main, canary = r.one("Ingress", "tabula"), r.one("Ingress", "tabula-canary")
     backend = "spec.rules.0.http.paths.0.backend.service.name"
 
     def get(o: Manifest, path: str) -> Any:
@@ -551,8 +551,8 @@ def test_native_canary_ingress_weight(rendered: Render) -> None:
             node = node[int(part)] if part.isdigit() else node[part]
         return node
 
-    assert get(main, backend) == "housing-stable"
-    assert get(canary, backend) == "housing-canary"
+    assert get(main, backend) == "tabula-stable"
+    assert get(canary, backend) == "tabula-canary"
     assert canary["metadata"]["annotations"] == {
         "nginx.ingress.kubernetes.io/canary": "true",
         "nginx.ingress.kubernetes.io/canary-weight": "20",
@@ -564,10 +564,10 @@ def test_native_blue_green_switches_the_service_selector(rendered: Render) -> No
     r = rendered("native-blue-green")
     deployments = {_deployment_track(d): d for d in r.of_kind("Deployment")}
     assert set(deployments) == {"blue", "green"}
-    assert _track(r.one("Service", "housing")) == "green"
-    assert _track(r.one("Service", "housing-preview")) == "blue"
+    assert _track(r.one("Service", "tabula")) == "green"
+    assert _track(r.one("Service", "tabula-preview")) == "blue"
     assert deployments["blue"]["spec"]["replicas"] == 1
-    assert r.one("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == "housing-green"
+    assert r.one("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == "tabula-green"
     images = {
         t: d["spec"]["template"]["spec"]["containers"][0]["image"].rsplit(":", 1)[1]
         for t, d in deployments.items()
@@ -586,7 +586,7 @@ def test_native_blue_green_refuses_an_active_colour_without_image(helm: str) -> 
 
 def test_service_monitor_attaches_the_track_labels(rendered: Render) -> None:
     monitor = rendered("canary").one("ServiceMonitor")
-    assert monitor["spec"]["podTargetLabels"] == ["rollouts-pod-template-hash", "housing.io/track"]
+    assert monitor["spec"]["podTargetLabels"] == ["rollouts-pod-template-hash", "tabula.io/track"]
 
 
 def test_values_no_longer_take_a_stable_model_version(helm: str) -> None:
@@ -623,11 +623,11 @@ def contract_metrics() -> set[str]:
     """Metric names of the service's contract (docs/architecture.md), with histogram series suffixes."""
     text = (REPO_ROOT / "docs" / "architecture.md").read_text()
     names: set[str] = set()
-    for name, kind in re.findall(r"^\| `(housing_[a-z_]+)` \| (\w+)", text, flags=re.M):
+    for name, kind in re.findall(r"^\| `(tabula_[a-z_]+)` \| (\w+)", text, flags=re.M):
         names.add(name)
         if kind == "histogram":
             names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
-    assert "housing_http_requests_total" in names
+    assert "tabula_http_requests_total" in names
     return names
 
 
@@ -640,7 +640,7 @@ def promql_of(r: Rendered) -> list[str]:
             if "prometheus" in m["provider"]
         ]
     dashboard = next(c for c in r.of_kind("ConfigMap") if c["metadata"]["name"].endswith("-dashboard"))
-    panels = json.loads(dashboard["data"]["housing.json"])["panels"]
+    panels = json.loads(dashboard["data"]["tabula.json"])["panels"]
     queries += [t["expr"] for p in panels for t in p.get("targets", [])]
     return queries
 
@@ -649,21 +649,21 @@ def promql_of(r: Rendered) -> list[str]:
 def test_promql_uses_only_contract_metric_names(rendered: Render, scenario: str) -> None:
     allowed = contract_metrics() | {"kube_pod_container_status_restarts_total", "ALERTS"}
     for query in promql_of(rendered(scenario)):
-        used = set(re.findall(r"\b(housing_[a-z_]+|kube_[a-z_]+)\b(?!\s*(?:=|!=|=~|!~)\s*\")", query))
+        used = set(re.findall(r"\b(tabula_[a-z_]+|kube_[a-z_]+)\b(?!\s*(?:=|!=|=~|!~)\s*\")", query))
         assert used, query
         assert used <= allowed, f"unknown metrics {used - allowed} in {query}"
-        assert 'job="housing-metrics"' in query or "kube_pod" in query, query
+        assert 'job="tabula-metrics"' in query or "kube_pod" in query, query
 
 
 def test_alerts_cover_the_slos(rendered: Render) -> None:
     rules = [rule for g in rendered("default").one("PrometheusRule")["spec"]["groups"] for rule in g["rules"]]
     assert {r["alert"] for r in rules} == {
-        "HousingErrorBudgetBurn",
-        "HousingLatencyHigh",
-        "HousingFeatureDrift",
-        "HousingInputOutOfRange",
-        "HousingNoPredictions",
-        "HousingPodRestarts",
+        "TabulaErrorBudgetBurn",
+        "TabulaLatencyHigh",
+        "TabulaFeatureDrift",
+        "TabulaInputOutOfRange",
+        "TabulaNoPredictions",
+        "TabulaPodRestarts",
     }
     for rule in rules:
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}
@@ -671,9 +671,9 @@ def test_alerts_cover_the_slos(rendered: Render) -> None:
 
 
 def test_dashboard_is_picked_up_by_the_grafana_sidecar(rendered: Render) -> None:
-    dashboard = rendered("default").one("ConfigMap", "housing-dashboard")
+    dashboard = rendered("default").one("ConfigMap", "tabula-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
-    board = json.loads(dashboard["data"]["housing.json"])
+    board = json.loads(dashboard["data"]["tabula.json"])
     titles = " ".join(p["title"].lower() for p in board["panels"])
     for topic in ("requests", "error", "latency", "prediction", "drift"):
         assert topic in titles
@@ -692,7 +692,7 @@ def test_training_job_and_cronjob(rendered: Render) -> None:
     r = rendered("training-cronjob")
     job, cron = r.one("Job"), r.one("CronJob")
     values = r.values["training"]
-    assert job["metadata"]["name"] == "housing-train"
+    assert job["metadata"]["name"] == "tabula-train"
     for spec, args in (
         (job["spec"], ["train"]),
         (cron["spec"]["jobTemplate"]["spec"], ["train", "--if-changed"]),
@@ -701,21 +701,21 @@ def test_training_job_and_cronjob(rendered: Render) -> None:
         assert spec["activeDeadlineSeconds"] == values["activeDeadlineSeconds"]
         assert spec["ttlSecondsAfterFinished"] == values["ttlSecondsAfterFinished"]
         pod = spec["template"]["spec"]
-        assert pod["serviceAccountName"] == "housing-training"
+        assert pod["serviceAccountName"] == "tabula-training"
         (container,) = pod["containers"]
-        assert container["command"] == ["housing"]
+        assert container["command"] == ["tabula"]
         assert container["args"] == args
-        assert container["envFrom"] == [{"configMapRef": {"name": "housing-training"}}]
+        assert container["envFrom"] == [{"configMapRef": {"name": "tabula-training"}}]
         for env in container["env"]:
             if env["name"].startswith("MLFLOW_"):
                 assert "value" not in env, "credentials only by Secret reference"
                 assert env["valueFrom"]["secretKeyRef"]["name"] == "mlflow-credentials"
     assert cron["spec"]["schedule"] == "0 2 * * 0"
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
-    config = r.one("ConfigMap", "housing-training")["data"]
+    config = r.one("ConfigMap", "tabula-training")["data"]
     assert config["MLFLOW_TRACKING_URI"] == "http://mlflow.mlops.svc:5000"
-    assert config["HOUSING_MODEL_NAME"] == "housing-price"
-    assert config["HOUSING_MODEL_FAMILY"] == "hist_gradient_boosting"
+    assert config["TABULA_MODEL_NAME"] == "housing-price"
+    assert config["TABULA_MODEL_FAMILY"] == "hist_gradient_boosting"
     binding = r.one("RoleBinding")
-    assert binding["subjects"][0]["name"] == "housing-training"
+    assert binding["subjects"][0]["name"] == "tabula-training"
     assert binding["roleRef"]["name"] == r.one("Role")["metadata"]["name"]

@@ -22,7 +22,7 @@ from tests.chart.helm import NAMESPACE, Rendered, promtool_binary
 pytestmark = pytest.mark.chart
 
 Render = Callable[[str], Rendered]
-TRACK_LABEL = "rollouts_pod_template_hash"  # Argo scenarios (housing.trackLabel)
+TRACK_LABEL = "rollouts_pod_template_hash"  # Argo scenarios (tabula.trackLabel)
 STABLE, CANARY = "3", "4"  # model versions of ci/canary-values.yaml
 # Tracks: pod-template hashes of the stable and the candidate ReplicaSet (Argo's podTemplateHashValue).
 STABLE_TRACK, CANARY_TRACK, OLD_TRACK = "6d4cf56db6", "7f9b8c5d4", "58b7c9f4d"
@@ -82,41 +82,39 @@ class Series:
         rows = PER_MINUTE if predicting else 0
         errors = round(rows * error_ratio)
         self.add(
-            "housing_http_requests_total",
+            "tabula_http_requests_total",
             v | {"route": "/predict", "status_code": "200"},
             counter(rows - errors),
         )
         self.add(
-            "housing_http_requests_total", v | {"route": "/predict", "status_code": "500"}, counter(errors)
+            "tabula_http_requests_total", v | {"route": "/predict", "status_code": "500"}, counter(errors)
         )
-        self.add("housing_http_requests_total", v | {"route": "/readyz", "status_code": "200"}, counter(12))
+        self.add("tabula_http_requests_total", v | {"route": "/readyz", "status_code": "200"}, counter(12))
         reached = False
         for le in LATENCY_BUCKETS:
             reached = reached or le == latency_bucket
             self.add(
-                "housing_http_request_duration_seconds_bucket",
+                "tabula_http_request_duration_seconds_bucket",
                 v | {"route": "/predict", "le": le},
                 counter(rows if reached else 0),
             )
-        self.add("housing_http_request_duration_seconds_count", v | {"route": "/predict"}, counter(rows))
+        self.add("tabula_http_request_duration_seconds_count", v | {"route": "/predict"}, counter(rows))
         predicted = rows - errors
-        self.add("housing_predictions_total", v | {"route": "/predict"}, counter(predicted))
+        self.add("tabula_predictions_total", v | {"route": "/predict"}, counter(predicted))
         cumulative = 0.0
         for le, share in zip(PREDICTION_BUCKETS, predictions, strict=True):
             cumulative += share
-            self.add(
-                "housing_prediction_value_bucket", v | {"le": le}, counter(round(predicted * cumulative))
-            )
-        self.add("housing_prediction_value_count", v, counter(predicted))
-        self.add("housing_prediction_value_sum", v, counter(predicted * 2.0))
+            self.add("tabula_prediction_value_bucket", v | {"le": le}, counter(round(predicted * cumulative)))
+        self.add("tabula_prediction_value_count", v, counter(predicted))
+        self.add("tabula_prediction_value_sum", v, counter(predicted * 2.0))
         self.add(
-            "housing_input_out_of_range_total",
+            "tabula_input_out_of_range_total",
             v | {"feature": "MedInc"},
             counter(predicted * out_of_range_per_row),
         )
-        self.add("housing_feature_drift_psi", v | {"feature": "MedInc"}, gauge(psi))
-        self.add("housing_feature_drift_psi", v | {"feature": "HouseAge"}, gauge(0.01))
-        self.add("housing_model_info", v | {"run_id": f"run{version}"}, gauge(1))
+        self.add("tabula_feature_drift_psi", v | {"feature": "MedInc"}, gauge(psi))
+        self.add("tabula_feature_drift_psi", v | {"feature": "HouseAge"}, gauge(0.01))
+        self.add("tabula_model_info", v | {"run_id": f"run{version}"}, gauge(1))
 
 
 # --- rules extracted from the rendered chart ------------------------------------------------------------
@@ -129,8 +127,8 @@ def alert_rules_file(rendered: Rendered, directory: Path) -> Path:
 
 
 def analysis_spec(rendered: Rendered) -> dict[str, Any]:
-    """analysis.json of the chart's analysis ConfigMap (housing.analysisSpec)."""
-    spec: dict[str, Any] = json.loads(rendered.one("ConfigMap", "housing-analysis")["data"]["analysis.json"])
+    """analysis.json of the chart's analysis ConfigMap (tabula.analysisSpec)."""
+    spec: dict[str, Any] = json.loads(rendered.one("ConfigMap", "tabula-analysis")["data"]["analysis.json"])
     return spec
 
 
@@ -224,8 +222,8 @@ def every_query(r: Rendered) -> list[str]:
             for m in template["spec"]["metrics"]
             if "prometheus" in m["provider"]
         ]
-    dashboard = r.one("ConfigMap", "housing-dashboard")
-    for panel in json.loads(dashboard["data"]["housing.json"])["panels"]:
+    dashboard = r.one("ConfigMap", "tabula-dashboard")
+    for panel in json.loads(dashboard["data"]["tabula.json"])["panels"]:
         queries += [t["expr"].replace("$__rate_interval", "1m") for t in panel.get("targets", [])]
     return queries
 
@@ -234,7 +232,7 @@ def every_query(r: Rendered) -> list[str]:
 def test_promtool_checks_every_rendered_query(rendered: Render, tmp_path: Path, scenario: str) -> None:
     queries = every_query(rendered(scenario))
     assert len(queries) > 20
-    rules = [{"record": f"housing:check_{index}", "expr": query} for index, query in enumerate(queries)]
+    rules = [{"record": f"tabula:check_{index}", "expr": query} for index, query in enumerate(queries)]
     path = tmp_path / "queries.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}, sort_keys=False))
     result = promtool("check", "rules", str(path))
@@ -313,13 +311,13 @@ def test_analysis_tells_tracks_of_one_model_version_apart(
 # --- alerts: each fires for the bad version only, and stays silent for healthy ones ---
 
 ALERT_CASES: dict[str, dict[str, Any]] = {
-    "HousingErrorBudgetBurn": {"error_ratio": 0.05},
-    "HousingLatencyHigh": {"latency_bucket": "1"},
-    "HousingFeatureDrift": {"psi": 0.6},
-    "HousingInputOutOfRange": {"out_of_range_per_row": 0.5},
-    "HousingNoPredictions": {"predicting": False},
+    "TabulaErrorBudgetBurn": {"error_ratio": 0.05},
+    "TabulaLatencyHigh": {"latency_bucket": "1"},
+    "TabulaFeatureDrift": {"psi": 0.6},
+    "TabulaInputOutOfRange": {"out_of_range_per_row": 0.5},
+    "TabulaNoPredictions": {"predicting": False},
 }
-BY = {"HousingFeatureDrift": "model_version, feature, severity"}
+BY = {"TabulaFeatureDrift": "model_version, feature, severity"}
 
 
 def rendered_alerts(r: Rendered) -> dict[str, dict[str, Any]]:
@@ -327,7 +325,7 @@ def rendered_alerts(r: Rendered) -> dict[str, dict[str, Any]]:
 
 
 def test_every_rendered_alert_has_a_case(canary: Rendered) -> None:
-    assert set(rendered_alerts(canary)) == set(ALERT_CASES) | {"HousingPodRestarts"}
+    assert set(rendered_alerts(canary)) == set(ALERT_CASES) | {"TabulaPodRestarts"}
 
 
 @pytest.mark.parametrize("alert", list(ALERT_CASES))
@@ -374,17 +372,17 @@ def test_error_budget_alert_resolves_when_the_short_window_recovers(
         )
     )
     # 150 minutes at 5% errors, then 30 clean minutes.
-    series.raw(f'housing_http_requests_total{{{labels}, status_code="200"}}', "0+570x150 85500+600x30")
-    series.raw(f'housing_http_requests_total{{{labels}, status_code="500"}}', "0+30x150 4500+0x30")
-    severity = rendered_alerts(canary)["HousingErrorBudgetBurn"]["labels"]["severity"]
+    series.raw(f'tabula_http_requests_total{{{labels}, status_code="200"}}', "0+570x150 85500+600x30")
+    series.raw(f'tabula_http_requests_total{{{labels}, status_code="500"}}', "0+30x150 4500+0x30")
+    severity = rendered_alerts(canary)["TabulaErrorBudgetBurn"]["labels"]["severity"]
     checks = [
         firing(
-            "HousingErrorBudgetBurn",
+            "TabulaErrorBudgetBurn",
             "model_version, severity",
             [{"model_version": CANARY, "severity": severity}],
             "140m",
         ),
-        firing("HousingErrorBudgetBurn", "model_version", [], "175m"),
+        firing("TabulaErrorBudgetBurn", "model_version", [], "175m"),
     ]
     run_promtool_test(tmp_path, rules, series, checks)
 
@@ -396,16 +394,16 @@ def test_restart_alert_watches_this_release_only(
     series = series_factory()
     restarts = "kube_pod_container_status_restarts_total"
     series.raw(
-        f'{restarts}{{namespace="{NAMESPACE}", pod="housing-7d9f-abcde", container="server"}}', "0+1x60"
+        f'{restarts}{{namespace="{NAMESPACE}", pod="tabula-7d9f-abcde", container="server"}}', "0+1x60"
     )
     series.raw(
-        f'{restarts}{{namespace="{NAMESPACE}", pod="housing-7d9f-fghij", container="server"}}', "0+0x60"
+        f'{restarts}{{namespace="{NAMESPACE}", pod="tabula-7d9f-fghij", container="server"}}', "0+0x60"
     )
     series.raw(
         f'{restarts}{{namespace="{NAMESPACE}", pod="other-app-1234-xyz", container="server"}}', "0+1x60"
     )
-    series.raw(f'{restarts}{{namespace="staging", pod="housing-7d9f-abcde", container="server"}}', "0+1x60")
-    checks = [firing("HousingPodRestarts", "pod", [{"pod": "housing-7d9f-abcde"}], "50m")]
+    series.raw(f'{restarts}{{namespace="staging", pod="tabula-7d9f-abcde", container="server"}}', "0+1x60")
+    checks = [firing("TabulaPodRestarts", "pod", [{"pod": "tabula-7d9f-abcde"}], "50m")]
     run_promtool_test(tmp_path, rules, series, checks)
 
 
@@ -415,14 +413,14 @@ IDLE_PREVIEW_CASES: dict[str, IdleCase] = {
     "blue-green": (
         TRACK_LABEL,
         [
-            (STABLE_TRACK, {"housing_io_track": "active"}, True),
-            (CANARY_TRACK, {"housing_io_track": "preview"}, False),
-            (OLD_TRACK, {"housing_io_track": "active"}, False),
+            (STABLE_TRACK, {"tabula_io_track": "active"}, True),
+            (CANARY_TRACK, {"tabula_io_track": "preview"}, False),
+            (OLD_TRACK, {"tabula_io_track": "active"}, False),
         ],
         [OLD_TRACK],
     ),
     "native-blue-green": (
-        "housing_io_track",
+        "tabula_io_track",
         [("green", {}, False), ("blue", {}, False)],
         ["green"],  # ci/native-blue-green-values.yaml: green is active, blue the idle preview
     ),
@@ -436,10 +434,10 @@ def test_no_predictions_alert_spares_an_idle_blue_green_preview(
     r = rendered(scenario)
     track_label, tracks, expected = IDLE_PREVIEW_CASES[scenario]
     rules = alert_rules_file(r, tmp_path)
-    series = Series("housing-metrics", r.values["model"]["name"], track_label)
+    series = Series("tabula-metrics", r.values["model"]["name"], track_label)
     for track, extra, predicting in tracks:
         series.version(STABLE, track=track, extra=extra, predicting=predicting)
-    severity = rendered_alerts(r)["HousingNoPredictions"]["labels"]["severity"]
+    severity = rendered_alerts(r)["TabulaNoPredictions"]["labels"]["severity"]
     fired = [{track_label: track, "severity": severity} for track in expected]
-    checks = [firing("HousingNoPredictions", f"{track_label}, severity", fired)]
+    checks = [firing("TabulaNoPredictions", f"{track_label}, severity", fired)]
     run_promtool_test(tmp_path, rules, series, checks)

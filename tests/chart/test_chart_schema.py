@@ -45,8 +45,8 @@ def test_schema_accepts_the_documented_overrides(helm: str) -> None:
     result = render(
         [scenario_file("default")],
         [
-            "config.extraEnv.HOUSING_SERVICE_LOG_LEVEL=debug",
-            "training.env.HOUSING_SEED=7",
+            "config.extraEnv.TABULA_SERVICE_LOG_LEVEL=debug",
+            "training.env.TABULA_SEED=7",
             "podDisruptionBudget.minAvailable=50%",
             "image.digest=sha256:" + "a" * 64,
         ],

@@ -1,7 +1,7 @@
 """The chart's shadow track (rollout.shadow): objects, isolation from live traffic, and its PromQL.
 
 Queries are judged with promtool on synthetic series labelled as Prometheus labels the shadow's pods
-(job `<fullname>-shadow-metrics`, target label `housing_io_track="shadow"`), in the style of
+(job `<fullname>-shadow-metrics`, target label `tabula_io_track="shadow"`), in the style of
 test_chart_rules.py: each analysis metric becomes an alert that fires while it would pass.
 """
 
@@ -30,7 +30,7 @@ from tests.chart.test_chart_rules import (
 
 pytestmark = pytest.mark.chart
 
-SHADOW_JOB = "housing-shadow-metrics"
+SHADOW_JOB = "tabula-shadow-metrics"
 SHADOW_VERSION = "5"
 ARGS = {"candidate-track": "shadow", "stable-track": "unused", "track": "shadow", "range": "420s"}
 ABS_BUCKETS = ("0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf")
@@ -48,7 +48,7 @@ def pod_template(rendered: Rendered) -> Manifest:
     workload = next(
         o
         for o in rendered.objects
-        if o["kind"] in {"Rollout", "Deployment"} and o["metadata"]["name"] == "housing"
+        if o["kind"] in {"Rollout", "Deployment"} and o["metadata"]["name"] == "tabula"
     )
     template: Manifest = workload["spec"]["template"]
     return template
@@ -64,7 +64,7 @@ def test_off_by_default_nothing_of_the_shadow_is_rendered() -> None:
     assert not {n for n in names if "shadow" in n or "mirror" in n}
     assert not mounts_mirror(pod_template(rendered))
     rules = rendered.one("PrometheusRule")["spec"]["groups"]
-    assert "HousingShadowDrifting" not in {r.get("alert") for g in rules for r in g["rules"]}
+    assert "TabulaShadowDrifting" not in {r.get("alert") for g in rules for r in g["rules"]}
 
 
 @pytest.mark.parametrize("provider", ["argo", "native"])
@@ -76,15 +76,15 @@ def test_starting_and_stopping_a_shadow_leaves_the_stable_pods_untouched(provide
     assert pod_template(idle) == pod_template(running)
     assert mounts_mirror(pod_template(idle))
     env = {e["name"]: e.get("value") for e in pod_template(idle)["spec"]["containers"][0]["env"]}
-    assert env["HOUSING_SERVICE_SHADOW_CONTROL_FILE"] == "/etc/housing/mirror/mirror.json"
+    assert env["TABULA_SERVICE_SHADOW_CONTROL_FILE"] == "/etc/tabula/mirror/mirror.json"
     controls = [
-        json.loads(r.one("ConfigMap", "housing-mirror")["data"]["mirror.json"]) for r in (idle, running)
+        json.loads(r.one("ConfigMap", "tabula-mirror")["data"]["mirror.json"]) for r in (idle, running)
     ]
     assert controls == [
-        {"url": f"http://housing-shadow.{NAMESPACE}.svc:3000", "sampleRate": 0},
-        {"url": f"http://housing-shadow.{NAMESPACE}.svc:3000", "sampleRate": 1},
+        {"url": f"http://tabula-shadow.{NAMESPACE}.svc:3000", "sampleRate": 0},
+        {"url": f"http://tabula-shadow.{NAMESPACE}.svc:3000", "sampleRate": 1},
     ]
-    assert not [o for o in idle.of_kind("Deployment") if o["metadata"]["name"] == "housing-shadow"]
+    assert not [o for o in idle.of_kind("Deployment") if o["metadata"]["name"] == "tabula-shadow"]
 
 
 def selects(service: Manifest, labels: dict[str, str]) -> bool:
@@ -98,24 +98,24 @@ def test_the_shadow_track_gets_no_live_traffic_and_never_mirrors(provider: str, 
     rendered = rendered_with(
         "shadow", f"rollout.provider={provider}", f"rollout.strategy={strategy}", "rollout.analysis.count=3"
     )
-    shadow = rendered.one("Deployment", "housing-shadow")
+    shadow = rendered.one("Deployment", "tabula-shadow")
     labels = shadow["spec"]["template"]["metadata"]["labels"]
-    assert labels["housing.io/track"] == "shadow"
+    assert labels["tabula.io/track"] == "shadow"
     assert labels["app.kubernetes.io/component"] == "shadow"
-    assert labels["housing.io/model-version"] == SHADOW_VERSION
+    assert labels["tabula.io/model-version"] == SHADOW_VERSION
     assert not mounts_mirror(shadow["spec"]["template"])
     # Only the shadow's pods treat marked requests as copies; on serving pods the mark only stops mirroring.
     shadow_env = {
         e["name"]: e.get("value") for e in shadow["spec"]["template"]["spec"]["containers"][0]["env"]
     }
-    assert shadow_env["HOUSING_SERVICE_SHADOW_TRACK"] == "true"
+    assert shadow_env["TABULA_SERVICE_SHADOW_TRACK"] == "true"
     for workload in rendered.objects:
         if workload["kind"] in {"Rollout", "Deployment"} and workload is not shadow:
             serving = workload["spec"]["template"]["spec"]["containers"][0]["env"]
-            assert "HOUSING_SERVICE_SHADOW_TRACK" not in {e["name"] for e in serving}
+            assert "TABULA_SERVICE_SHADOW_TRACK" not in {e["name"] for e in serving}
             assert mounts_mirror(workload["spec"]["template"])
     assert {s["metadata"]["name"] for s in rendered.of_kind("Service") if selects(s, labels)} == {
-        "housing-shadow",
+        "tabula-shadow",
         SHADOW_JOB,
     }
     for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler"):
@@ -126,18 +126,18 @@ def test_the_shadow_track_gets_no_live_traffic_and_never_mirrors(provider: str, 
         rendered.one("Service", SHADOW_JOB)["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
     )
     # The serving pods may send their copies to the shadow's pods, and only there beyond DNS.
-    policy = rendered.one("NetworkPolicy", "housing")
+    policy = rendered.one("NetworkPolicy", "tabula")
     targets = [
         peer["podSelector"]["matchLabels"] for rule in policy["spec"]["egress"] for peer in rule.get("to", [])
     ]
     assert targets == [
         {
-            "app.kubernetes.io/name": "housing",
-            "app.kubernetes.io/instance": "housing",
+            "app.kubernetes.io/name": "tabula",
+            "app.kubernetes.io/instance": "tabula",
             "app.kubernetes.io/component": "shadow",
         }
     ]
-    rendered.one("NetworkPolicy", "housing-shadow")
+    rendered.one("NetworkPolicy", "tabula-shadow")
 
 
 # --- the shadow's PromQL, on synthetic series ----------------------------------------------------
@@ -145,7 +145,7 @@ def test_the_shadow_track_gets_no_live_traffic_and_never_mirrors(provider: str, 
 
 class ShadowSeries(Series):
     def __init__(self) -> None:
-        super().__init__(SHADOW_JOB, "housing-price", "housing_io_track")
+        super().__init__(SHADOW_JOB, "housing-price", "tabula_io_track")
 
     def shadow(
         self,
@@ -158,15 +158,15 @@ class ShadowSeries(Series):
         version: str = SHADOW_VERSION,
     ) -> None:
         """A shadow answering ``pairs`` copies a minute; each |difference| falls in ``abs_bucket``."""
-        v = {"model_version": version, "housing_io_track": "shadow"}
+        v = {"model_version": version, "tabula_io_track": "shadow"}
         failed = round(pairs * errors)
         paired = pairs - failed
         self.add(
-            "housing_shadow_requests_total", v | {"route": "/predict", "status_code": "200"}, counter(paired)
+            "tabula_shadow_requests_total", v | {"route": "/predict", "status_code": "200"}, counter(paired)
         )
         if failed:
             self.add(
-                "housing_shadow_requests_total",
+                "tabula_shadow_requests_total",
                 v | {"route": "/predict", "status_code": "503"},
                 counter(failed),
             )
@@ -174,25 +174,23 @@ class ShadowSeries(Series):
         for le in LATENCY_BUCKETS:
             reached = reached or le == latency_bucket
             self.add(
-                "housing_shadow_request_duration_seconds_bucket",
+                "tabula_shadow_request_duration_seconds_bucket",
                 v | {"route": "/predict", "le": le},
                 counter(pairs if reached else 0),
             )
-        self.add("housing_shadow_pairs_total", v, counter(paired))
+        self.add("tabula_shadow_pairs_total", v, counter(paired))
         reached = False
         for le in ABS_BUCKETS:
             reached = reached or le == abs_bucket
-            self.add(
-                "housing_shadow_abs_difference_bucket", v | {"le": le}, counter(paired if reached else 0)
-            )
+            self.add("tabula_shadow_abs_difference_bucket", v | {"le": le}, counter(paired if reached else 0))
         for (champion, shadow), share in (swaps or {}).items():
             classes = v | {"champion_class": champion, "shadow_class": shadow}
-            self.add("housing_shadow_disagreements_total", classes, counter(paired * share))
+            self.add("tabula_shadow_disagreements_total", classes, counter(paired * share))
 
 
 def shadow_spec(rendered: Rendered) -> dict[str, Any]:
     spec: dict[str, Any] = json.loads(
-        rendered.one("ConfigMap", "housing-shadow-analysis")["data"]["analysis.json"]
+        rendered.one("ConfigMap", "tabula-shadow-analysis")["data"]["analysis.json"]
     )
     return spec
 
@@ -268,7 +266,7 @@ def test_the_shadow_analysis_rejects_a_classifier_that_swaps_two_classes(tmp_pat
 
 def test_the_evidence_counts_the_shadows_pairs(tmp_path: Path) -> None:
     spec = shadow_spec(rendered_with("shadow"))
-    assert (spec["trackLabel"], spec["evidence"]["minRequests"]) == ("housing_io_track", 200)
+    assert (spec["trackLabel"], spec["evidence"]["minRequests"]) == ("tabula_io_track", 200)
     query = fill_args(spec["evidence"]["requestsQuery"], ARGS)
     rules = tmp_path / "evidence.yaml"
     rules.write_text(
@@ -299,9 +297,7 @@ def test_the_drift_alert_fires_for_a_drifting_shadow_only(
     series.shadow(version="6", **behaviour)
     series.shadow(version=SHADOW_VERSION)
     by = "model_version"
-    run_promtool_test(
-        tmp_path, rules, series, [firing("HousingShadowDrifting", by, [{"model_version": "6"}])]
-    )
+    run_promtool_test(tmp_path, rules, series, [firing("TabulaShadowDrifting", by, [{"model_version": "6"}])])
 
 
 def test_promtool_checks_every_shadow_query(tmp_path: Path) -> None:
@@ -311,7 +307,7 @@ def test_promtool_checks_every_shadow_query(tmp_path: Path) -> None:
     queries += [fill_args(m["query"], ARGS) for m in spec["metrics"]] + [
         fill_args(spec["evidence"]["requestsQuery"], ARGS)
     ]
-    dashboard = json.loads(rendered.one("ConfigMap", "housing-dashboard")["data"]["housing.json"])
+    dashboard = json.loads(rendered.one("ConfigMap", "tabula-dashboard")["data"]["tabula.json"])
     shadow_panels = [
         t["expr"]
         for p in dashboard["panels"]
@@ -319,9 +315,9 @@ def test_promtool_checks_every_shadow_query(tmp_path: Path) -> None:
         if "_shadow_" in t["expr"] or "_mirror_" in t["expr"]
     ]
     assert len(shadow_panels) == 8
-    assert all(SHADOW_JOB in expr or "housing-metrics" in expr for expr in shadow_panels)
+    assert all(SHADOW_JOB in expr or "tabula-metrics" in expr for expr in shadow_panels)
     queries += [expr.replace("$__rate_interval", "1m") for expr in shadow_panels]
-    rules = [{"record": f"housing:check_{i}", "expr": q} for i, q in enumerate(queries)]
+    rules = [{"record": f"tabula:check_{i}", "expr": q} for i, q in enumerate(queries)]
     path = tmp_path / "queries.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "q", "rules": rules}]}, sort_keys=False))
     result = promtool("check", "rules", str(path))

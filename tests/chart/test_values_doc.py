@@ -20,7 +20,7 @@ def test_readme_values_table_is_in_sync() -> None:
     rows, _ = parse((CHART_DIR / "values.yaml").read_text())
     readme = (CHART_DIR / "README.md").read_text()
     assert readme == readme_with_table(readme, rows), (
-        "charts/housing/README.md is stale: run `uv run python -m tests.chart.values_doc --write`"
+        "charts/tabula/README.md is stale: run `uv run python -m tests.chart.values_doc --write`"
     )
 
 

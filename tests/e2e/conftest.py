@@ -16,7 +16,7 @@ import pytest
 from tests.support import REPO_ROOT, VENV_BIN, require_tool, unavailable
 
 UV_BASE_IMAGE = "localhost/debian-python-uv:bookworm"
-TEST_CA_NAME = "housing-e2e-test-ca"
+TEST_CA_NAME = "tabula-e2e-test-ca"
 # The git-sha part of every image tag and pod name this session makes: test runs side by side on one
 # machine (a developer's and CI's) share podman's store, and must not overwrite each other's images.
 SESSION_TAG = f"e2e{secrets.token_hex(4)}"
@@ -64,10 +64,10 @@ def training_image(base_images: str, tmp_path_factory: pytest.TempPathFactory) -
          "-subj", f"/CN={TEST_CA_NAME}", "-keyout", str(key), "-out", str(cert)],
         capture_output=True, check=True, timeout=60,
     )  # fmt: skip
-    ref = f"localhost/housing-training:0-{SESSION_TAG}"
+    ref = f"localhost/tabula-training:0-{SESSION_TAG}"
     started = time.monotonic()
     result = subprocess.run(
-        [str(VENV_BIN / "housing"), "images", "--only", "training", "--backend", "podman",
+        [str(VENV_BIN / "tabula"), "images", "--only", "training", "--backend", "podman",
          "--registry", "localhost", "--model-version", "0", "--git-sha", SESSION_TAG,
          "--base-image", base_images, "--network", "host", "--ca-bundle", str(cert)],
         capture_output=True, text=True, timeout=1800, check=False,

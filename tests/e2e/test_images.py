@@ -1,7 +1,7 @@
 """Real images built with podman/buildah: the local Debian base images (scripts/build-base-image.sh)
-and the training image through `housing images`, with an extra CA bundle. The image is then run
+and the training image through `tabula images`, with an extra CA bundle. The image is then run
 the way the chart and k8s/ run it: non-root, read-only root filesystem, all capabilities dropped,
-as the `housing` CLI and as the MLflow tracking server."""
+as the `tabula` CLI and as the MLflow tracking server."""
 
 import json
 import subprocess
@@ -60,10 +60,10 @@ def test_base_images_have_python_uv_and_the_machine_ca(base_images: str) -> None
     assert again.stderr.count("exists, keeping it") == 2
 
 
-def test_training_image_runs_the_housing_cli_as_a_restricted_user(training_image: BuiltImage) -> None:
+def test_training_image_runs_the_tabula_cli_as_a_restricted_user(training_image: BuiltImage) -> None:
     config = _inspect(training_image.ref)["Config"]
     assert config["User"] == "10001:0"  # type: ignore[index]
-    assert config["Entrypoint"] == ["housing"]  # type: ignore[index]
+    assert config["Entrypoint"] == ["tabula"]  # type: ignore[index]
     assert config["Cmd"] == ["train"]  # type: ignore[index]
     result = _podman("run", "--rm", *RESTRICTED, training_image.ref, "--help")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -100,7 +100,7 @@ def test_training_image_serves_mlflow_like_the_k8s_deployment(training_image: Bu
                      "-c", "import psycopg, mlflow; print(mlflow.__version__)")  # fmt: skip
     assert driver.returncode == 0, driver.stderr
     port = free_port()
-    name = f"housing-mlflow-e2e-{port}"
+    name = f"tabula-mlflow-e2e-{port}"
     started = time.monotonic()
     run = _podman(
         "run", "--detach", "--name", name, *RESTRICTED, "--env", "HOME=/tmp",
@@ -108,7 +108,7 @@ def test_training_image_serves_mlflow_like_the_k8s_deployment(training_image: Bu
         "server", "--host=0.0.0.0", "--port=5000", "--workers=1",
         "--backend-store-uri=sqlite:////tmp/mlflow.db",
         "--serve-artifacts", "--artifacts-destination=/tmp/art",
-        "--allowed-hosts=mlflow.housing.svc:5000,localhost:*,127.0.0.1:*",
+        "--allowed-hosts=mlflow.tabula.svc:5000,localhost:*,127.0.0.1:*",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     try:
@@ -145,14 +145,14 @@ def test_training_image_trains_and_registers_on_a_host_mlflow(
     from mlflow import MlflowClient
 
     params = write_params(tmp_path / "params.yaml", candidates={"ridge": FAST_CANDIDATES["ridge"]})
-    model_name = f"housing-e2e-{tmp_path.name}"
+    model_name = f"tabula-e2e-{tmp_path.name}"
     client = MlflowClient(mlflow_url)
     started = time.monotonic()
     result = _podman(
         "run", "--rm", "--network", "host", *RESTRICTED,
-        "--volume", f"{data_path}:/data/housing.csv.gz:ro", "--volume", f"{params}:/config/params.yaml:ro",
-        "--env", f"MLFLOW_TRACKING_URI={mlflow_url}", "--env", "HOUSING_DATA_PATH=/data/housing.csv.gz",
-        "--env", "HOUSING_PARAMS_FILE=/config/params.yaml", "--env", f"HOUSING_MODEL_NAME={model_name}",
+        "--volume", f"{data_path}:/data/tabula.csv.gz:ro", "--volume", f"{params}:/config/params.yaml:ro",
+        "--env", f"MLFLOW_TRACKING_URI={mlflow_url}", "--env", "TABULA_DATA_PATH=/data/tabula.csv.gz",
+        "--env", "TABULA_PARAMS_FILE=/config/params.yaml", "--env", f"TABULA_MODEL_NAME={model_name}",
         training_image.ref,
         timeout=900,
     )  # fmt: skip

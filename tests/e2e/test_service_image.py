@@ -1,6 +1,6 @@
-"""The service image for real: a Bento of a tiny registered model, containerized by `housing images
+"""The service image for real: a Bento of a tiny registered model, containerized by `tabula images
 --backend podman` on the local Debian base image, then run by `podman kube play` from the Deployment
-and ConfigMap that `helm template charts/housing` renders (user, read-only root, emptyDir, env, port).
+and ConfigMap that `helm template charts/tabula` renders (user, read-only root, emptyDir, env, port).
 
 The test reaches the pod at its own address on podman's network, not through a host port: a port
 picked free can be taken by another test's server before podman binds it, and the test then talks to
@@ -37,7 +37,7 @@ bentoml_home = service_fixtures.bentoml_home
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-RELEASE = f"housing-{SESSION_TAG}"
+RELEASE = f"tabula-{SESSION_TAG}"
 GIT_SHA = SESSION_TAG
 # A ConfigMap value the image does not set itself (its Dockerfile sets 1000), to see the chart's env arrive.
 MAX_BATCH_ROWS = 7
@@ -71,7 +71,7 @@ class ServiceImage:
 
 @pytest.fixture(scope="module")
 def image_bento(base_images: str, registered_model: RegisteredModel, bentoml_home: Path) -> str:
-    """`housing build` of the production alias with the local base image written into the Bento.
+    """`tabula build` of the production alias with the local base image written into the Bento.
 
     The plain Python base, not the one with uv: the template installs uv in its build stage only."""
     env = {
@@ -87,11 +87,11 @@ def image_bento(base_images: str, registered_model: RegisteredModel, bentoml_hom
 def service_image(
     image_bento: str, registered_model: RegisteredModel, bentoml_home: Path
 ) -> Iterator[ServiceImage]:
-    """`housing images --only service` with podman: `bentoml containerize` of the Bento."""
-    ref = f"localhost/housing-service:{registered_model.version}-{GIT_SHA}"
+    """`tabula images --only service` with podman: `bentoml containerize` of the Bento."""
+    ref = f"localhost/tabula-service:{registered_model.version}-{GIT_SHA}"
     started = time.monotonic()
     result = subprocess.run(
-        [str(VENV_BIN / "housing"), "images", "--only", "service", "--backend", "podman",
+        [str(VENV_BIN / "tabula"), "images", "--only", "service", "--backend", "podman",
          "--bento", image_bento, "--registry", "localhost", "--git-sha", GIT_SHA,
          "--network", "host", "--ca-bundle", str(MACHINE_CA_BUNDLE)],
         env=service_env(bentoml_home), capture_output=True, text=True, timeout=1200, check=False,
@@ -282,7 +282,7 @@ def test_pod_from_the_chart_becomes_ready_and_predicts_the_golden_set(
 
     metrics = httpx.get(f"{played_pod.base_url}/metrics", timeout=10)
     assert metrics.status_code == 200
-    info = [line for line in metrics.text.splitlines() if line.startswith("housing_model_info{")]
+    info = [line for line in metrics.text.splitlines() if line.startswith("tabula_model_info{")]
     assert info, metrics.text[-2000:]
     assert f'model_version="{registered_model.version}"' in info[0]
     assert f'run_id="{registered_model.run_id}"' in info[0]

@@ -1,11 +1,11 @@
 """The chart's training Job, run by `podman kube play` under its real pod: the Job that `helm template`
-renders with default values (no HOUSING_DATA_PATH, so training calls fetch_california_housing()) is
+renders with default values (no TABULA_DATA_PATH, so training calls fetch_california_housing()) is
 turned into the Pod its controller would create (Kubernetes docs, concepts/workloads/controllers/job:
 one Pod from `spec.template`), with its ConfigMap, user, read-only root, dropped capabilities and
 emptyDirs. The data cannot be downloaded here, so the container runs the training image's Python through
 scikit-learn's own path up to the download: get_data_home() creates $SCIKIT_LEARN_DATA and a file is
 written there, while the old default, ~/scikit_learn_data on the read-only root, is refused.
-tests/e2e/test_images.py mounts HOUSING_DATA_PATH everywhere, which hid that failure."""
+tests/e2e/test_images.py mounts TABULA_DATA_PATH everywhere, which hid that failure."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from tests.e2e.conftest import SESSION_TAG, BuiltImage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-RELEASE = f"housing-train-{SESSION_TAG}"
+RELEASE = f"tabula-train-{SESSION_TAG}"
 PROBE = """
 import errno, os, pathlib
 from sklearn.datasets import fetch_california_housing, get_data_home
@@ -75,10 +75,10 @@ def job_as_pod(image: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def probe_output(training_image: BuiltImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Logs of the Job's pod running PROBE instead of `housing train`; everything else as rendered."""
+    """Logs of the Job's pod running PROBE instead of `tabula train`; everything else as rendered."""
     support, pod = job_as_pod(training_image.ref)
     [container] = pod["spec"]["containers"]
-    assert "HOUSING_DATA_PATH" not in {e["name"] for e in container.get("env", [])}
+    assert "TABULA_DATA_PATH" not in {e["name"] for e in container.get("env", [])}
     # One line: podman 4.3's YAML reader fails on a multi-line scalar here (base64 has no quotes either).
     encoded = base64.b64encode(PROBE.encode()).decode()
     container["command"], container["args"] = (
@@ -109,14 +109,14 @@ def probe_output(training_image: BuiltImage, tmp_path_factory: pytest.TempPathFa
 def test_the_job_pod_can_write_its_scikit_learn_data_home(probe_output: str) -> None:
     lines = dict(line.split(" ", 1) for line in probe_output.strip().splitlines())
     home, owner, uid = lines["DATA-HOME"].split()
-    assert home == "/var/lib/housing/scikit-learn"
+    assert home == "/var/lib/tabula/scikit-learn"
     assert owner == uid == "10001"  # the chart's training user, not the image's
     # fetch_california_housing() got past the data home to the (unavailable) download.
     assert "Data not found" in lines["DOWNLOAD-ONLY"]
 
 
 def test_the_old_default_data_home_is_read_only(probe_output: str) -> None:
-    """What training did before: ~/scikit_learn_data under HOME=/home/housing on the read-only root."""
+    """What training did before: ~/scikit_learn_data under HOME=/home/tabula on the read-only root."""
     lines = dict(line.split(" ", 1) for line in probe_output.strip().splitlines())
     assert lines["HOME-REFUSED"] == "EROFS"
 
@@ -128,4 +128,4 @@ def test_the_probe_pod_is_the_rendered_job_pod(training_image: BuiltImage) -> No
     assert container["args"] == ["train"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001
-    assert Path(container["volumeMounts"][1]["mountPath"]) == Path("/var/lib/housing/scikit-learn")
+    assert Path(container["volumeMounts"][1]["mountPath"]) == Path("/var/lib/tabula/scikit-learn")

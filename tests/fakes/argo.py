@@ -126,7 +126,7 @@ class FakeArgo:
 
     kube: FakeKube
     clock: AnyClock
-    namespace: str = "housing"
+    namespace: str = "tabula"
     tick: float = 0.02
     on_replica_set: Callable[[str, str], None] | None = None  # (pod hash, image): a new ReplicaSet's pods run
     pauses: list[PauseRecord] = field(default_factory=list)

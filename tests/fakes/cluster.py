@@ -20,7 +20,7 @@ from tests.fakes.clock import AnyClock
 from tests.unit.release.fake_helm import CHART_DEFAULTS, RecordingFakeHelm
 from tests.unit.release.fake_kube import FakeKube
 
-NAMESPACE = "housing"
+NAMESPACE = "tabula"
 KINDS = {
     "Rollout": "/apis/argoproj.io/v1alpha1/namespaces/{ns}/rollouts/",
     "AnalysisTemplate": "/apis/argoproj.io/v1alpha1/namespaces/{ns}/analysistemplates/",
@@ -121,9 +121,9 @@ def chart_values(user_values: dict[str, Any]) -> dict[str, Any]:
     return chart.merge(CHART_DEFAULTS, user_values)
 
 
-def selected_colour(fake: FakeKube, release: str = "housing") -> tuple[str, int]:
+def selected_colour(fake: FakeKube, release: str = "tabula") -> tuple[str, int]:
     """Native blue/green: the colour the main Service selects and that colour's ready pods."""
     service = fake.objects[KINDS["Service"].format(ns=NAMESPACE) + release]
-    colour = str(service["spec"]["selector"]["housing.io/track"])
+    colour = str(service["spec"]["selector"]["tabula.io/track"])
     deployment = fake.objects.get(KINDS["Deployment"].format(ns=NAMESPACE) + f"{release}-{colour}", {})
     return colour, int(deployment.get("status", {}).get("readyReplicas", 0))

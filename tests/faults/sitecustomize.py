@@ -4,17 +4,17 @@ Python imports ``sitecustomize`` from ``sys.path`` as it starts, so ``PYTHONPATH
 server's environment brings this module into every process of `bentoml serve` (the server and each
 worker inherit the environment). Where one of those processes imports ``service.model``, the served
 model's predictor (``LoadedModel.predict``) and its golden-set check (``LoadedModel.golden_error``)
-are wrapped as the variables below ask. Without any ``HOUSING_TEST_FAULT_*`` variable nothing is
+are wrapped as the variables below ask. Without any ``TABULA_TEST_FAULT_*`` variable nothing is
 patched. The product code knows nothing of this.
 
-``HOUSING_TEST_FAULT_RAISE_RATE``     0-1: share of prediction calls that raise ``RuntimeError``,
+``TABULA_TEST_FAULT_RAISE_RATE``     0-1: share of prediction calls that raise ``RuntimeError``,
                                       spread evenly (0.5: calls 2, 4, 6, ... of each worker raise).
-``HOUSING_TEST_FAULT_DELAY_SECONDS``  sleep before every prediction call. With the compiled
+``TABULA_TEST_FAULT_DELAY_SECONDS``  sleep before every prediction call. With the compiled
                                       predictor, calls of up to 32 rows run on the event loop, so
                                       the sleep blocks the worker, as a slow predictor would.
-``HOUSING_TEST_FAULT_SHIFT``          added to every prediction (units of $100k).
-``HOUSING_TEST_FAULT_NEVER_READY=1``  the golden set never reproduces: /readyz stays 503.
-``HOUSING_TEST_FAULT_CRASH_AFTER``    N: the worker answers N prediction calls, then exits at once
+``TABULA_TEST_FAULT_SHIFT``          added to every prediction (units of $100k).
+``TABULA_TEST_FAULT_NEVER_READY=1``  the golden set never reproduces: /readyz stays 503.
+``TABULA_TEST_FAULT_CRASH_AFTER``    N: the worker answers N prediction calls, then exits at once
                                       (``os._exit``, like a kill) on the next one.
 
 Prediction calls are counted per worker; micro-batching may answer several concurrent requests with
@@ -39,7 +39,7 @@ from fractions import Fraction
 from types import ModuleType
 from typing import Any
 
-PREFIX = "HOUSING_TEST_FAULT_"
+PREFIX = "TABULA_TEST_FAULT_"
 TARGET_MODULE = "service.model"
 # Exit code of an injected crash, distinct from Python's own (1) and from signals (128+n).
 CRASH_EXIT_CODE = 86

@@ -1,4 +1,4 @@
-"""`housing images`: tags, the exact build commands per backend, CA-bundle handling, the
+"""`tabula images`: tags, the exact build commands per backend, CA-bundle handling, the
 Containerfile's build context, and the CLI's one-line errors. The real builds are in
 tests/e2e/test_images.py."""
 
@@ -43,7 +43,7 @@ def _cli() -> typer.Typer:
 
 def test_tag_is_model_version_then_git_sha() -> None:
     assert image_tag("7", "0123456789ab") == "7-0123456789ab"
-    assert image_ref("localhost/", "housing-training", "7-abc") == "localhost/housing-training:7-abc"
+    assert image_ref("localhost/", "tabula-training", "7-abc") == "localhost/tabula-training:7-abc"
 
 
 @pytest.mark.parametrize("version", ["", "1-rc"])
@@ -55,14 +55,14 @@ def test_a_model_version_the_chart_cannot_read_back_is_rejected(version: str) ->
 @pytest.mark.parametrize("backend", [Backend.podman, Backend.buildah])
 def test_training_build_with_podman_or_buildah(backend: Backend, tmp_path: Path) -> None:
     command = training_build_command(
-        "localhost/housing-training:1-abc", _options(backend, network="host"), tmp_path
+        "localhost/tabula-training:1-abc", _options(backend, network="host"), tmp_path
     )
     assert command[:2] == [backend.value, "build"]
     assert command[-1] == str(tmp_path)
     pairs = dict(zip(command[2:-1:2], command[3:-1:2], strict=True))
     assert pairs == {
         "--file": str(CONTAINERFILE),
-        "--tag": "localhost/housing-training:1-abc",
+        "--tag": "localhost/tabula-training:1-abc",
         "--build-arg": "BASE_IMAGE=localhost/base:1",
         "--ignorefile": str(IGNOREFILE),
         "--network": "host",
@@ -91,20 +91,20 @@ def test_ca_bundle_is_a_build_secret_keyed_by_its_digest(tmp_path: Path) -> None
 
 
 def test_service_image_is_containerized_from_the_bento(tmp_path: Path) -> None:
-    command = service_build_command("housing:abc", "localhost/housing-service:1-a", _options(Backend.podman))
+    command = service_build_command("tabula:abc", "localhost/tabula-service:1-a", _options(Backend.podman))
     assert command[1:] == [
         "-m",
         "bentoml",
         "containerize",
-        "housing:abc",
+        "tabula:abc",
         "--backend",
         "podman",
         "--image-tag",
-        "localhost/housing-service:1-a",
+        "localhost/tabula-service:1-a",
     ]
     bundle = tmp_path / "ca.pem"
     bundle.write_text("pem")
-    command = service_build_command("housing:abc", "x:1-a", _options(Backend.buildah, bundle, "host"))
+    command = service_build_command("tabula:abc", "x:1-a", _options(Backend.buildah, bundle, "host"))
     assert command[-4:] == [
         "--opt",
         "network=host",
@@ -112,7 +112,7 @@ def test_service_image_is_containerized_from_the_bento(tmp_path: Path) -> None:
         f"volume={bundle}:/etc/ssl/certs/ca-certificates.crt:ro",
     ]
     with pytest.raises(ImageError, match="docker"):
-        service_build_command("housing:abc", "x:1-a", _options(Backend.docker, bundle))
+        service_build_command("tabula:abc", "x:1-a", _options(Backend.docker, bundle))
 
 
 def test_training_image_copies_and_compiles_every_package_of_the_project() -> None:
@@ -143,10 +143,10 @@ def test_build_context_holds_everything_the_containerfile_copies() -> None:
         assert (CONTAINERFILE.parents[1] / source).exists(), source
 
 
-def test_containerfile_runs_housing_train_as_a_non_root_user() -> None:
+def test_containerfile_runs_tabula_train_as_a_non_root_user() -> None:
     text = CONTAINERFILE.read_text()
     assert re.search(r"^USER \$\{USER_ID\}:0$", text, re.MULTILINE)
-    assert 'ENTRYPOINT ["housing"]' in text
+    assert 'ENTRYPOINT ["tabula"]' in text
     assert 'CMD ["train"]' in text
     assert "ARG BASE_IMAGE=python:3.11-slim" in text
     assert "uv sync --frozen --no-dev" in text

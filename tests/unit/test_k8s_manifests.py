@@ -65,10 +65,10 @@ def test_a_wrong_field_is_rejected() -> None:
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
 
 
-def test_the_stack_is_complete_and_in_the_housing_namespace(rendered: list[dict[str, Any]]) -> None:
+def test_the_stack_is_complete_and_in_the_tabula_namespace(rendered: list[dict[str, Any]]) -> None:
     kinds = {(obj["kind"], obj["metadata"]["name"]) for obj in rendered}
     assert {
-        ("Namespace", "housing"),
+        ("Namespace", "tabula"),
         ("Deployment", "mlflow"),
         ("Service", "mlflow"),
         ("StatefulSet", "postgres"),
@@ -80,8 +80,8 @@ def test_the_stack_is_complete_and_in_the_housing_namespace(rendered: list[dict[
     assert secret.startswith("postgres-credentials-")
     for obj in rendered:
         if obj["kind"] not in CLUSTER_SCOPED_KINDS:
-            assert obj["metadata"]["namespace"] == "housing", obj["metadata"]["name"]
-    namespace = _by_kind(rendered, "Namespace")["housing"]
+            assert obj["metadata"]["namespace"] == "tabula", obj["metadata"]["name"]
+    namespace = _by_kind(rendered, "Namespace")["tabula"]
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
@@ -131,7 +131,7 @@ def test_mlflow_uses_postgres_and_serves_artifacts_from_its_volume(rendered: lis
     volumes = {volume["name"]: volume for volume in mlflow["spec"]["template"]["spec"]["volumes"]}
     claim = volumes["artifacts"]["persistentVolumeClaim"]["claimName"]
     assert claim in _by_kind(rendered, "PersistentVolumeClaim")
-    assert "mlflow.housing.svc:5000" in args["allowed-hosts"].split(",")
+    assert "mlflow.tabula.svc:5000" in args["allowed-hosts"].split(",")
 
     service = _by_kind(rendered, "Service")["mlflow"]
     assert [port["port"] for port in service["spec"]["ports"]] == [5000]
@@ -176,7 +176,7 @@ def test_every_image_is_a_valid_reference_as_the_base_renders_it(rendered: list[
     assert images
     for image in images:
         assert IMAGE_REFERENCE.match(image), image
-    assert not IMAGE_REFERENCE.match("ghcr.io/OWNER/housing-training:0.1.0")
+    assert not IMAGE_REFERENCE.match("ghcr.io/OWNER/tabula-training:0.1.0")
 
 
 def test_claims_use_the_default_storage_class_unless_the_component_names_one(tmp_path: Path) -> None:
@@ -231,4 +231,4 @@ def test_kind_overlay_publishes_mlflow_where_the_kind_config_maps_it() -> None:
     [port] = _by_kind(rendered, "Service")["mlflow"]["spec"]["ports"]
     assert mappings[port["nodePort"]]["hostPort"] == 5000
     images = {c["image"] for obj in rendered if obj["kind"] in POD_SPEC_KINDS for c in _containers(obj)}
-    assert "localhost/housing-training:dev" in images
+    assert "localhost/tabula-training:dev" in images

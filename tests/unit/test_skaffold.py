@@ -1,6 +1,6 @@
 """skaffold.yaml cannot run here (no skaffold binary, no cluster) and no published schema ships in a
 package, so its structure is checked against what skaffold and the rest of the project expect:
-custom builds through `housing images`, a Helm deploy of charts/housing whose value keys exist,
+custom builds through `tabula images`, a Helm deploy of charts/tabula whose value keys exist,
 the dev / canary / blue-green profiles, and the port-forward to the service."""
 
 import copy
@@ -18,9 +18,9 @@ from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
-CHART = REPO_ROOT / "charts" / "housing"
+CHART = REPO_ROOT / "charts" / "tabula"
 PROFILE_STRATEGIES = {"dev": "rollingUpdate", "canary": "canary", "blue-green": "blueGreen"}
-ARTIFACTS = {"housing-service": "service", "housing-training": "training"}
+ARTIFACTS = {"tabula-service": "service", "tabula-training": "training"}
 
 
 @pytest.fixture(scope="module")
@@ -66,21 +66,21 @@ def test_both_images_are_built_by_the_projects_command(config: dict[str, Any]) -
     assert artifacts.keys() == ARTIFACTS.keys()
     for image, which in ARTIFACTS.items():
         custom = artifacts[image]["custom"]
-        assert f"housing images --only {which} --skaffold" in custom["buildCommand"]
+        assert f"tabula images --only {which} --skaffold" in custom["buildCommand"]
         for pattern in custom["dependencies"]["paths"]:
             assert list(REPO_ROOT.glob(pattern)), f"{image}: {pattern} matches nothing"
     assert config["build"]["local"]["push"] is False
 
 
-def test_the_build_command_line_is_accepted_by_housing_images(config: dict[str, Any]) -> None:
-    """Runs each artifact's `housing images` arguments through the real CLI, without $IMAGE set:
+def test_the_build_command_line_is_accepted_by_tabula_images(config: dict[str, Any]) -> None:
+    """Runs each artifact's `tabula images` arguments through the real CLI, without $IMAGE set:
     the options parse and the command stops at skaffold's missing contract variable."""
     app = typer.Typer()
     register(app)
     app.callback()(lambda: None)
     for artifact in config["build"]["artifacts"]:
         command = artifact["custom"]["buildCommand"]
-        match = re.search(r"housing (images [^\"&]*)", command)
+        match = re.search(r"tabula (images [^\"&]*)", command)
         assert match, command
         result = CliRunner().invoke(app, match.group(1).split(), env={"IMAGE": None})
         # A usage mistake, but the command's own: the options parsed.
@@ -93,19 +93,19 @@ def test_tags_follow_model_version_and_git_sha(config: dict[str, Any]) -> None:
     policy = config["build"]["tagPolicy"]["customTemplate"]
     assert policy["template"] == "{{.MODEL_VERSION}}-{{.GIT_SHA}}"
     components = {component["name"]: component for component in policy["components"]}
-    assert "HOUSING_MODEL_VERSION" in components["MODEL_VERSION"]["envTemplate"]["template"]
+    assert "TABULA_MODEL_VERSION" in components["MODEL_VERSION"]["envTemplate"]["template"]
     assert components["GIT_SHA"]["gitCommit"]["variant"] == "AbbrevCommitSha"
 
 
 def test_helm_release_sets_image_values_the_chart_has(config: dict[str, Any]) -> None:
     [release] = config["deploy"]["helm"]["releases"]
-    assert release["name"] == "housing"
-    assert release["namespace"] == "housing"
+    assert release["name"] == "tabula"
+    assert release["namespace"] == "tabula"
     assert (REPO_ROOT / release["chartPath"] / "Chart.yaml").exists()
     values = yaml.safe_load((REPO_ROOT / release["chartPath"] / "values.yaml").read_text())
     for key, template in release["setValueTemplates"].items():
         _chart_value(values, key)
-        image = "housing_service" if key.startswith("image.") else "housing_training"
+        image = "tabula_service" if key.startswith("image.") else "tabula_training"
         field = "REPO" if key.endswith("repository") else "TAG"
         assert template == f"{{{{.IMAGE_{field}_{image}}}}}"
     for key in release["setValues"]:
@@ -130,8 +130,8 @@ def test_port_forward_reaches_the_service_on_loopback(config: dict[str, Any]) ->
     [forward] = config["portForward"]
     assert forward == {
         "resourceType": "service",
-        "resourceName": "housing",
-        "namespace": "housing",
+        "resourceName": "tabula",
+        "namespace": "tabula",
         "port": 3000,
         "address": "127.0.0.1",
         "localPort": 3000,

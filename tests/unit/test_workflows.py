@@ -172,8 +172,8 @@ def test_ci_runs_the_project_checks_security_and_image_scans() -> None:
         for step in _steps(workflow)
         if step.get("uses", "").startswith("aquasecurity/trivy-action@")
     }
-    assert scanned == {"localhost/housing-service:ci", "localhost/housing-training:ci"}
-    assert "housing images" in shell
+    assert scanned == {"localhost/tabula-service:ci", "localhost/tabula-training:ci"}
+    assert "tabula images" in shell
 
 
 def test_e2e_runs_the_release_loop_on_kind_and_keeps_logs_on_failure() -> None:
@@ -188,14 +188,14 @@ def test_e2e_runs_the_release_loop_on_kind_and_keeps_logs_on_failure() -> None:
         "argo-rollouts",
         "kind load docker-image",
         "kubectl apply -k k8s/overlays/kind",
-        "housing pipeline --k8s --strategy canary --provider argo --kind-cluster",
+        "tabula pipeline --k8s --strategy canary --provider argo --kind-cluster",
         "start_cluster_load load-baseline",
         "wait_cluster_load load-baseline",
-        "housing train --k8s",
+        "tabula train --k8s",
         "start_cluster_load load-good",
-        "housing release --strategy canary",
+        "tabula release --strategy canary",
         "stop_cluster_load load-good",
-        "HOUSING_SABOTAGE_TARGET",
+        "TABULA_SABOTAGE_TARGET",
         "start_cluster_load load-bad",
         "stop_cluster_load load-bad",
     ]
@@ -216,11 +216,11 @@ def test_e2e_sends_its_load_from_inside_the_cluster_not_through_a_port_forward()
     forwards = [line for line in shell.splitlines() if "port-forward" in line]
     assert forwards, "the release loop needs Prometheus"
     assert all("svc/prometheus-operated 9090:9090" in line for line in forwards), forwards
-    assert "housing loadtest" not in shell  # never from the runner
+    assert "tabula loadtest" not in shell  # never from the runner
     assert "localhost:3000" not in shell
     assert "127.0.0.1:3000" not in shell
     service_url = workflow["env"]["SERVICE_URL"]
-    namespace, release = workflow["env"]["NAMESPACE"], workflow["env"]["HOUSING_RELEASE_RELEASE_NAME"]
+    namespace, release = workflow["env"]["NAMESPACE"], workflow["env"]["TABULA_RELEASE_RELEASE_NAME"]
     assert service_url == f"http://{release}.{namespace}.svc:3000"
     published = yaml.safe_load((REPO_ROOT / "k8s" / "kind" / "cluster.yaml").read_text())
     host_ports = {m["hostPort"] for node in published["nodes"] for m in node.get("extraPortMappings", [])}
@@ -241,8 +241,8 @@ def _load_pod(tmp_path: Path, *extra: str, example: str | None = None) -> dict[s
         "PATH": f"{fake_bin}:/usr/bin:/bin",
         "NAMESPACE": workflow_env["NAMESPACE"],
         "SERVICE_URL": workflow_env["SERVICE_URL"],
-        "HOUSING_RELEASE_TRAINING_IMAGE": workflow_env["HOUSING_RELEASE_TRAINING_IMAGE"],
-    } | ({"HOUSING_EXAMPLE": example} if example else {})
+        "TABULA_RELEASE_TRAINING_IMAGE": workflow_env["TABULA_RELEASE_TRAINING_IMAGE"],
+    } | ({"TABULA_EXAMPLE": example} if example else {})
     require_tool("jq")
     result = subprocess.run(
         ["bash", "-c", f'source {E2E_ENV} && start_cluster_load "$@"', "bash", "load-x", "5", "20m", *extra],
@@ -260,8 +260,8 @@ def test_the_in_cluster_load_pod_is_restricted_and_targets_the_service(tmp_path:
     kubernetes_validate.validate(pod, "1.32.0", strict=True)
     [container] = pod["spec"]["containers"]
     workflow_env = _load("e2e.yml")["env"]
-    assert container["image"] == workflow_env["HOUSING_RELEASE_TRAINING_IMAGE"]
-    assert container["command"] == ["housing"]
+    assert container["image"] == workflow_env["TABULA_RELEASE_TRAINING_IMAGE"]
+    assert container["command"] == ["tabula"]
     assert container["args"] == [
         "loadtest", f"--url={workflow_env['SERVICE_URL']}", "--users=5", "--run-time=20m",
         "--out=/tmp/loadtest", "--tags=single",
@@ -276,10 +276,10 @@ def test_the_in_cluster_load_pod_is_restricted_and_targets_the_service(tmp_path:
     }
     assert pod["spec"]["restartPolicy"] == "Never"
     # The rows and answers of the job's example; housing when none is named.
-    assert container["env"] == [{"name": "HOUSING_LOAD_EXAMPLE", "value": "housing"}]
+    assert container["env"] == [{"name": "TABULA_LOAD_EXAMPLE", "value": "housing"}]
     (tmp_path / "iris").mkdir()
     iris = _load_pod(tmp_path / "iris", example="iris")["spec"]["containers"][0]
-    assert iris["env"] == [{"name": "HOUSING_LOAD_EXAMPLE", "value": "iris"}]
+    assert iris["env"] == [{"name": "TABULA_LOAD_EXAMPLE", "value": "iris"}]
     namespace = yaml.safe_load((REPO_ROOT / "k8s" / "base" / "namespace.yaml").read_text())
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
@@ -380,10 +380,10 @@ def test_release_publishes_images_and_the_chart_from_the_tag() -> None:
     assert workflow["on"] == {"push": {"tags": ["v*.*.*"]}}
     shell = _shell(workflow)
     assert 'version="${GITHUB_REF_NAME#v}"' in shell
-    assert "housing images" in shell
+    assert "tabula images" in shell
     assert "--push" in shell
     assert "ghcr.io/${OWNER,,}" in shell
-    assert 'helm package charts/housing --version "$version" --app-version "$version"' in shell
+    assert 'helm package charts/tabula --version "$version" --app-version "$version"' in shell
     assert "oci://ghcr.io/${OWNER,,}/charts" in shell
     # A cache restored into a publishing job could smuggle code into released artifacts.
     setup_uv = [step for step in _steps(workflow) if step.get("uses", "").startswith("astral-sh/setup-uv@")]
@@ -406,13 +406,13 @@ def test_e2e_runs_every_worked_example_on_the_same_steps() -> None:
             assert (overlay["model"]["name"], overlay["model"]["task"]) == (spec.model_name, spec.task)
         else:
             assert spec.task == "regression"  # the chart's defaults are the housing example's
-    assert job["env"]["HOUSING_EXAMPLE"] == "${{ matrix.example }}"
-    assert job["env"]["HOUSING_MODEL_NAME"] == "${{ matrix.model-name }}"
+    assert job["env"]["TABULA_EXAMPLE"] == "${{ matrix.example }}"
+    assert job["env"]["TABULA_MODEL_NAME"] == "${{ matrix.model-name }}"
     assert job["env"]["EXAMPLE_VALUES"] == "${{ matrix.values }}"
     shell = _shell(workflow)
     assert 'values_files "$RUNNER_TEMP/kind-values.yaml" "$EXAMPLE_VALUES"' in shell
-    sabotage = next(s for s in _steps(workflow) if "HOUSING_SABOTAGE_TARGET" in s.get("env", {}))
-    assert sabotage["env"]["HOUSING_SABOTAGE_TARGET"] == "${{ matrix.sabotage }}"
+    sabotage = next(s for s in _steps(workflow) if "TABULA_SABOTAGE_TARGET" in s.get("env", {}))
+    assert sabotage["env"]["TABULA_SABOTAGE_TARGET"] == "${{ matrix.sabotage }}"
 
 
 def _e2e_function(tmp_path: Path, call: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -443,7 +443,7 @@ def test_sabotaged_params_are_valid_params_of_one_constant_model(
     from contracts.params import load_params
 
     result = _e2e_function(
-        tmp_path, "sabotaged_params params.yaml", HOUSING_EXAMPLE=example, HOUSING_SABOTAGE_TARGET=target
+        tmp_path, "sabotaged_params params.yaml", TABULA_EXAMPLE=example, TABULA_SABOTAGE_TARGET=target
     )
     assert result.returncode == 0, result.stderr
     params = load_params(tmp_path / "params.yaml")
@@ -461,7 +461,7 @@ def test_sabotaged_params_are_valid_params_of_one_constant_model(
 
 def test_sabotaged_params_refuse_an_example_without_a_sabotaged_model(tmp_path: Path) -> None:
     result = _e2e_function(
-        tmp_path, "sabotaged_params params.yaml", HOUSING_EXAMPLE="orchids", HOUSING_SABOTAGE_TARGET="x"
+        tmp_path, "sabotaged_params params.yaml", TABULA_EXAMPLE="orchids", TABULA_SABOTAGE_TARGET="x"
     )
     assert result.returncode != 0
     assert "no sabotaged model for example orchids" in result.stderr

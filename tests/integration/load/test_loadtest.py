@@ -1,4 +1,4 @@
-"""`housing loadtest` against a real HTTP server with the service's API shape, for a few seconds each.
+"""`tabula loadtest` against a real HTTP server with the service's API shape, for a few seconds each.
 
 Locust really runs (as the CLI's child process) and really sends traffic to 127.0.0.1; the
 server is tests/integration/load/fake_service.py in one of its modes.
@@ -42,7 +42,7 @@ def fake_service(tmp_path: Path) -> Iterator[Callable[[str], str]]:
 
 
 def loadtest(*options: str) -> Result:
-    """`housing loadtest` through the root CLI, in this process (Locust itself runs in a child)."""
+    """`tabula loadtest` through the root CLI, in this process (Locust itself runs in a child)."""
     return CliRunner().invoke(app, ["loadtest", *options])
 
 
@@ -130,12 +130,12 @@ def test_a_missing_payloads_file_is_a_bad_setting_refused_before_locust_starts(t
     result = CliRunner().invoke(
         app,
         ["loadtest", "--url", "http://127.0.0.1:9", "--out", str(tmp_path / "report"), "--run-time", "2s"],
-        env={"HOUSING_LOAD_PAYLOADS_FILE": str(missing)},
+        env={"TABULA_LOAD_PAYLOADS_FILE": str(missing)},
     )
 
     assert result.exit_code == 2, result.output
     assert result.output == (
-        "error: invalid setting HOUSING_LOAD_PAYLOADS_FILE: Path does not point to a file\n"
+        "error: invalid setting TABULA_LOAD_PAYLOADS_FILE: Path does not point to a file\n"
     )
     assert not (tmp_path / "report").exists()
 
@@ -148,7 +148,7 @@ def test_a_locust_crash_is_an_unexpected_failure_exit_1_with_its_last_line(tmp_p
     result = CliRunner().invoke(
         app,
         ["loadtest", "--url", "http://127.0.0.1:9", "--out", str(tmp_path / "report"), "--run-time", "2s"],
-        env={"HOUSING_LOAD_PAYLOADS_FILE": str(garbage)},
+        env={"TABULA_LOAD_PAYLOADS_FILE": str(garbage)},
     )
 
     assert result.exit_code == 1, result.output
@@ -205,7 +205,7 @@ def test_numbers_from_a_regression_service_fail_the_classification_check(
     fake_service: Callable[[str], str], tmp_path: Path
 ) -> None:
     """Sending iris rows to a number-answering service: every answer is the wrong task's (and every
-    row lacks MedInc, so the fake housing service errors)."""
+    row lacks MedInc, so the fake tabula service errors)."""
     url = fake_service("ok")
     out = tmp_path / "report"
 

@@ -1,9 +1,9 @@
 """The chart's class-shift analysis against a real Prometheus scraping synthetic classifier tracks.
 
-Each track is a loopback exporter whose `housing_predicted_class_total` counters grow at fixed rates
+Each track is a loopback exporter whose `tabula_predicted_class_total` counters grow at fixed rates
 per class (the classification metric of the service contract: rows answered per class label). Prometheus
 (Debian's binary) scrapes them every second, labelled as the chart's ServiceMonitor labels native
-canary pods (`housing_io_track`). The query comes from `helm template` of the native canary scenario
+canary pods (`tabula_io_track`). The query comes from `helm template` of the native canary scenario
 with the iris values overlay, and is measured the way the release loop measures it: its Prometheus
 client (release.evidence) and its evaluator of the chart's successCondition (release.analysis.assess).
 """
@@ -54,11 +54,11 @@ class Exporter(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         elapsed = time.monotonic() - self.started
-        lines = ["# TYPE housing_predicted_class_total counter"]
+        lines = ["# TYPE tabula_predicted_class_total counter"]
         for label, rate in self.rates.items():
             labels = f'model_name="{MODEL_NAME}",model_version="7",route="/predict",class="{label}"'
             # An idle track keeps the count it had: 100 rows per class before the window.
-            lines.append(f"housing_predicted_class_total{{{labels}}} {100 + rate * elapsed}")
+            lines.append(f"tabula_predicted_class_total{{{labels}}} {100 + rate * elapsed}")
         body = ("\n".join(lines) + "\n").encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -93,10 +93,10 @@ def rendered() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def class_shift(rendered: list[dict[str, Any]]) -> MetricSpec:
     (config,) = [
-        o for o in rendered if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "housing-analysis"
+        o for o in rendered if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "tabula-analysis"
     ]
     spec = AnalysisSpec.from_json(config["data"]["analysis.json"])
-    assert spec.track_label == "housing_io_track"
+    assert spec.track_label == "tabula_io_track"
     (metric,) = [m for m in spec.metrics if m.name == "class-shift"]
     return metric
 
@@ -117,7 +117,7 @@ def prometheus(
             "scrape_interval": "1s",
             "scrape_timeout": "1s",
             "static_configs": [
-                {"targets": [address], "labels": {"namespace": NAMESPACE, "housing_io_track": track}}
+                {"targets": [address], "labels": {"namespace": NAMESPACE, "tabula_io_track": track}}
                 for track, address in targets.items()
             ],
         }
@@ -129,7 +129,7 @@ def prometheus(
 
 def wait_for_scrapes(prometheus: Prometheus, series: int) -> None:
     deadline = time.monotonic() + READY_SECONDS
-    query = f"count_over_time(housing_predicted_class_total[2m]) >= {SCRAPES}"
+    query = f"count_over_time(tabula_predicted_class_total[2m]) >= {SCRAPES}"
     while len(prometheus.vector(query)) < series:
         assert time.monotonic() < deadline, f"Prometheus did not scrape {SCRAPES} samples of every track"
         time.sleep(0.5)
@@ -180,7 +180,7 @@ def test_no_data_fails(prometheus: Prometheus, class_shift: MetricSpec, case: st
 
 
 def test_the_threshold_is_the_overlays_max_distance(class_shift: MetricSpec) -> None:
-    values = yaml.safe_load((REPO_ROOT / "charts" / "housing" / "values.yaml").read_text())
+    values = yaml.safe_load((REPO_ROOT / "charts" / "tabula" / "values.yaml").read_text())
     maximum = values["rollout"]["analysis"]["classShift"]["maxDistance"]
     assert class_shift.success_condition == f"len(result) > 0 && result[0] <= {maximum}"
     assert json.dumps(maximum) == "0.1"

@@ -79,8 +79,8 @@ def analysis_metrics(chart: Rendered) -> list[AnalysisMetric]:
 
 
 def dashboard_panels(chart: Rendered) -> list[tuple[str, str]]:
-    dashboard_map = next(m for m in chart.of_kind("ConfigMap") if "housing.json" in m.get("data", {}))
-    dashboard = json.loads(dashboard_map["data"]["housing.json"])
+    dashboard_map = next(m for m in chart.of_kind("ConfigMap") if "tabula.json" in m.get("data", {}))
+    dashboard = json.loads(dashboard_map["data"]["tabula.json"])
     return [
         (panel["title"], target["expr"])
         for panel in dashboard["panels"]
@@ -115,7 +115,7 @@ def scrape_config(chart: Rendered, targets: dict[str, str]) -> dict[str, Any]:
         "static_configs": [
             {
                 "targets": [url.removeprefix("http://")],
-                "labels": {"namespace": namespace, "pod": f"housing-{role}", label_name: role},
+                "labels": {"namespace": namespace, "pod": f"tabula-{role}", label_name: role},
             }
             for role, url in targets.items()
         ],
@@ -207,7 +207,7 @@ def test_every_target_is_scraped_with_the_chart_labels(fleet: Fleet, chart: Rend
     up = query(fleet.prometheus, f'up{{job="{job}"}}')
     assert values(up) == [1.0] * len(fleet.servers)
     namespace = chart.one("ServiceMonitor")["metadata"]["namespace"]
-    info = query(fleet.prometheus, f'housing_model_info{{job="{job}", namespace="{namespace}"}}')
+    info = query(fleet.prometheus, f'tabula_model_info{{job="{job}", namespace="{namespace}"}}')
     assert {s["metric"]["model_version"] for s in info} == set(fleet.versions.versions.values())
 
 

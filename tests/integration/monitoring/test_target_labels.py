@@ -41,7 +41,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
     chart = render_scenario("canary")
     monitor = chart.one("ServiceMonitor")
     (namespace,) = monitor["spec"]["namespaceSelector"]["matchNames"]
-    spec = json.loads(chart.one("ConfigMap", "housing-analysis")["data"]["analysis.json"])
+    spec = json.loads(chart.one("ConfigMap", "tabula-analysis")["data"]["analysis.json"])
     registry = CollectorRegistry()
     metrics = ServiceMetrics(chart.values["model"]["name"], "4", "run4", registry)
     former = Counter("former_requests_total", "Requests as labelled before.", ["endpoint"], registry=registry)
@@ -54,12 +54,12 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
     # What the operator attaches for the chart's ServiceMonitor: job, namespace, pod, endpoint = port name.
     labels = {
         "namespace": namespace,
-        "pod": "housing-6d4cf56db6-abcde",
+        "pod": "tabula-6d4cf56db6-abcde",
         "endpoint": monitor["spec"]["endpoints"][0]["port"],
         spec["trackLabel"]: TRACK,
     }
     scrape = {
-        "job_name": "housing-metrics",
+        "job_name": "tabula-metrics",
         "honor_labels": False,
         "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": labels}],
     }
@@ -68,7 +68,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
             deadline = time.monotonic() + 30
             # Three scrapes, so that increase() over the range has samples to compare.
             while time.monotonic() < deadline:
-                if query(url, "count_over_time(housing_model_info[1m]) >= 3"):
+                if query(url, "count_over_time(tabula_model_info[1m]) >= 3"):
                     break
                 time.sleep(0.5)
             yield url, spec
@@ -79,7 +79,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
 
 def test_route_is_untouched_without_honor_labels(scraped: tuple[str, dict[str, Any]]) -> None:
     prometheus, spec = scraped
-    series = query(prometheus, 'housing_http_requests_total{route="/predict"}')
+    series = query(prometheus, 'tabula_http_requests_total{route="/predict"}')
     assert len(series) == 1
     assert series[0]["metric"]["endpoint"] == "http"  # the operator's target label, beside ours
     evidence = fill(spec["evidence"]["requestsQuery"], {"track": TRACK, "range": "5m"})

@@ -33,7 +33,7 @@ def postgres() -> Iterator[int]:
     if not (POSTGRES_BIN / "initdb").is_file() or shutil.which("runuser") is None or os.geteuid() != 0:
         unavailable("PostgreSQL 15 (Debian package postgresql) and root for runuser are needed")
     # Not under pytest's tmp_path: its parent is private to root, and PostgreSQL runs as `postgres`.
-    with tempfile.TemporaryDirectory(prefix="housing-pg-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="tabula-pg-") as scratch:
         yield from _cluster(Path(scratch))
 
 

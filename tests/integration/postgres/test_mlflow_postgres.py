@@ -21,7 +21,7 @@ from tests.support import REPO_ROOT, VENV_BIN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-MODEL = "housing-on-postgres"
+MODEL = "tabula-on-postgres"
 DATABASE = "mlflow"
 
 
@@ -32,17 +32,17 @@ class Registry:
     params: Path
     data: Path
 
-    def housing(self, *args: str, retries: int = 4) -> subprocess.CompletedProcess[str]:
+    def tabula(self, *args: str, retries: int = 4) -> subprocess.CompletedProcess[str]:
         env = os.environ | {
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
             "MLFLOW_TRACKING_URI": self.url,
-            "HOUSING_PARAMS_FILE": str(self.params),
-            "HOUSING_DATA_PATH": str(self.data),
-            "HOUSING_MODEL_NAME": MODEL,
-            "HOUSING_MLFLOW_RETRIES": str(retries),
+            "TABULA_PARAMS_FILE": str(self.params),
+            "TABULA_DATA_PATH": str(self.data),
+            "TABULA_MODEL_NAME": MODEL,
+            "TABULA_MLFLOW_RETRIES": str(retries),
         }
         return subprocess.run(
-            [str(VENV_BIN / "housing"), *args],
+            [str(VENV_BIN / "tabula"), *args],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
 
@@ -94,19 +94,19 @@ def test_the_server_runs_with_the_manifests_flags(tmp_path: Path) -> None:
 
 
 def test_train_registers_and_promotes_into_postgres(registry: Registry) -> None:
-    first = registry.housing("train", "--candidate", "ridge")
+    first = registry.tabula("train", "--candidate", "ridge")
     assert first.returncode == 0, first.stderr[-3000:]
     assert registry.production() == "1"
     # Another model (a new fingerprint), so a second version; the gate may keep the champion (exit 5).
-    second = registry.housing("train", "--candidate", "linear")
+    second = registry.tabula("train", "--candidate", "linear")
     assert second.returncode in {0, 5}, second.stderr[-3000:]
     assert registry.state().startswith("versions 1:")
     assert ",2:" in registry.state()
-    promoted = registry.housing("promote", "--version", "2", "--force")
+    promoted = registry.tabula("promote", "--version", "2", "--force")
     assert promoted.returncode == 0, promoted.stderr[-3000:]
     assert registry.production() == "2"
     # The alias the CLI reads back is the one PostgreSQL holds.
-    listed = registry.housing("models", "--json")
+    listed = registry.tabula("models", "--json")
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert '"production"' in listed.stdout
 
@@ -115,14 +115,14 @@ def test_with_the_database_down_calls_fail_in_one_line_and_the_registry_is_uncha
     registry: Registry,
 ) -> None:
     if not registry.production():
-        assert registry.housing("train", "--candidate", "ridge").returncode == 0
+        assert registry.tabula("train", "--candidate", "ridge").returncode == 0
     before = registry.state()
     registry.postgres.ctl("stop", "-m", "fast")
     try:
         health = httpx.get(f"{registry.url}/health", timeout=10)
         assert health.status_code == 200  # MLflow itself is up; only its database is gone
         for command in (("train",), ("promote", "--version", "1", "--force"), ("promote", "--rollback")):
-            result = registry.housing(*command, retries=0)
+            result = registry.tabula(*command, retries=0)
             assert result.returncode == 4, (command, result.returncode, result.stderr[-3000:])
             errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
             assert len(errors) == 1, result.stderr[-3000:]
@@ -131,5 +131,5 @@ def test_with_the_database_down_calls_fail_in_one_line_and_the_registry_is_uncha
         registry.postgres.ctl("start")
     assert registry.state() == before
     # MLflow reconnects once the database is back.
-    again = registry.housing("models", "--json")
+    again = registry.tabula("models", "--json")
     assert again.returncode == 0, again.stderr[-3000:]

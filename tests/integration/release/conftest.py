@@ -33,7 +33,7 @@ from training import registry
 from training.config import TrainingSettings
 from training.pipeline import train
 
-NAMESPACE = "housing"
+NAMESPACE = "tabula"
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def production(settings: TrainingSettings) -> str:
 class Tracks:
     """Exporters of the service's own metrics (``ServiceMetrics``), one per model version, scraped by a
     REAL Prometheus through file-based discovery: a fake pod registers its exporter with the target
-    labels the ServiceMonitor would give it (``rollouts_pod_template_hash`` / ``housing_io_track``).
+    labels the ServiceMonitor would give it (``rollouts_pod_template_hash`` / ``tabula_io_track``).
 
     A thread plays traffic: the stable version (v1) always; the candidate (v2) as ``candidate`` says:
     ``good``, ``errors`` (every 10th request answers 500) or ``none``.
@@ -200,7 +200,7 @@ def tracks(
     traffic = threading.Thread(target=state.play, args=(metrics,), daemon=True)
     traffic.start()
     scrape = {
-        "job_name": "housing-metrics",  # the chart's metrics Service, as the ServiceMonitor names the job
+        "job_name": "tabula-metrics",  # the chart's metrics Service, as the ServiceMonitor names the job
         "file_sd_configs": [{"files": [str(state.sd_file)], "refresh_interval": "1s"}],
     }
     try:
@@ -216,7 +216,7 @@ def tracks(
 
 def wait_for_series(prometheus: str, selector: str, timeout: float = 30) -> None:
     """Until Prometheus has scraped ``selector`` often enough to compute a rate."""
-    promql = f"sum(rate(housing_http_requests_total{{{selector}}}[30s])) > 0"
+    promql = f"sum(rate(tabula_http_requests_total{{{selector}}}[30s])) > 0"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=5).json()

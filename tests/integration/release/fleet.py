@@ -1,6 +1,6 @@
 """Real tracks for release tests: `bentoml serve` per track, a real Prometheus, traffic, and a kubelet.
 
-Each track is a real server process of a Bento built by `housing build` from a version registered in
+Each track is a real server process of a Bento built by `tabula build` from a version registered in
 a real MLflow store (tests/integration/reliability/harness.py registers the versions,
 tests/integration/service/conftest.py builds and serves). Faults come from tests/faults/sitecustomize.py
 (``with_faults``): raise_rate, delay_seconds, shift, never_ready, crash_after.
@@ -8,7 +8,7 @@ tests/integration/service/conftest.py builds and serves). Faults come from tests
 Prometheus (Debian's binary) scrapes every track the way the chart's ServiceMonitor asks the
 prometheus-operator to: job = the metrics Service's name, the release namespace, honor_labels as the
 endpoint says, and the track as the target label the chart's queries select on
-(``rollouts_pod_template_hash=<hash>`` for Argo, ``housing_io_track=<track>`` for native, from
+(``rollouts_pod_template_hash=<hash>`` for Argo, ``tabula_io_track=<track>`` for native, from
 podTargetLabels). Targets come and go through file-based discovery, as pods do. ``model_version`` comes
 from the service itself. The job, namespace and track label are read from the chart as rendered.
 
@@ -51,7 +51,7 @@ DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments/"
 
 @dataclass(frozen=True)
 class Bentos:
-    """Registered versions by role and the Bento `housing build` made of each, in one BentoML home."""
+    """Registered versions by role and the Bento `tabula build` made of each, in one BentoML home."""
 
     versions: ModelVersions
     tags: dict[str, str]

@@ -1,7 +1,7 @@
-"""``housing pipeline --k8s`` end to end against a REAL MLflow server, the fake Kubernetes API and a
+"""``tabula pipeline --k8s`` end to end against a REAL MLflow server, the fake Kubernetes API and a
 recording fake of Helm's cluster-side commands.
 
-The fake Job controller runs what the chart's training Job runs (``housing train``) in this process,
+The fake Job controller runs what the chart's training Job runs (``tabula train``) in this process,
 against the real registry. The image build and push are replaced by a recording FAKE
 (``build_and_ship``): they need a registry or a kind cluster, and the images themselves are built and
 run by tests/e2e and the kind workflow.
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 JOBS = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
 PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
-REPOSITORY = "localhost/housing-service"
+REPOSITORY = "localhost/tabula-service"
 ROLLING = ClusterPipelineOptions(strategy="rollingUpdate", provider="argo", git_sha=None)
 NATIVE_CANARY = ClusterPipelineOptions(strategy="canary", provider="native", git_sha=None)
 
@@ -112,20 +112,20 @@ def test_first_run_trains_installs_production_and_runs_helm_test(
     assert overrides["image"] == {"repository": REPOSITORY, "tag": "1-abc"}
     assert overrides["model"] == {"version": "1"}
     assert overrides["rollout"]["strategy"] == "canary"
-    assert (test, release) == ("test", "housing")
+    assert (test, release) == ("test", "tabula")
     assert "  | best: linear, registered as v1" in lines
-    assert "first install of housing: v1 as canary" in lines
-    assert "Deployment housing is ready (2/2 available, image localhost/housing-service:1-abc)" in lines
+    assert "first install of tabula: v1 as canary" in lines
+    assert "Deployment tabula is ready (2/2 available, image localhost/tabula-service:1-abc)" in lines
     assert lines[-6:-1] == [
         "where to look:",
-        f"  service     kubectl -n {NAMESPACE} port-forward svc/housing 3000:3000",
+        f"  service     kubectl -n {NAMESPACE} port-forward svc/tabula 3000:3000",
         "              then http://127.0.0.1:3000/docs (Swagger UI) and http://127.0.0.1:3000/metrics",
-        f"  rollout     housing rollout status -n {NAMESPACE} --helm-release housing",
-        f"  MLflow      {settings.tracking_uri} (housing models --model-name {settings.model_name})",
+        f"  rollout     tabula rollout status -n {NAMESPACE} --helm-release tabula",
+        f"  MLflow      {settings.tracking_uri} (tabula models --model-name {settings.model_name})",
     ]
     assert (
         lines[-1]
-        == f'  dashboard   Grafana, "Housing model: {NAMESPACE}/housing" (alerts: PrometheusRule housing)'
+        == f'  dashboard   Grafana, "Tabula model: {NAMESPACE}/tabula" (alerts: PrometheusRule tabula)'
     )
 
 
@@ -152,7 +152,7 @@ def test_a_challenger_the_gate_rejects_is_not_released(
     assert (report.version, report.decision, report.production) == ("2", "rejected", "1")
     assert production(settings) == "1"
     assert shipped == []
-    assert helm.calls == [("test", "housing")]
+    assert helm.calls == [("test", "tabula")]
     assert (
         "v2 lost the offline comparison to production v1: not released; the cluster keeps serving v1" in lines
     )
@@ -173,9 +173,9 @@ def test_a_promoted_challenger_rolls_out(
     assert (report.version, report.decision, report.production) == ("2", "promoted", "2")
     assert shipped == ["2"]
     [(kind, overrides), test] = helm.calls
-    assert (kind, test) == ("upgrade", ("test", "housing"))
+    assert (kind, test) == ("upgrade", ("test", "tabula"))
     assert overrides["image"] == {"repository": REPOSITORY, "tag": "2-abc"}
-    assert "Deployment housing is ready (2/2 available, image localhost/housing-service:2-abc)" in lines
+    assert "Deployment tabula is ready (2/2 available, image localhost/tabula-service:2-abc)" in lines
 
 
 def test_retraining_to_the_served_model_releases_nothing(
@@ -192,5 +192,5 @@ def test_retraining_to_the_served_model_releases_nothing(
 
     assert (report.version, report.production) == ("1", "1")
     assert shipped == []
-    assert helm.calls == [("test", "housing")]
+    assert helm.calls == [("test", "tabula")]
     assert "the cluster already serves v1: nothing to release" in lines

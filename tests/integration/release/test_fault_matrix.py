@@ -1,6 +1,6 @@
 """Issue 9's fault matrix, end to end: the release loop (release/loop.py) against REAL tracks.
 
-Real parts: `bentoml serve` of Bentos built by `housing build` from versions in a real MLflow registry
+Real parts: `bentoml serve` of Bentos built by `tabula build` from versions in a real MLflow registry
 (one stable process shared by every case, one candidate process per case with its fault), a real
 Prometheus scraping them with the target labels the chart's ServiceMonitor gives the pods, the chart's
 analysis as `helm template` renders it (ConfigMap `<fullname>-analysis`), and the registry's
@@ -62,9 +62,9 @@ from training.config import TrainingSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPOSITORY = "localhost/housing-service"
+REPOSITORY = "localhost/tabula-service"
 STABLE_TAG = "1-aaa"
-NATIVE_TRACK = "housing.io/track"
+NATIVE_TRACK = "tabula.io/track"
 WINDOW_SECONDS = 6.0
 # Three measurements two seconds apart over a 6 s window that the candidate fills before the first
 # (a window longer than its data would compare it with rows stable got alone); none may fail;
@@ -137,7 +137,9 @@ def params() -> list[Any]:
     for provider, strategy, cases in COMBOS:
         for case in cases:
             group = pytest.mark.xdist_group(f"fault-matrix-{provider}")
-            found.append(pytest.param(provider, strategy, case, id=f"{provider}-{strategy}-{case}", marks=group))
+            found.append(
+                pytest.param(provider, strategy, case, id=f"{provider}-{strategy}-{case}", marks=group)
+            )
     return found
 
 
@@ -179,7 +181,7 @@ def scrape(bentos: Bentos) -> Scrape:
         provider: Scrape.of_chart(rendered(bentos, installed(provider, "canary", "")))
         for provider in ("native", "argo")
     }
-    assert scrapes["native"].track_label == "housing_io_track"
+    assert scrapes["native"].track_label == "tabula_io_track"
     assert scrapes["argo"].track_label == "rollouts_pod_template_hash"
     assert (scrapes["native"].job, scrapes["native"].namespace) == (
         scrapes["argo"].job,
@@ -478,7 +480,7 @@ def write_table() -> None:
 def served_versions(url: str, selector: str) -> set[str]:
     # Over the last window only: an earlier native case's candidate had the same track name.
     window = f"{WINDOW_SECONDS:.0f}s"
-    promql = f"max by (model_version) (max_over_time(housing_model_info{{{selector}}}[{window}]))"
+    promql = f"max by (model_version) (max_over_time(tabula_model_info{{{selector}}}[{window}]))"
     body = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5).json()
     return {sample["metric"]["model_version"] for sample in body["data"]["result"]}
 

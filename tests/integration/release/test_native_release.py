@@ -28,7 +28,7 @@ from training.config import TrainingSettings
 
 pytestmark = pytest.mark.integration
 
-REPOSITORY = "localhost/housing-service"
+REPOSITORY = "localhost/tabula-service"
 NEW_IMAGE = f"{REPOSITORY}:2-bbb"
 # Three measurements a minute apart on the fast clock, no failure tolerated.
 ANALYSIS = {"interval": "1m", "count": 3, "initialDelay": "1m", "failureLimit": 0, "window": "30s"}
@@ -48,8 +48,8 @@ def start(
 ) -> tuple[Any, RecordingFakeHelm, list[str]]:
     state, prometheus = tracks
     stable, candidate = TRACKS[strategy]
-    state.register({"housing_io_track": stable}, "1")
-    state.register({"housing_io_track": candidate}, "2")
+    state.register({"tabula_io_track": stable}, "1")
+    state.register({"tabula_io_track": candidate}, "2")
     wait_for_series(prometheus, 'model_version="1"')
     if state.candidate != "none":
         wait_for_series(prometheus, 'model_version="2"')
@@ -112,7 +112,7 @@ def test_good_candidate_passes_the_analysis_and_takes_all_traffic(
         assert candidate["rollout"]["native"]["canary"] == {"tag": "2-bbb", "modelVersion": "2"}
         assert promotion["image"]["tag"] == "2-bbb"
         assert promotion["rollout"]["native"]["canary"]["tag"] == ""
-        assert served_images(fake) == {"housing": NEW_IMAGE}
+        assert served_images(fake) == {"tabula": NEW_IMAGE}
     else:
         candidate, scale_up, switch, scale_down = (call[1] for call in helm.calls)
         assert candidate["rollout"]["native"]["blueGreen"] == {"blueTag": "1-aaa", "greenTag": "2-bbb"}
@@ -126,7 +126,7 @@ def test_good_candidate_passes_the_analysis_and_takes_all_traffic(
             "blue scaled down to previewReplicas=1"
         )
         # The old colour keeps one pod for a fast switch back; users are on green.
-        assert served_images(fake) == {"housing-blue": f"{REPOSITORY}:1-aaa", "housing-green": NEW_IMAGE}
+        assert served_images(fake) == {"tabula-blue": f"{REPOSITORY}:1-aaa", "tabula-green": NEW_IMAGE}
 
 
 @pytest.mark.parametrize("tracks", ["errors"], indirect=True, ids=["10%-errors"])
@@ -145,7 +145,7 @@ def test_erroring_canary_fails_the_analysis_and_is_rolled_back(
     assert version_tags(training, "2")["release.state"] == "rejected"
     assert [call[0] for call in helm.calls] == ["upgrade", "rollback"]
     assert helm.calls[1] == ("rollback", 1)
-    assert served_images(fake) == {"housing": f"{REPOSITORY}:1-aaa"}
+    assert served_images(fake) == {"tabula": f"{REPOSITORY}:1-aaa"}
     assert "production stays at v1" in lines
 
 
@@ -183,5 +183,5 @@ def test_without_auto_promotion_no_evidence_leaves_the_candidate_for_a_decision(
         release(target, training, request)
 
     assert [call[0] for call in helm.calls] == ["upgrade"]
-    assert served_images(fake) == {"housing": f"{REPOSITORY}:1-aaa", "housing-canary": NEW_IMAGE}
+    assert served_images(fake) == {"tabula": f"{REPOSITORY}:1-aaa", "tabula-canary": NEW_IMAGE}
     assert production(training) == "1"

@@ -33,9 +33,9 @@ from training.config import TrainingSettings
 
 pytestmark = pytest.mark.integration
 
-ROLLOUT = "/apis/argoproj.io/v1alpha1/namespaces/housing/rollouts/housing"
-RUNS = "/apis/argoproj.io/v1alpha1/namespaces/housing/analysisruns/"
-REPOSITORY = "localhost/housing-service"
+ROLLOUT = "/apis/argoproj.io/v1alpha1/namespaces/tabula/rollouts/tabula"
+RUNS = "/apis/argoproj.io/v1alpha1/namespaces/tabula/analysisruns/"
+REPOSITORY = "localhost/tabula-service"
 NEW_IMAGE = f"{REPOSITORY}:2-bbb"
 SCALE = 60
 # The chart's default steps: timed pauses only.
@@ -162,7 +162,7 @@ def test_good_canary_is_promoted_after_every_timed_pause_ran_its_full_duration(
     values = tags["release.evidence.success-rate"].split(",")
     assert len(values) >= 3
     assert all(float(value) >= 0.99 for value in values), values
-    assert tags["release.result"].startswith("Rollout housing completed")
+    assert tags["release.result"].startswith("Rollout tabula completed")
     [upgrade] = helm.calls
     assert "stableModelVersion" not in str(upgrade[1])
     # The measurements were printed.
@@ -301,7 +301,7 @@ def test_manual_decision_leaves_a_manual_pause_to_the_user_and_a_rerun_resumes(
 
     assert status_patches(fake) == []
     assert fake.objects[ROLLOUT]["status"]["phase"] == "Paused"
-    assert "Rollout housing waits for `housing rollout promote` (or abort)" in lines
+    assert "Rollout tabula waits for `tabula rollout promote` (or abort)" in lines
     assert version_tags(training, "2")["release.state"] == "analysing"
     assert [call[0] for call in helm.calls] == ["upgrade"]
 
@@ -394,7 +394,7 @@ def test_a_release_whose_metrics_prometheus_does_not_scrape_stops_before_any_cha
     with pytest.raises(
         ReleaseError,
         match=(
-            r'no target up\{job="housing-price-metrics", namespace="housing"\} after 90s: the ServiceMonitor '
+            r'no target up\{job="housing-price-metrics", namespace="tabula"\} after 90s: the ServiceMonitor '
             r"is not selected; set the chart value monitoring.serviceMonitor.labels to "
             r"\{release: <your kube-prometheus-stack release>\}"
         ),

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 def exporter() -> Iterator[tuple[str, Gauge]]:
     registry = CollectorRegistry()
     gauge = Gauge(
-        "housing_feature_drift_psi", "PSI", ["model_name", "model_version", "feature"], registry=registry
+        "tabula_feature_drift_psi", "PSI", ["model_name", "model_version", "feature"], registry=registry
     )
     port = free_port()
     http_server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
@@ -39,7 +39,7 @@ def exporter() -> Iterator[tuple[str, Gauge]]:
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory, exporter: tuple[str, Gauge]) -> Iterator[str]:
-    scrape = {"job_name": "housing", "static_configs": [{"targets": [exporter[0]]}]}
+    scrape = {"job_name": "tabula", "static_configs": [{"targets": [exporter[0]]}]}
     with prometheus_server(tmp_path_factory.mktemp("prometheus"), [scrape]) as url:
         yield url
 
@@ -63,7 +63,7 @@ def champion(mlflow_url: str, small_data: Path, tmp_path_factory: pytest.TempPat
 
 
 def wait_for_value(prometheus: str, feature: str, value: float) -> None:
-    query = f'housing_feature_drift_psi{{model_name="retrain-trigger", feature="{feature}"}}'
+    query = f'tabula_feature_drift_psi{{model_name="retrain-trigger", feature="{feature}"}}'
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         result = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}).json()["data"]["result"]
@@ -84,7 +84,7 @@ def test_no_champion_trains(champion: TrainingSettings) -> None:
 def test_same_data_without_prometheus_does_not_train(champion: TrainingSettings) -> None:
     needed, why = should_train(champion, ReleaseSettings(prometheus_url=None))
     assert not needed
-    assert why.endswith("is champion v1's; drift not checked (HOUSING_RELEASE_PROMETHEUS_URL is not set)")
+    assert why.endswith("is champion v1's; drift not checked (TABULA_RELEASE_PROMETHEUS_URL is not set)")
 
 
 def test_changed_data_trains_and_says_so(

@@ -44,8 +44,8 @@ from training.config import TrainingSettings
 
 pytestmark = pytest.mark.integration
 
-ROLLOUT = f"/apis/argoproj.io/v1alpha1/namespaces/{NAMESPACE}/rollouts/housing"
-REPOSITORY = "localhost/housing-service"
+ROLLOUT = f"/apis/argoproj.io/v1alpha1/namespaces/{NAMESPACE}/rollouts/tabula"
+REPOSITORY = "localhost/tabula-service"
 NEW_IMAGE = f"{REPOSITORY}:2-bbb"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/"
 # Minutes of the fast clock are seconds of Prometheus: 5 "minutes" leave it five scrapes of new series.
@@ -91,7 +91,7 @@ class Fleet:
             answer = PREDICTIONS[tick % len(PREDICTIONS)]
             stable.observe_request("/predict", 200, 0.004)
             stable.observe_predictions("/predict", [answer])
-            if self.deployed("housing-shadow"):  # the stable pods mirror to it, after answering
+            if self.deployed("tabula-shadow"):  # the stable pods mirror to it, after answering
                 champion: float | str = answer if self.shift is not None else CLASSES[tick % len(CLASSES)]
                 mine = (
                     champion + self.shift if isinstance(champion, float) else SWAPPED.get(champion, champion)
@@ -100,7 +100,7 @@ class Fleet:
                 shadow.compare(headers.get, SimpleNamespace(prediction=mine))
                 shadow.metrics.observe_request("/predict", 200, 0.005)
                 self.shadow_pairs += 1
-            if self.deployed("housing-canary") or "canary" in self.argo_hashes.values():
+            if self.deployed("tabula-canary") or "canary" in self.argo_hashes.values():
                 # The Service gives the canary's pods their share of live requests.
                 canary.observe_request("/predict", 200, 0.004)
                 canary.observe_predictions("/predict", [answer])
@@ -108,7 +108,7 @@ class Fleet:
 
     def register_pod(self, pod_hash: str, image: str) -> None:
         """FakeArgo's on_replica_set: a ReplicaSet's pods serve the version of its image tag (Argo's
-        target label is the pod-template hash, chart housing.trackLabel)."""
+        target label is the pod-template hash, chart tabula.trackLabel)."""
         self.argo_hashes[pod_hash] = "stable" if image.endswith(":1-aaa") else "canary"
         groups = [
             {
@@ -129,7 +129,7 @@ def replace(path: Path, groups: list[dict[str, Any]]) -> None:
 def write_targets(path: Path, tracks: dict[str, str]) -> None:
     """File-based discovery of the exporters (track -> address), labelled as the ServiceMonitor does."""
     groups = [
-        {"targets": [address], "labels": {"namespace": NAMESPACE, "housing_io_track": track}}
+        {"targets": [address], "labels": {"namespace": NAMESPACE, "tabula_io_track": track}}
         for track, address in tracks.items()
     ]
     replace(path, groups)
@@ -140,7 +140,7 @@ def fleet(
     request: pytest.FixtureRequest, fake: FakeKube, training: TrainingSettings, tmp_path: Path
 ) -> Iterator[tuple[Fleet, str]]:
     """Exporters, their traffic, and a Prometheus scraping them as the chart's ServiceMonitor asks: the
-    serving pods under job ``housing-metrics``, the shadow's under ``housing-shadow-metrics``."""
+    serving pods under job ``tabula-metrics``, the shadow's under ``tabula-shadow-metrics``."""
     state = Fleet(
         fake,
         training.model_name,
@@ -166,7 +166,7 @@ def fleet(
     traffic.start()
     scrapes = [
         {"job_name": job, "file_sd_configs": [{"files": [str(sd)], "refresh_interval": "1s"}]}
-        for job, sd in (("housing-metrics", state.live_sd), ("housing-shadow-metrics", state.shadow_sd))
+        for job, sd in (("tabula-metrics", state.live_sd), ("tabula-shadow-metrics", state.shadow_sd))
     ]
     try:
         with prometheus_server(tmp_path / "prometheus", scrapes) as url:
@@ -182,7 +182,7 @@ def fleet(
 def start(
     fleet: tuple[Fleet, str], training: TrainingSettings, task: str = "regression"
 ) -> tuple[Any, Any, list[str]]:
-    """Native canary: the stable and canary tracks' pods are the Deployments' (housing_io_track)."""
+    """Native canary: the stable and canary tracks' pods are the Deployments' (tabula_io_track)."""
     state, prometheus = fleet
     exporters = state.exporters
     write_targets(state.live_sd, {"stable": exporters["stable"], "canary": exporters["canary"]})
@@ -250,7 +250,7 @@ def test_a_shifted_challenger_is_rejected_at_the_shadow_stage_before_any_live_re
     assert [call[0] for call in helm.calls] == ["upgrade", "rollback"]
     assert state.shadow_pairs > 0
     assert state.canary_requests == 0
-    assert not state.deployed("housing-shadow")
+    assert not state.deployed("tabula-shadow")
     assert "production stays at v1" in lines
 
 
@@ -357,7 +357,7 @@ def test_with_argo_the_shadow_runs_beside_the_rollout_and_the_canary_starts_only
     tags = version_tags(training, "2")
     assert (tags["release.state"], tags["release.shadow.result"]) == ("promoted", "passed")
     assert tags["release.strategy"] == "shadow+canary/argo"
-    assert tags["release.result"].startswith("Rollout housing completed")
+    assert tags["release.result"].startswith("Rollout tabula completed")
     # Starting and removing the shadow left the Rollout's spec alone (same generation, no new
     # ReplicaSet); only the live stage's image change made the canary ReplicaSet.
     assert generations[:2] == [generations[0], generations[0]]
@@ -365,7 +365,7 @@ def test_with_argo_the_shadow_runs_beside_the_rollout_and_the_canary_starts_only
     assert list(state.argo_hashes.values()) == ["stable", "canary"]
     assert next(iter(state.argo_hashes)) == stable_hash
     assert lines.index("going on with canary/argo") < next(
-        index for index, line in enumerate(lines) if line.startswith("Rollout housing Paused")
+        index for index, line in enumerate(lines) if line.startswith("Rollout tabula Paused")
     )
 
 

@@ -12,7 +12,7 @@ from tests.integration.reliability.harness import ModelVersions, register_versio
 
 # The chart's production-like scenario: its ConfigMap is what a deployed pod runs with.
 CHART_SCENARIO = "default"
-ENV_PREFIX = "HOUSING_SERVICE_"
+ENV_PREFIX = "TABULA_SERVICE_"
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> ModelVersions:
 
 @pytest.fixture(scope="session")
 def chart_settings() -> dict[str, str]:
-    """HOUSING_SERVICE_* settings of the chart's server ConfigMap, as serve_model keyword arguments."""
+    """TABULA_SERVICE_* settings of the chart's server ConfigMap, as serve_model keyword arguments."""
     rendered = render_scenario(CHART_SCENARIO)
     config = next(
         m

@@ -2,7 +2,7 @@
 
 Shared by the monitoring and reliability suites. Model building reuses the service suite's helpers
 (tests/integration/service/conftest.py); serving goes through the working tree's service with a
-``model_tag``, as a Bento built by ``housing build`` pins it.
+``model_tag``, as a Bento built by ``tabula build`` pins it.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from tests.integration.service.conftest import (
 MODEL_NAME = "housing-price"
 PAYLOADS = DEFAULT_PAYLOADS_FILE  # the housing example's held-out rows
 # Figures of every measured scenario land here as <scenario>.json and, merged, results.json.
-RESULTS_DIR = Path(tempfile.gettempdir()) / "housing-reliability"
+RESULTS_DIR = Path(tempfile.gettempdir()) / "tabula-reliability"
 IMPORT_SCRIPT = """
 import sys
 from service.packaging import import_model, resolve
@@ -81,7 +81,7 @@ def register_versions(root: Path, shifts: dict[str, float]) -> ModelVersions:
     features, target = housing_features(1200, seed=7)
     train, test = features.iloc[:1000], features.iloc[1000:]
     client = MlflowClient(tracking_uri)
-    experiment_id = client.create_experiment("housing", artifact_location=(root / "artifacts").as_uri())
+    experiment_id = client.create_experiment("tabula", artifact_location=(root / "artifacts").as_uri())
     mlflow.set_tracking_uri(tracking_uri)
     versions: dict[str, str] = {}
     try:
@@ -133,7 +133,7 @@ def serve_model(model_tag: str, bentoml_home: Path, log_path: Path, **settings: 
     Each server gets a BentoML home of its own (see ``server_home``).
     """
     env = service_env(server_home(bentoml_home, log_path), **settings)
-    return start_server(["service.service:HousingService", "--arg", f"model_tag={model_tag}"], env, log_path)
+    return start_server(["service.service:TabulaService", "--arg", f"model_tag={model_tag}"], env, log_path)
 
 
 @contextmanager
@@ -332,7 +332,7 @@ def launch(model_tag: str, bentoml_home: Path, log_path: Path, **settings: str) 
     """`bentoml serve` for servers that may never become ready: returns once alive or exited."""
     home = server_home(bentoml_home, log_path)
     port = free_port()
-    command = [sys.executable, "-m", "bentoml", "serve", "service.service:HousingService"]
+    command = [sys.executable, "-m", "bentoml", "serve", "service.service:TabulaService"]
     command += ["--arg", f"model_tag={model_tag}", "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(

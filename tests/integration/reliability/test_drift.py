@@ -24,8 +24,8 @@ INCOME_SHIFT = 3.0
 
 def drift_threshold() -> float:
     rules = render_scenario(CHART_SCENARIO).one("PrometheusRule")["spec"]["groups"]
-    (rule,) = [r for group in rules for r in group["rules"] if r.get("alert") == "HousingFeatureDrift"]
-    match = re.search(r"housing_feature_drift_psi\{.*\}\)\s*>\s*([0-9.]+)\s*$", rule["expr"].strip(), re.S)
+    (rule,) = [r for group in rules for r in group["rules"] if r.get("alert") == "TabulaFeatureDrift"]
+    match = re.search(r"tabula_feature_drift_psi\{.*\}\)\s*>\s*([0-9.]+)\s*$", rule["expr"].strip(), re.S)
     assert match, rule["expr"]
     return float(match[1])
 
@@ -36,7 +36,7 @@ def psi(base_url: str) -> dict[str, float]:
         sample.labels["feature"]: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == "housing_feature_drift_psi"
+        if sample.name == "tabula_feature_drift_psi"
     }
 
 

@@ -1,7 +1,7 @@
 """Tiny registered MLflow models, Bentos built from them, and a real `bentoml serve` of a Bento.
 
 A housing regressor logged by hand (``registered_model``) and an Iris classifier trained by
-``housing train --example iris`` (``iris_registered_model``). Everything is session-scoped: a Bento
+``tabula train --example iris`` (``iris_registered_model``). Everything is session-scoped: a Bento
 is built once and served once per test session.
 """
 
@@ -44,7 +44,7 @@ FAULTS_DIR = PROJECT_ROOT / "tests" / "faults"
 FEATURES = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude"]
 MODEL_NAME = "housing-price-test"
 HGB_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
-# Runs the service CLI commands on a local Typer app, as the root `housing` CLI does.
+# Runs the service CLI commands on a local Typer app, as the root `tabula` CLI does.
 CLI = "import typer; from cli.service import register; app = typer.Typer(); register(app); app()"
 
 
@@ -135,7 +135,7 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> RegisteredMode
     )
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
-    experiment_id = client.create_experiment("housing-test", artifact_location=(root / "artifacts").as_uri())
+    experiment_id = client.create_experiment("tabula-test", artifact_location=(root / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_metrics({"test_rmse": 0.61, "test_r2": 0.7})
         mlflow.set_tag("data_digest", "sha256:test")
@@ -178,7 +178,7 @@ class IrisModel:
 
 @pytest.fixture(scope="session")
 def iris_registered_model(tmp_path_factory: pytest.TempPathFactory) -> IrisModel:
-    """`housing train --example iris` into a sqlite MLflow store: version 1, alias production."""
+    """`tabula train --example iris` into a sqlite MLflow store: version 1, alias production."""
     import yaml
     from typer.testing import CliRunner
 
@@ -191,12 +191,12 @@ def iris_registered_model(tmp_path_factory: pytest.TempPathFactory) -> IrisModel
     params["promotion"]["bootstrap_samples"] = 200
     params_file = root / "params.yaml"
     params_file.write_text(yaml.safe_dump(params), encoding="utf-8")
-    # CliRunner applies env over os.environ: None unsets (HOUSING_DATA_PATH would replace Iris's data).
-    unset: dict[str, str | None] = {key: None for key in os.environ if key.startswith("HOUSING_")}
+    # CliRunner applies env over os.environ: None unsets (TABULA_DATA_PATH would replace Iris's data).
+    unset: dict[str, str | None] = {key: None for key in os.environ if key.startswith("TABULA_")}
     env = unset | {
         "MLFLOW_TRACKING_URI": tracking_uri,
-        "HOUSING_PARAMS_FILE": str(params_file),
-        "HOUSING_ARTIFACT_ROOT": str(root / "artifacts"),
+        "TABULA_PARAMS_FILE": str(params_file),
+        "TABULA_ARTIFACT_ROOT": str(root / "artifacts"),
     }
     result = CliRunner().invoke(app, ["train", "--example", "iris", "--json"], env=env)
     assert result.exit_code == 0, result.output
@@ -212,7 +212,7 @@ def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def service_env(bentoml_home: Path, **settings: str) -> dict[str, str]:
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "true"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update({f"HOUSING_SERVICE_{key.upper()}": value for key, value in settings.items()})
+    env.update({f"TABULA_SERVICE_{key.upper()}": value for key, value in settings.items()})
     return env
 
 
@@ -222,7 +222,7 @@ def with_faults(env: dict[str, str], **faults: str) -> dict[str, str]:
     return {
         **env,
         "PYTHONPATH": os.pathsep.join(paths),
-        **{f"HOUSING_TEST_FAULT_{name.upper()}": value for name, value in faults.items()},
+        **{f"TABULA_TEST_FAULT_{name.upper()}": value for name, value in faults.items()},
     }
 
 
@@ -254,7 +254,7 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subpr
 
 @pytest.fixture(scope="session")
 def bento_tag(registered_model: RegisteredModel, bentoml_home: Path) -> str:
-    """`housing build` of the production alias into a BentoML home under tmp."""
+    """`tabula build` of the production alias into a BentoML home under tmp."""
     env = {**service_env(bentoml_home), "MLFLOW_TRACKING_URI": registered_model.tracking_uri}
     result = run_cli(["build", "--model-name", registered_model.name], env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -387,11 +387,11 @@ print(target.tag)
 
 
 def requests_counted(base_url: str) -> Counter[tuple[str, str]]:
-    """The server's housing_http_requests_total by (route, status_code), from its /metrics."""
+    """The server's tabula_http_requests_total by (route, status_code), from its /metrics."""
     counts: Counter[tuple[str, str]] = Counter()
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "housing_http_requests_total":
+            if sample.name == "tabula_http_requests_total":
                 counts[sample.labels["route"], sample.labels["status_code"]] += int(sample.value)
     return counts

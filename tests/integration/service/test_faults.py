@@ -36,7 +36,7 @@ CRASH_AFTER = 2
 
 @pytest.fixture(scope="module")
 def golden(bentoml_home: Path, bento_tag: str, registered_model: RegisteredModel) -> GoldenSet:
-    """The golden set as imported into the BentoML model store by `housing build`."""
+    """The golden set as imported into the BentoML model store by `tabula build`."""
     pattern = f"{registered_model.name}/v{registered_model.version}-*/{GOLDEN_SET_FILE}"
     matches = list((bentoml_home / "models").glob(pattern))
     assert len(matches) == 1, matches

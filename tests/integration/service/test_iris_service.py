@@ -1,7 +1,7 @@
 """Smoke test of a classifier under a real `bentoml serve`: the Iris example, trained, built and served.
 
-The model is trained by `housing train --example iris` (one small HistGradientBoosting candidate),
-packaged by `housing build` and served from its Bento; the in-process suite
+The model is trained by `tabula train --example iris` (one small HistGradientBoosting candidate),
+packaged by `tabula build` and served from its Bento; the in-process suite
 (tests/unit/service/test_http_contract.py) covers the HTTP contract in detail.
 """
 
@@ -96,9 +96,9 @@ def test_the_iris_bento_serves_labels_probabilities_and_class_metrics(
         counted: dict[tuple[str, str], float] = {}
         for family in text_string_to_metric_families(http.get("/metrics").text):
             for sample in family.samples:
-                if sample.name == "housing_predicted_class_total":
+                if sample.name == "tabula_predicted_class_total":
                     counted[sample.labels["route"], sample.labels["class"]] = sample.value
-                if sample.name == "housing_prediction_confidence_count":
+                if sample.name == "tabula_prediction_confidence_count":
                     counted["confidence", "count"] = sample.value
     assert counted["/predict", "virginica"] == 1
     for label in LABELS:

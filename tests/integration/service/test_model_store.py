@@ -1,4 +1,4 @@
-"""`housing build`'s import into the BentoML model store (service/packaging.py `import_model`): an entry
+"""`tabula build`'s import into the BentoML model store (service/packaging.py `import_model`): an entry
 left by an older version of the code, without an artifact the service now needs, is imported again
 instead of being packaged into a Bento that is never ready."""
 

@@ -2,7 +2,7 @@
 
 ``tritonclient[http]`` (a dev dependency) runs in the test process; KServe's ``InferenceRESTClient``
 runs in its own virtual environment (``kserve`` pins conflict with the project's), made once with uv
-under ``~/.cache/housing-bench/peers`` and driven through ``kserve_client.py``. Each client reads
+under ``~/.cache/tabula-bench/peers`` and driven through ``kserve_client.py``. Each client reads
 health and metadata, gets the numbers ``/predict/batch`` gives for the same rows, and sees the 4xx
 of bad tensors. The housing model is the session's real ``bentoml serve`` (``served``); the Iris
 classifier's app is served by uvicorn in a thread, built as the service builds it
@@ -81,7 +81,7 @@ def iris(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     """The Iris classifier's app under uvicorn on a loopback port, golden set reproduced."""
     estimator = HistGradientBoostingClassifier(max_iter=10, max_leaf_nodes=7, random_state=0)
     model = load_model_dir(iris_model_dir(tmp_path_factory.mktemp("iris"), estimator), INFO)
-    api = PredictionAPI(model, ServiceSettings(log_predictions=False), logging.getLogger("housing.service"))
+    api = PredictionAPI(model, ServiceSettings(log_predictions=False), logging.getLogger("tabula.service"))
     assert api.golden_set_reproduces()
     port = free_port()
     server = uvicorn.Server(

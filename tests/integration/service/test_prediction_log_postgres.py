@@ -1,7 +1,7 @@
 """The prediction-log database sink (service/prediction_log.py) of a real `bentoml serve` writing to
 the session's real PostgreSQL server, as the chart suggests for production. With the database down or
 slow, predictions answer as before (the sink sits behind a bounded queue drained by its own thread)
-and every record not written is counted in `housing_prediction_log_dropped_total{sink="database"}`."""
+and every record not written is counted in `tabula_prediction_log_dropped_total{sink="database"}`."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def dropped(client: httpx.Client) -> float:
         sample.value
         for family in families
         for sample in family.samples
-        if sample.name == "housing_prediction_log_dropped_total" and sample.labels.get("sink") == "database"
+        if sample.name == "tabula_prediction_log_dropped_total" and sample.labels.get("sink") == "database"
     )
 
 

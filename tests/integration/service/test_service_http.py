@@ -52,7 +52,7 @@ def client(served: Server) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def golden(bentoml_home: Path, bento_tag: str, registered_model: RegisteredModel) -> GoldenSet:
-    """The golden set as imported into the BentoML model store by `housing build`."""
+    """The golden set as imported into the BentoML model store by `tabula build`."""
     pattern = f"{registered_model.name}/v{registered_model.version}-*/{GOLDEN_SET_FILE}"
     matches = list((bentoml_home / "models").glob(pattern))
     assert len(matches) == 1, matches
@@ -143,7 +143,7 @@ def test_soft_limits_warn_and_count(client: httpx.Client) -> None:
     assert warning["low"] < warning["high"] < 900.0
     after = samples(client)
     for feature in flagged:
-        name = "housing_input_out_of_range_total"
+        name = "tabula_input_out_of_range_total"
         assert value(after, name, feature=feature) == value(before, name, feature=feature) + 1
 
 
@@ -262,14 +262,14 @@ def test_metrics_change_after_requests(client: httpx.Client, registered_model: R
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **model, **labels) - value(before, name, **model, **labels)
 
-    assert delta("housing_predictions_total", route="/predict") == 3
-    assert delta("housing_predictions_total", route="/predict/batch") == 4
-    assert delta("housing_prediction_value_count") == 7
-    assert delta("housing_http_requests_total", route="/predict", status_code="200") == 3
-    assert delta("housing_http_requests_total", route="/predict", status_code="422") == 1
-    assert delta("housing_http_request_duration_seconds_count", route="/predict/batch") == 1
-    assert value(after, "housing_model_info", **model, run_id=registered_model.run_id) == 1
-    psi = {dict(labels)["feature"]: v for (n, labels), v in after.items() if n == "housing_feature_drift_psi"}
+    assert delta("tabula_predictions_total", route="/predict") == 3
+    assert delta("tabula_predictions_total", route="/predict/batch") == 4
+    assert delta("tabula_prediction_value_count") == 7
+    assert delta("tabula_http_requests_total", route="/predict", status_code="200") == 3
+    assert delta("tabula_http_requests_total", route="/predict", status_code="422") == 1
+    assert delta("tabula_http_request_duration_seconds_count", route="/predict/batch") == 1
+    assert value(after, "tabula_model_info", **model, run_id=registered_model.run_id) == 1
+    psi = {dict(labels)["feature"]: v for (n, labels), v in after.items() if n == "tabula_feature_drift_psi"}
     assert set(psi) == set(FEATURES)
     # A window full of one repeated row is far from the training distribution.
     assert psi["MedInc"] > 0.5
@@ -315,7 +315,7 @@ def strained(
     log_path = tmp_path_factory.mktemp("logs") / "strained.log"
     env = service_env(server_home(bentoml_home, log_path), concurrency_limit="2", request_timeout_seconds="5")
     server = start_server(
-        ["service.service:HousingService", "--arg", f"model_tag={broken_golden_model_tag}"], env, log_path
+        ["service.service:TabulaService", "--arg", f"model_tag={broken_golden_model_tag}"], env, log_path
     )
     try:
         yield server
@@ -335,7 +335,7 @@ def test_broken_golden_set_is_alive_but_never_ready(strained: Server) -> None:
 def test_excess_load_is_shed_quickly_with_503(strained: Server) -> None:
     body = json.dumps({"rows": [ROW] * 1000}).encode()
     headers = {"content-type": "application/json"}
-    shed_before = value(samples(httpx.Client(base_url=strained.base_url)), "housing_requests_shed_total")
+    shed_before = value(samples(httpx.Client(base_url=strained.base_url)), "tabula_requests_shed_total")
 
     def post(_: int) -> tuple[int, float, httpx.Response]:
         started = time.perf_counter()
@@ -353,9 +353,9 @@ def test_excess_load_is_shed_quickly_with_503(strained: Server) -> None:
     assert max(seconds for _, seconds, _ in results) < 10
     # Every 503 is counted once, under the reason it was shed for: too many in flight, or too long queued.
     after = samples(httpx.Client(base_url=strained.base_url))
-    shed_after = value(after, "housing_requests_shed_total")
+    shed_after = value(after, "tabula_requests_shed_total")
     assert shed_after - shed_before == len(shed)
-    reasons = {dict(labels)["reason"] for name, labels in after if name == "housing_requests_shed_total"}
+    reasons = {dict(labels)["reason"] for name, labels in after if name == "tabula_requests_shed_total"}
     assert reasons <= {"concurrency", "queue_timeout"}, reasons
 
 

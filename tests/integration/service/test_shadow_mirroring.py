@@ -177,32 +177,32 @@ def test_mirroring_costs_the_live_path_a_measured_figure_and_a_copy_is_paired_an
     write_control(servers.champion_control, shadow, 0.0)
     off = run_load(champion)
     assert off.errors == 0
-    assert metric(champion, "housing_mirror_sent_total") == 0
-    assert metric(shadow, "housing_shadow_requests_total") == 0
+    assert metric(champion, "tabula_mirror_sent_total") == 0
+    assert metric(shadow, "tabula_shadow_requests_total") == 0
 
     write_control(servers.champion_control, shadow, 1.0)
     on = run_load(champion)
     assert on.errors == 0
     eventually(
         lambda: (
-            metric(champion, "housing_mirror_sent_total") + metric(champion, "housing_mirror_dropped_total")
+            metric(champion, "tabula_mirror_sent_total") + metric(champion, "tabula_mirror_dropped_total")
             == on.requests
         )
     )
-    sent = metric(champion, "housing_mirror_sent_total")
+    sent = metric(champion, "tabula_mirror_sent_total")
     # The shadow runs the same model on the same two cores as the champion and the clients: on a busy
     # machine it falls behind at times, and a full queue drops copies (counted). Most get through.
     assert sent >= 0.5 * on.requests
-    assert metric(shadow, "housing_shadow_requests_total", status_code="200") == sent
-    assert metric(shadow, "housing_shadow_pairs_total") == sent
-    assert metric(shadow, "housing_shadow_abs_difference_count") == sent
-    assert metric(shadow, "housing_shadow_abs_difference_sum") == 0.0  # the same model answers the same
+    assert metric(shadow, "tabula_shadow_requests_total", status_code="200") == sent
+    assert metric(shadow, "tabula_shadow_pairs_total") == sent
+    assert metric(shadow, "tabula_shadow_abs_difference_count") == sent
+    assert metric(shadow, "tabula_shadow_abs_difference_sum") == 0.0  # the same model answers the same
     # Copies never loop and never count as the shadow's live traffic.
-    assert metric(shadow, "housing_mirror_sent_total") == 0
-    assert metric(shadow, "housing_mirror_dropped_total") == 0
-    assert metric(shadow, "housing_http_requests_total", route="/predict") == 0
-    assert metric(shadow, "housing_predictions_total") == 0
-    assert metric(champion, "housing_http_requests_total", route="/predict", status_code="200") == (
+    assert metric(shadow, "tabula_mirror_sent_total") == 0
+    assert metric(shadow, "tabula_mirror_dropped_total") == 0
+    assert metric(shadow, "tabula_http_requests_total", route="/predict") == 0
+    assert metric(shadow, "tabula_predictions_total") == 0
+    assert metric(champion, "tabula_http_requests_total", route="/predict", status_code="200") == (
         3 * on.requests
     )
     for phase, load in (("mirroring 0%", off), ("mirroring 100%", on)):
@@ -215,36 +215,36 @@ def test_a_shadow_down_or_slow_by_seconds_leaves_the_live_answers_alone_and_drop
 ) -> None:
     champion, slow = servers.champion.base_url, servers.slow.base_url
     write_control(servers.champion_control, f"http://127.0.0.1:{free_port()}", 1.0)
-    dropped_before = metric(champion, "housing_mirror_dropped_total")
-    sent_before = metric(champion, "housing_mirror_sent_total")
-    unreachable_before = metric(champion, "housing_mirror_dropped_total", reason="unreachable")
+    dropped_before = metric(champion, "tabula_mirror_dropped_total")
+    sent_before = metric(champion, "tabula_mirror_sent_total")
+    unreachable_before = metric(champion, "tabula_mirror_dropped_total", reason="unreachable")
     down = run_load(champion)
     assert down.errors == 0
-    eventually(lambda: metric(champion, "housing_mirror_dropped_total") - dropped_before == down.requests)
-    unreachable = metric(champion, "housing_mirror_dropped_total", reason="unreachable") - unreachable_before
+    eventually(lambda: metric(champion, "tabula_mirror_dropped_total") - dropped_before == down.requests)
+    unreachable = metric(champion, "tabula_mirror_dropped_total", reason="unreachable") - unreachable_before
     assert unreachable >= 1
     # Backed off: most copies are dropped without an attempt to connect.
     assert unreachable < down.requests / 10
-    assert metric(champion, "housing_mirror_sent_total") == sent_before
+    assert metric(champion, "tabula_mirror_sent_total") == sent_before
 
     write_control(servers.champion_control, slow, 1.0)
-    dropped_before = metric(champion, "housing_mirror_dropped_total")
+    dropped_before = metric(champion, "tabula_mirror_dropped_total")
     slowed = run_load(champion)
     assert slowed.errors == 0
     # A live answer waiting for the shadow would take SLOW_SECONDS; the worst one is far from it.
     assert max(slowed.latencies) < SLOW_SECONDS / 2, slowed.line("slow shadow")
     write_control(servers.champion_control, None, 0.0)
     eventually(
-        lambda: metric(champion, "housing_mirror_dropped_total") - dropped_before == slowed.requests,
+        lambda: metric(champion, "tabula_mirror_dropped_total") - dropped_before == slowed.requests,
         timeout=QUEUE_SIZE * MIRROR_TIMEOUT + 30,
     )
-    assert metric(champion, "housing_mirror_dropped_total", reason="queue_full") >= 1
-    assert metric(champion, "housing_mirror_dropped_total", reason="timeout") >= 1
-    assert metric(champion, "housing_mirror_sent_total") == sent_before
+    assert metric(champion, "tabula_mirror_dropped_total", reason="queue_full") >= 1
+    assert metric(champion, "tabula_mirror_dropped_total", reason="timeout") >= 1
+    assert metric(champion, "tabula_mirror_sent_total") == sent_before
     # The slow shadow answered what reached it (503: slower than its own request timeout) in its
     # shadow series, never in its live ones.
-    eventually(lambda: metric(slow, "housing_shadow_requests_total") >= 1, timeout=SLOW_SECONDS * 3)
-    assert metric(slow, "housing_http_requests_total", route="/predict") == 0
+    eventually(lambda: metric(slow, "tabula_shadow_requests_total") >= 1, timeout=SLOW_SECONDS * 3)
+    assert metric(slow, "tabula_http_requests_total", route="/predict") == 0
     for phase, load in (("shadow down", down), ("shadow slow by 3 s", slowed)):
         print(load.line(phase))
         record_property(phase, load.line(phase))

@@ -46,14 +46,14 @@ def test_dvc_repro_reproduces_a_training_run(workspace: Path, tmp_path: Path) ->
     env = os.environ | {
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "HOUSING_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-        "HOUSING_MODEL_NAME": "dvc-model",
+        "TABULA_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        "TABULA_MODEL_NAME": "dvc-model",
         "GIT_AUTHOR_NAME": "t",
         "GIT_AUTHOR_EMAIL": "t@example.com",
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@example.com",
     }
-    env.pop("HOUSING_DATA_PATH", None)
+    env.pop("TABULA_DATA_PATH", None)
     dvc = str(VENV_BIN / "dvc")
     run(["git", "init", "-q"], workspace, env)
     # The committed .dvc file must describe exactly the shared data file.

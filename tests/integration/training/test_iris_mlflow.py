@@ -41,11 +41,11 @@ def iris_params(path: Path, candidates: dict[str, object]) -> Path:
 
 @pytest.fixture
 def iris_env(mlflow_url: str, tmp_path: Path) -> dict[str, str | None]:
-    # CliRunner's env is applied on top of os.environ: None unsets a variable (HOUSING_DATA_PATH above all).
-    unset: dict[str, str | None] = {key: None for key in os.environ if key.startswith("HOUSING_")}
+    # CliRunner's env is applied on top of os.environ: None unsets a variable (TABULA_DATA_PATH above all).
+    unset: dict[str, str | None] = {key: None for key in os.environ if key.startswith("TABULA_")}
     return unset | {
         "MLFLOW_TRACKING_URI": mlflow_url,
-        "HOUSING_PARAMS_FILE": str(iris_params(tmp_path / "iris.yaml", FAST_IRIS)),
+        "TABULA_PARAMS_FILE": str(iris_params(tmp_path / "iris.yaml", FAST_IRIS)),
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     }
 
@@ -87,7 +87,7 @@ def test_iris_trains_registers_gates_and_records_its_contract(
     assert all(abs(sum(row) - 1) < 1e-9 for row in golden.probabilities)
 
     # A model that only knows the class shares becomes challenger, never production.
-    env = iris_env | {"HOUSING_PARAMS_FILE": str(iris_params(tmp_path / "guess.yaml", GUESSER))}
+    env = iris_env | {"TABULA_PARAMS_FILE": str(iris_params(tmp_path / "guess.yaml", GUESSER))}
     result = CliRunner().invoke(app, ["train", "--example", "iris"], env=env)
     assert result.exit_code == 0, result.output
     assert "not promoted" in result.output
@@ -100,7 +100,7 @@ def test_iris_trains_registers_gates_and_records_its_contract(
     assert float(rejected.tags["promotion.diff"]) > 0
     assert float(rejected.tags["promotion.ci_low"]) > 0
 
-    # `housing promote` runs the same log-loss gate: refused with exit 5, production untouched.
+    # `tabula promote` runs the same log-loss gate: refused with exit 5, production untouched.
     result = CliRunner().invoke(app, ["promote", "--example", "iris", "--version", "2"], env=env)
     assert result.exit_code == 5, result.output
     assert client.get_model_version_by_alias("iris-species", "production").version == "1"
@@ -121,10 +121,10 @@ def test_iris_data_summary_counts_the_classes(iris_env: dict[str, str | None]) -
     assert summary["split"] == {"train": 90, "validation": 30, "test": 30}
 
 
-def test_a_housing_file_given_to_iris_says_where_it_came_from(
+def test_a_tabula_file_given_to_iris_says_where_it_came_from(
     iris_env: dict[str, str | None], small_data: Path
 ) -> None:
     result = CliRunner().invoke(app, ["data", "--example", "iris", "--data", str(small_data)], env=iris_env)
     assert result.exit_code == 3
     assert "of example 'iris'" in result.output
-    assert "came from --data / HOUSING_DATA_PATH" in result.output
+    assert "came from --data / TABULA_DATA_PATH" in result.output

@@ -30,22 +30,22 @@ pytestmark = [pytest.mark.integration]
 
 PIPELINE_MODEL = "iris-species-local-pipeline"
 SHARED_CSV = REPO_ROOT.parent / "shared" / "data" / "cal_housing.csv.gz"
-# A stand-in for uv: records what ./run hands it (the housing command and its environment) and exits.
+# A stand-in for uv: records what ./run hands it (the tabula command and its environment) and exits.
 RECORDING_UV = """#!/usr/bin/env bash
 [ "$1" = run ] || exit 0
-printf '%s\\n' "${HOUSING_DATA_PATH-<unset>}" "$*" > "$RECORD"
+printf '%s\\n' "${TABULA_DATA_PATH-<unset>}" "$*" > "$RECORD"
 """
 
 
 def run_script(tmp_path: Path, *args: str, **env: str) -> tuple[str, str]:
-    """`./run pipeline ARGS` with uv recorded: (HOUSING_DATA_PATH it got, the command it ran)."""
+    """`./run pipeline ARGS` with uv recorded: (TABULA_DATA_PATH it got, the command it ran)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     uv = bin_dir / "uv"
     uv.write_text(RECORDING_UV)
     uv.chmod(uv.stat().st_mode | stat.S_IXUSR)
     record = tmp_path / "record.txt"
-    clean = {k: v for k, v in os.environ.items() if k not in {"HOUSING_DATA_PATH", "HOUSING_EXAMPLE"}}
+    clean = {k: v for k, v in os.environ.items() if k not in {"TABULA_DATA_PATH", "TABULA_EXAMPLE"}}
     completed = subprocess.run(
         [str(REPO_ROOT / "run"), "pipeline", *args],
         env=clean | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RECORD": str(record)} | env,
@@ -65,8 +65,8 @@ def run_script(tmp_path: Path, *args: str, **env: str) -> tuple[str, str]:
         ((), {}, True),
         (("--example", "iris"), {}, False),
         (("--example=iris", "--port", "3001"), {}, False),
-        ((), {"HOUSING_EXAMPLE": "iris"}, False),
-        (("--example", "housing"), {"HOUSING_EXAMPLE": "iris"}, True),
+        ((), {"TABULA_EXAMPLE": "iris"}, False),
+        (("--example", "housing"), {"TABULA_EXAMPLE": "iris"}, True),
         (("--example", "iris", "--example", "housing"), {}, True),
     ],
 )
@@ -77,7 +77,7 @@ def test_run_gives_only_housing_the_shared_housing_csv(
         pytest.fail(f"{SHARED_CSV} is missing: the run script's housing default cannot be checked")
     data_path, command = run_script(tmp_path, *args, **env)
 
-    assert command == " ".join(("run", "--frozen", "housing", "pipeline", *args))
+    assert command == " ".join(("run", "--frozen", "tabula", "pipeline", *args))
     if housing:
         assert Path(data_path).resolve() == SHARED_CSV.resolve()
     else:
@@ -85,7 +85,7 @@ def test_run_gives_only_housing_the_shared_housing_csv(
 
 
 def test_a_data_path_given_is_kept_for_any_example(tmp_path: Path) -> None:
-    data_path, _ = run_script(tmp_path, "--example", "iris", HOUSING_DATA_PATH="/data/flowers.csv")
+    data_path, _ = run_script(tmp_path, "--example", "iris", TABULA_DATA_PATH="/data/flowers.csv")
     assert data_path == "/data/flowers.csv"
 
 
@@ -94,9 +94,9 @@ def test_the_pipeline_command_takes_the_example(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(local_pipeline, "run", lambda settings, options, _: taken.append((settings, options)))
 
     env: dict[str, str | None] = {
-        "HOUSING_EXAMPLE": None,
-        "HOUSING_MODEL_NAME": None,
-        "HOUSING_DATA_PATH": None,
+        "TABULA_EXAMPLE": None,
+        "TABULA_MODEL_NAME": None,
+        "TABULA_DATA_PATH": None,
     }
     result = CliRunner().invoke(app, ["pipeline", "--example", "iris", "--no-keep-serving"], env=env)
     assert result.exit_code == 0, result.output
@@ -113,12 +113,12 @@ def test_the_pipeline_command_takes_the_example(monkeypatch: pytest.MonkeyPatch)
         "iris",
         "species",
     )
-    assert (housing.example, housing.model_name) == ("housing", "housing-price")
+    assert (housing.example, housing.model_name) == ("tabula", "housing-price")
 
 
 @pytest.fixture
 def iris_settings(mlflow_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TrainingSettings:
-    for key in [key for key in os.environ if key.startswith("HOUSING_")]:
+    for key in [key for key in os.environ if key.startswith("TABULA_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     # The session's MLflow server is shared: a model name of this test's own (the CLI test above checks
@@ -151,15 +151,15 @@ def test_iris_pipeline_leaves_a_production_version(iris_settings: TrainingSettin
 @pytest.mark.slow
 def test_the_whole_iris_pipeline_serves_predicts_and_load_tests(tmp_path: Path) -> None:
     reports = tmp_path / "reports"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOUSING_")} | {
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TABULA_")} | {
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "HOUSING_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-        "HOUSING_PARAMS_FILE": str(iris_params(tmp_path / "iris.yaml", FAST_IRIS)),
+        "TABULA_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        "TABULA_PARAMS_FILE": str(iris_params(tmp_path / "iris.yaml", FAST_IRIS)),
         "BENTOML_HOME": str(tmp_path / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "true",
     }
-    command = [str(VENV_BIN / "housing"), "pipeline", "--example", "iris", "--port", str(free_port())]
+    command = [str(VENV_BIN / "tabula"), "pipeline", "--example", "iris", "--port", str(free_port())]
     command += ["--load-seconds", "3", "--users", "2", "--report-dir", str(reports), "--no-keep-serving"]
     completed = subprocess.run(
         command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False

@@ -1,4 +1,4 @@
-"""The README's main job, ``housing pipeline``, end to end on the embedded default (fast params)."""
+"""The README's main job, ``tabula pipeline``, end to end on the embedded default (fast params)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ def test_pipeline_trains_packages_serves_predicts_and_load_tests(small_data: Pat
     env = os.environ | {
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "HOUSING_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-        "HOUSING_PARAMS_FILE": str(params),
-        "HOUSING_DATA_PATH": str(small_data),
+        "TABULA_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        "TABULA_PARAMS_FILE": str(params),
+        "TABULA_DATA_PATH": str(small_data),
         "BENTOML_HOME": str(tmp_path / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "true",
     }
-    command = [str(VENV_BIN / "housing"), "pipeline", "--port", str(free_port()), "--load-seconds", "3"]
+    command = [str(VENV_BIN / "tabula"), "pipeline", "--port", str(free_port()), "--load-seconds", "3"]
     command += ["--users", "2", "--report-dir", str(reports), "--no-keep-serving"]
     completed = subprocess.run(
         command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False

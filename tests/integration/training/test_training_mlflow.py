@@ -26,7 +26,7 @@ def fast_failing_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 
-def housing(*args: str, env: dict[str, str]) -> tuple[int, str]:
+def tabula(*args: str, env: dict[str, str]) -> tuple[int, str]:
     result = runner.invoke(app, list(args), env=env)
     if result.exit_code == 1 and result.exception is not None:
         raise result.exception
@@ -36,10 +36,10 @@ def housing(*args: str, env: dict[str, str]) -> tuple[int, str]:
 def environment(url: str, model: str, data: Path, params: Path) -> dict[str, str]:
     return {
         "MLFLOW_TRACKING_URI": url,
-        "HOUSING_MODEL_NAME": model,
-        "HOUSING_EXPERIMENT": f"exp-{model}",
-        "HOUSING_DATA_PATH": str(data),
-        "HOUSING_PARAMS_FILE": str(params),
+        "TABULA_MODEL_NAME": model,
+        "TABULA_EXPERIMENT": f"exp-{model}",
+        "TABULA_DATA_PATH": str(data),
+        "TABULA_PARAMS_FILE": str(params),
     }
 
 
@@ -49,7 +49,7 @@ def test_train_registers_and_promotes_then_gates_a_worse_model(
     env = environment(mlflow_url, "gate-model", small_data, write_params(tmp_path / "params.yaml"))
     client = MlflowClient(mlflow_url)
 
-    code, output = housing("train", env=env)
+    code, output = tabula("train", env=env)
     assert code == 0, output
     assert "promoted to production" in output
 
@@ -74,14 +74,14 @@ def test_train_registers_and_promotes_then_gates_a_worse_model(
     assert best_run.data.metrics["val_rmse"] == min(run.data.metrics["val_rmse"] for run in runs)
 
     # Identical data, parameters and code: no duplicate version.
-    code, output = housing("train", env=env)
+    code, output = tabula("train", env=env)
     assert code == 0, output
     assert "identical to existing gate-model v1" in output
     assert len(client.search_model_versions("name = 'gate-model'")) == 1
 
     # A deliberately worse model becomes challenger but never production.
     worse = write_params(tmp_path / "worse.yaml", candidates={"linear": FAST_CANDIDATES["linear"]})
-    code, output = housing("train", "--params", str(worse), env=env)
+    code, output = tabula("train", "--params", str(worse), env=env)
     assert code == 0, output
     assert "not promoted" in output
     assert client.get_model_version_by_alias("gate-model", "challenger").version == "2"
@@ -92,20 +92,20 @@ def test_train_registers_and_promotes_then_gates_a_worse_model(
     assert float(rejected.tags["promotion.diff"]) > 0
     assert float(rejected.tags["promotion.ci_low"]) > 0
 
-    code, output = housing("promote", "--version", "2", env=env)
+    code, output = tabula("promote", "--version", "2", env=env)
     assert code == 5, output
     assert client.get_model_version_by_alias("gate-model", "production").version == "1"
 
-    code, output = housing("promote", "--version", "2", "--force", env=env)
+    code, output = tabula("promote", "--version", "2", "--force", env=env)
     assert code == 0, output
     assert client.get_model_version_by_alias("gate-model", "production").version == "2"
 
-    code, output = housing("promote", "--rollback", env=env)
+    code, output = tabula("promote", "--rollback", env=env)
     assert code == 0, output
     assert "rolled back from v2 to v1" in output
     assert client.get_model_version_by_alias("gate-model", "production").version == "1"
 
-    code, output = housing("models", "--json", env=env)
+    code, output = tabula("models", "--json", env=env)
     assert code == 0, output
     listed = {row["version"]: row for row in json.loads(output)}
     assert set(listed) == {"1", "2"}
@@ -117,20 +117,20 @@ def test_train_registers_and_promotes_then_gates_a_worse_model(
 
 def test_promote_argument_errors_are_one_line(mlflow_url: str, small_data: Path, tmp_path: Path) -> None:
     env = environment(mlflow_url, "args-model", small_data, write_params(tmp_path / "params.yaml"))
-    code, output = housing("promote", env=env)
+    code, output = tabula("promote", env=env)
     assert code == 2
     assert "exactly one of" in output
-    code, output = housing("promote", "--version", "7", env=env)
+    code, output = tabula("promote", "--version", "7", env=env)
     assert code == 4
     assert "no version 7" in output or "could not" in output
-    code, output = housing("models", env=env)
+    code, output = tabula("models", env=env)
     assert code == 4
     assert "no registered model named 'args-model'" in output
 
 
 def test_unreachable_mlflow_fails_clearly(small_data: Path, tmp_path: Path) -> None:
     env = environment("http://127.0.0.1:9", "down-model", small_data, write_params(tmp_path / "params.yaml"))
-    code, output = housing("train", env=env)
+    code, output = tabula("train", env=env)
     assert code == 4
     assert output.strip().splitlines()[-1].startswith("error: could not reach MLflow at http://127.0.0.1:9")
     assert "Traceback" not in output

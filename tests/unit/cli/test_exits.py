@@ -16,13 +16,13 @@ def test_a_domain_error_is_one_line_with_its_exit_code_and_brackets_survive(
 ) -> None:
     @handle_errors
     def command() -> None:
-        raise ClusterTimeoutError("Rollout [housing] at step 2/6 [env: HOUSING_RELEASE_TIMEOUT_SECONDS]")
+        raise ClusterTimeoutError("Rollout [tabula] at step 2/6 [env: TABULA_RELEASE_TIMEOUT_SECONDS]")
 
     with pytest.raises(typer.Exit) as caught:
         command()
     assert caught.value.exit_code == 7
     assert capsys.readouterr().err == (
-        "error: Rollout [housing] at step 2/6 [env: HOUSING_RELEASE_TIMEOUT_SECONDS]\n"
+        "error: Rollout [tabula] at step 2/6 [env: TABULA_RELEASE_TIMEOUT_SECONDS]\n"
     )
 
 

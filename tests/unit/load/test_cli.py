@@ -1,4 +1,4 @@
-"""`housing loadtest` refuses bad options with one readable line, before starting any load."""
+"""`tabula loadtest` refuses bad options with one readable line, before starting any load."""
 
 from pathlib import Path
 

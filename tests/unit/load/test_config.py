@@ -12,10 +12,10 @@ pytestmark = pytest.mark.unit
 
 
 def test_environment_sets_every_kind_of_field(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOUSING_LOAD_URL", "http://127.0.0.1:3999/")
-    monkeypatch.setenv("HOUSING_LOAD_TAGS", "single, batch")
-    monkeypatch.setenv("HOUSING_LOAD_RUN_TIME", "1m30s")
-    monkeypatch.setenv("HOUSING_LOAD_P95_MS", "150")
+    monkeypatch.setenv("TABULA_LOAD_URL", "http://127.0.0.1:3999/")
+    monkeypatch.setenv("TABULA_LOAD_TAGS", "single, batch")
+    monkeypatch.setenv("TABULA_LOAD_RUN_TIME", "1m30s")
+    monkeypatch.setenv("TABULA_LOAD_P95_MS", "150")
 
     settings = LoadSettings()
 

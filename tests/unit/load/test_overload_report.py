@@ -92,12 +92,12 @@ def test_batch_goodput_is_counted_in_rows() -> None:
 
 
 def test_targets_name_a_checkout_and_extra_service_settings(tmp_path: Path) -> None:
-    spec = TargetSpec.parse(f"fifo={tmp_path}:HOUSING_SERVICE_ADMISSION_ORDER=fifo,HOUSING_SERVICE_X=1")
+    spec = TargetSpec.parse(f"fifo={tmp_path}:TABULA_SERVICE_ADMISSION_ORDER=fifo,TABULA_SERVICE_X=1")
     assert spec == TargetSpec(
-        "fifo", tmp_path.resolve(), {"HOUSING_SERVICE_ADMISSION_ORDER": "fifo", "HOUSING_SERVICE_X": "1"}
+        "fifo", tmp_path.resolve(), {"TABULA_SERVICE_ADMISSION_ORDER": "fifo", "TABULA_SERVICE_X": "1"}
     )
     assert TargetSpec.parse(f"main={tmp_path}").settings == {}
-    with pytest.raises(BenchError, match="HOUSING_SERVICE_"):
+    with pytest.raises(BenchError, match="TABULA_SERVICE_"):
         TargetSpec.parse(f"bad={tmp_path}:PATH=/tmp")
     with pytest.raises(BenchError, match="expected"):
         TargetSpec.parse("nothing")

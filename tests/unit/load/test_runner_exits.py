@@ -1,4 +1,4 @@
-"""How a Locust run that produced no results leaves `housing loadtest`: a crash is an unexpected failure
+"""How a Locust run that produced no results leaves `tabula loadtest`: a crash is an unexpected failure
 (exit 1), a run past its time is a timeout (exit 7), as README's exit codes say; bad settings never
 reach Locust (exit 2, tests/unit/load/test_cli.py)."""
 

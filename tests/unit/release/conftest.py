@@ -13,7 +13,7 @@ from release.kube import Kube, connect
 from tests.support import REPO_ROOT, require_tool
 from tests.unit.release.fake_kube import FakeKube
 
-NAMESPACE = "housing"
+NAMESPACE = "tabula"
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def settings(kubeconfig: Path, helm_binary: str) -> ReleaseSettings:
     del kubeconfig
     return ReleaseSettings(
         namespace=NAMESPACE,
-        release_name="housing",
+        release_name="tabula",
         helm_binary=helm_binary,
         timeout_seconds=20,
         poll_seconds=0.05,

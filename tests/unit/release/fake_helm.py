@@ -19,7 +19,7 @@ from release import chart
 from release.config import PROJECT_ROOT
 from release.helm import Helm
 
-CHART_DEFAULTS: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "charts/housing/values.yaml").read_text())
+CHART_DEFAULTS: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "charts/tabula/values.yaml").read_text())
 
 
 class RecordingFakeHelm(Helm):

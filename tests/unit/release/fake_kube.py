@@ -126,11 +126,11 @@ class FakeKube:
         """A Helm release record (a ``helm.sh/release.v1`` Secret) the REAL helm binary reads back."""
         record = {
             "name": name,
-            "namespace": "housing",
+            "namespace": "tabula",
             "version": revision,
             "info": {"status": "deployed"},
             "chart": {
-                "metadata": {"name": "housing", "version": "0.1.0", "apiVersion": "v2"},
+                "metadata": {"name": "tabula", "version": "0.1.0", "apiVersion": "v2"},
                 "values": chart_values,
             },
             "config": user_values,
@@ -145,7 +145,7 @@ class FakeKube:
             "platform": "linux/amd64",
         }
         self.put(
-            f"/api/v1/namespaces/housing/secrets/{secret}",
+            f"/api/v1/namespaces/tabula/secrets/{secret}",
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
@@ -172,7 +172,7 @@ class FakeKube:
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
             "users": [{"name": "tester", "user": {"token": "fake-token"}}],
             "contexts": [
-                {"name": context, "context": {"cluster": "fake", "user": "tester", "namespace": "housing"}}
+                {"name": context, "context": {"cluster": "fake", "user": "tester", "namespace": "tabula"}}
             ],
             "current-context": context,
         }

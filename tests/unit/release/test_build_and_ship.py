@@ -25,7 +25,7 @@ pytestmark = pytest.mark.unit
 def commands(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], Path | None]]:
     recorded: list[tuple[list[str], Path | None]] = []
     monkeypatch.setattr(images, "run", lambda command, cwd=None: recorded.append((command, cwd)))
-    monkeypatch.setattr(packaging, "build_bento", lambda name, version, uri: f"housing:{name}-{version}")
+    monkeypatch.setattr(packaging, "build_bento", lambda name, version, uri: f"tabula:{name}-{version}")
     monkeypatch.setattr(images, "resolve_bento", lambda bento: (str(bento), "2"))
     return recorded
 
@@ -42,13 +42,13 @@ def test_the_release_builds_with_the_images_builder(
         update={"registry": "localhost", "image_backend": "podman", "kind_cluster": kind_cluster}
     )
     lines: list[str] = []
-    training = TrainingSettings(model_name="housing")
+    training = TrainingSettings(model_name="tabula")
 
     ref = build_and_ship(Cluster(settings, helm, kube, lines.append), training, "2", "abc123")
 
-    assert ref == "localhost/housing-service:2-abc123"
+    assert ref == "localhost/tabula-service:2-abc123"
     (containerize, cwd), *rest = commands
-    assert containerize[1:5] == ["-m", "bentoml", "containerize", "housing:housing-2"]
+    assert containerize[1:5] == ["-m", "bentoml", "containerize", "tabula:tabula-2"]
     assert cwd == images.CONTAINERIZE_CWD
     if kind_cluster is None:
         assert rest == [(["podman", "push", ref], None)]

@@ -1,4 +1,4 @@
-"""The ``housing rollout`` commands end to end: real CLI, real helm reading the release record from the
+"""The ``tabula rollout`` commands end to end: real CLI, real helm reading the release record from the
 fake API server, real kubernetes client; one-line errors and exit codes."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ CANARY = {
 def cli_env(kubeconfig: Path, helm_binary: str, tmp_path: Path) -> dict[str, str]:
     return {
         "KUBECONFIG": str(kubeconfig),
-        "HOUSING_RELEASE_HELM_BINARY": helm_binary,
-        "HOUSING_RELEASE_NAMESPACE": "housing",
+        "TABULA_RELEASE_HELM_BINARY": helm_binary,
+        "TABULA_RELEASE_NAMESPACE": "tabula",
         # helm keeps its cache and config under HOME.
         "HOME": str(tmp_path),
         "PATH": os.environ["PATH"],
@@ -42,40 +42,40 @@ def invoke(env: dict[str, str], *args: str) -> tuple[int, str, str]:
 
 
 def test_abort_patches_the_rollout_named_by_the_release(fake: FakeKube, cli_env: dict[str, str]) -> None:
-    fake.install_helm_release("housing", 4, CHART_DEFAULTS, CANARY)
+    fake.install_helm_release("tabula", 4, CHART_DEFAULTS, CANARY)
     fake.put(ROLLOUT_PATH, rollout(currentStepIndex=1))
     code, out, err = invoke(cli_env, "rollout", "abort")
     assert (code, err) == (0, "")
-    assert out == "Rollout housing aborted: traffic goes back to the stable ReplicaSet\n"
+    assert out == "Rollout tabula aborted: traffic goes back to the stable ReplicaSet\n"
     [patch] = fake.made("PATCH")
     assert (patch.path, patch.body) == (f"{ROLLOUT_PATH}/status", {"status": {"abort": True}})
 
 
 def test_retry_clears_the_abort_of_the_rollout(fake: FakeKube, cli_env: dict[str, str]) -> None:
-    fake.install_helm_release("housing", 4, CHART_DEFAULTS, CANARY)
+    fake.install_helm_release("tabula", 4, CHART_DEFAULTS, CANARY)
     fake.put(ROLLOUT_PATH, rollout(currentStepIndex=0, abort=True))
     code, out, err = invoke(cli_env, "rollout", "retry")
     assert (code, err) == (0, "")
-    assert out == "Rollout housing retried: the update to the new version starts again\n"
+    assert out == "Rollout tabula retried: the update to the new version starts again\n"
     [patch] = fake.made("PATCH")
     assert (patch.path, patch.body) == (f"{ROLLOUT_PATH}/status", {"status": {"abort": False}})
 
 
 def test_a_rolling_update_has_nothing_to_promote(fake: FakeKube, cli_env: dict[str, str]) -> None:
-    fake.install_helm_release("housing", 4, CHART_DEFAULTS, {"image": {"tag": "3-ccc"}})
+    fake.install_helm_release("tabula", 4, CHART_DEFAULTS, {"image": {"tag": "3-ccc"}})
     code, out, err = invoke(cli_env, "rollout", "promote")
     assert (code, out) == (6, "")
     assert err == "error: a rollingUpdate release has nothing to promote\n"
 
 
 def test_status_prints_the_rollout(fake: FakeKube, cli_env: dict[str, str]) -> None:
-    fake.install_helm_release("housing", 4, CHART_DEFAULTS, CANARY)
+    fake.install_helm_release("tabula", 4, CHART_DEFAULTS, CANARY)
     fake.put(ROLLOUT_PATH, rollout(currentStepIndex=2, phase="Progressing"))
     code, out, _ = invoke(cli_env, "rollout", "status")
     assert code == 0
     assert out.splitlines()[:2] == [
-        "Rollout housing: Progressing",
-        '  image localhost/housing-service:3-ccc; step 3/6 {"setWeight":30}, weight 30%',
+        "Rollout tabula: Progressing",
+        '  image localhost/tabula-service:3-ccc; step 3/6 {"setWeight":30}, weight 30%',
     ]
 
 
@@ -84,8 +84,8 @@ def test_a_release_that_is_not_installed(fake: FakeKube, cli_env: dict[str, str]
     code, out, err = invoke(cli_env, "rollout", "promote", "--helm-release", "prod")
     assert (code, out) == (6, "")
     assert err == (
-        "error: Helm release 'prod' is not installed in namespace housing: "
-        "install it first with `housing deploy`\n"
+        "error: Helm release 'prod' is not installed in namespace tabula: "
+        "install it first with `tabula deploy`\n"
     )
 
 
@@ -97,13 +97,13 @@ def test_no_kube_context_exits_with_one_line(cli_env: dict[str, str], tmp_path: 
 
 
 def test_forbidden_exits_with_one_line(fake: FakeKube, cli_env: dict[str, str]) -> None:
-    fake.install_helm_release("housing", 4, CHART_DEFAULTS, CANARY)
+    fake.install_helm_release("tabula", 4, CHART_DEFAULTS, CANARY)
     fake.fail("PATCH", ROLLOUT_PATH, 403, 'User "viewer" cannot patch resource "rollouts/status"')
     fake.put(ROLLOUT_PATH, rollout(currentStepIndex=1))
     code, _, err = invoke(cli_env, "rollout", "abort")
     assert code == 6
     assert err == (
-        'error: cannot patch Rollout housing status: forbidden by RBAC: User "viewer" cannot patch resource '
+        'error: cannot patch Rollout tabula status: forbidden by RBAC: User "viewer" cannot patch resource '
         '"rollouts/status" (ask for a Role that grants it)\n'
     )
 
@@ -116,7 +116,7 @@ def test_pipeline_on_a_cluster_needs_a_kube_context(cli_env: dict[str, str], tmp
 
 
 def test_pipeline_on_a_cluster_refuses_a_local_data_file(cli_env: dict[str, str], tmp_path: Path) -> None:
-    data = tmp_path / "housing.csv"
+    data = tmp_path / "tabula.csv"
     data.write_text("MedInc\n1.0\n")
     code, _, err = invoke(cli_env, "pipeline", "--k8s", "--data", str(data))
     assert code == 2
@@ -165,35 +165,35 @@ def test_values_files_from_the_command_line_come_after_the_environments(
 
     for name in ("env.yaml", "cli.yaml"):
         (tmp_path / name).write_text("{}\n")
-    monkeypatch.setenv("HOUSING_RELEASE_VALUES_FILES", json.dumps([str(tmp_path / "env.yaml")]))
+    monkeypatch.setenv("TABULA_RELEASE_VALUES_FILES", json.dumps([str(tmp_path / "env.yaml")]))
     settings = load_settings(extra_values_files=[tmp_path / "cli.yaml"], timeout_seconds=3)
     assert settings.values_files == [tmp_path / "env.yaml", tmp_path / "cli.yaml"]
     assert settings.timeout_seconds == 3
-    monkeypatch.setenv("HOUSING_RELEASE_VALUES_FILES", json.dumps([str(tmp_path / "gone.yaml")]))
-    with pytest.raises(ConfigError, match=r"^invalid setting HOUSING_RELEASE_VALUES_FILES\.0: Path does not"):
+    monkeypatch.setenv("TABULA_RELEASE_VALUES_FILES", json.dumps([str(tmp_path / "gone.yaml")]))
+    with pytest.raises(ConfigError, match=r"^invalid setting TABULA_RELEASE_VALUES_FILES\.0: Path does not"):
         load_settings(extra_values_files=[tmp_path / "cli.yaml"])
 
 
 def test_deploy_refuses_a_strategy_switch_that_would_replace_the_serving_deployment(
     fake: FakeKube, cli_env: dict[str, str]
 ) -> None:
-    """A rollingUpdate release (Deployment ``housing``) asked to become an Argo canary (Rollout
-    ``housing``): Helm would delete the Deployment while the Rollout's pods still load."""
+    """A rollingUpdate release (Deployment ``tabula``) asked to become an Argo canary (Rollout
+    ``tabula``): Helm would delete the Deployment while the Rollout's pods still load."""
     fake.serve_group("argoproj.io/v1alpha1", {"Rollout": "rollouts", "AnalysisTemplate": "analysistemplates"})
     fake.serve_group(
         "monitoring.coreos.com/v1", {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
     )
     fake.install_helm_release(
-        "housing", 4, CHART_DEFAULTS, {"image": {"repository": "localhost/housing-service", "tag": "3-ccc"}}
+        "tabula", 4, CHART_DEFAULTS, {"image": {"repository": "localhost/tabula-service", "tag": "3-ccc"}}
     )
     labels = {
-        "app.kubernetes.io/name": "housing",
-        "app.kubernetes.io/instance": "housing",
+        "app.kubernetes.io/name": "tabula",
+        "app.kubernetes.io/instance": "tabula",
         "app.kubernetes.io/component": "server",
     }
     fake.put(
-        "/apis/apps/v1/namespaces/housing/deployments/housing",
-        {"metadata": {"name": "housing", "labels": labels}, "spec": {"replicas": 2}},
+        "/apis/apps/v1/namespaces/tabula/deployments/tabula",
+        {"metadata": {"name": "tabula", "labels": labels}, "spec": {"replicas": 2}},
     )
     secrets_before = [path for path in fake.objects if "/secrets/" in path]
 
@@ -205,17 +205,17 @@ def test_deploy_refuses_a_strategy_switch_that_would_replace_the_serving_deploym
         "--provider",
         "argo",
         "--image",
-        "localhost/housing-service:4-ddd",
+        "localhost/tabula-service:4-ddd",
     )
 
     assert code == 6, err
-    assert out == "deploying localhost/housing-service:4-ddd (model v4) as canary/argo\n"
+    assert out == "deploying localhost/tabula-service:4-ddd (model v4) as canary/argo\n"
     assert err == (
-        "error: refusing to replace the serving workload(s) Deployment/housing with Rollout/housing: Helm "
+        "error: refusing to replace the serving workload(s) Deployment/tabula with Rollout/tabula: Helm "
         "would delete the running pods before the new ones are ready (an outage). Switch safely: 1) kubectl "
-        "-n housing annotate deployment/housing helm.sh/resource-policy=keep (Helm then leaves it running "
+        "-n tabula annotate deployment/tabula helm.sh/resource-policy=keep (Helm then leaves it running "
         "and this check lets the upgrade through); 2) run the upgrade again; 3) wait until the new workload "
-        "is ready and serving; 4) kubectl -n housing delete deployment/housing\n"
+        "is ready and serving; 4) kubectl -n tabula delete deployment/tabula\n"
     )
     # Refused before `helm upgrade`: no new release record, nothing written to the cluster.
     assert [path for path in fake.objects if "/secrets/" in path] == secrets_before

@@ -58,14 +58,14 @@ def evidence(**changes: Any) -> Evidence:
 
 def test_the_config_map_is_read_as_the_contract_says() -> None:
     objects = [
-        {"kind": "AnalysisTemplate", "metadata": {"name": "housing-analysis"}},
+        {"kind": "AnalysisTemplate", "metadata": {"name": "tabula-analysis"}},
         {
             "kind": "ConfigMap",
-            "metadata": {"name": "housing-analysis"},
+            "metadata": {"name": "tabula-analysis"},
             "data": {"analysis.json": json.dumps(SPEC)},
         },
     ]
-    found = analysis_spec(objects, "housing-analysis")
+    found = analysis_spec(objects, "tabula-analysis")
     assert found == spec()
     [metric] = found.metrics
     assert (metric.interval, metric.count, metric.initial_delay, metric.consecutive_error_limit) == (
@@ -75,7 +75,7 @@ def test_the_config_map_is_read_as_the_contract_says() -> None:
         4,
     )
     assert (found.min_requests, found.min_measurements) == (200, 3)
-    assert analysis_spec(objects[:1], "housing-analysis") is None
+    assert analysis_spec(objects[:1], "tabula-analysis") is None
     assert fill(found.requests_query, {"track": "h2", "range": "420s"}) == 'sum(increase(r{t="h2"}[420s]))'
 
 

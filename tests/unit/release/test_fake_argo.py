@@ -22,9 +22,9 @@ from tests.unit.release.fake_kube import FakeKube
 
 pytestmark = pytest.mark.unit
 
-API = "/apis/argoproj.io/v1alpha1/namespaces/housing"
-ROLLOUT = f"{API}/rollouts/housing"
-SELECTOR = {"app.kubernetes.io/name": "housing"}
+API = "/apis/argoproj.io/v1alpha1/namespaces/tabula"
+ROLLOUT = f"{API}/rollouts/tabula"
+SELECTOR = {"app.kubernetes.io/name": "tabula"}
 GOOD, BAD, EMPTY = "vector(0.995)", "vector(0.9)", "vector(1) > 2"
 
 
@@ -57,10 +57,10 @@ def install_template(fake: FakeKube, prometheus: str, query: str, **metric: Any)
         "provider": {"prometheus": {"address": prometheus, "query": query}},
     }
     fake.put(
-        f"{API}/analysistemplates/housing-analysis",
+        f"{API}/analysistemplates/tabula-analysis",
         {
             "kind": "AnalysisTemplate",
-            "metadata": {"name": "housing-analysis"},
+            "metadata": {"name": "tabula-analysis"},
             "spec": {"metrics": [body | metric]},
         },
     )
@@ -71,7 +71,7 @@ def canary(steps: list[dict[str, Any]], analysis: bool = False) -> dict[str, Any
     if analysis:
         strategy["analysis"] = {
             "startingStep": 0,
-            "templates": [{"templateName": "housing-analysis"}],
+            "templates": [{"templateName": "tabula-analysis"}],
             "args": [
                 {"name": "candidate-track", "valueFrom": {"podTemplateHashValue": "Latest"}},
                 {"name": "stable-track", "valueFrom": {"podTemplateHashValue": "Stable"}},
@@ -87,7 +87,7 @@ def install(fake: FakeKube, argo: FakeArgo, strategy: dict[str, Any]) -> None:
         {
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Rollout",
-            "metadata": {"name": "housing", "namespace": "housing", "generation": 1},
+            "metadata": {"name": "tabula", "namespace": "tabula", "generation": 1},
             "spec": {
                 "selector": {"matchLabels": SELECTOR},
                 "template": template("img:1"),
@@ -147,7 +147,7 @@ def test_an_untimed_pause_holds_until_its_condition_is_cleared(
     clock.advance(86_400)
     reconcile(argo, 3)
     assert status(fake)["currentStepIndex"] == 0
-    Rollouts(kube).promote("housing", full=False)  # pauseConditions: null, as the kubectl plugin sends
+    Rollouts(kube).promote("tabula", full=False)  # pauseConditions: null, as the kubectl plugin sends
     reconcile(argo)
     assert status(fake)["currentStepIndex"] == 1
     assert "pauseConditions" not in status(fake)
@@ -184,7 +184,7 @@ def test_clearing_a_timed_pause_completes_it_at_once(
     install(fake, argo, canary([{"pause": {"duration": "3m"}}, {"setWeight": 50}]))
     reconcile(argo, 2)
     clock.advance(5)
-    Rollouts(kube).promote("housing", full=False)
+    Rollouts(kube).promote("tabula", full=False)
     reconcile(argo)
     assert status(fake)["currentStepIndex"] == 1
     assert argo.pauses[-1].ended is not None
@@ -195,7 +195,7 @@ def test_promote_full_skips_every_step(fake: FakeKube, argo: FakeArgo, kube: Kub
     """canary.go syncRolloutStatusCanary (promoteFull) and sync.go promoteStable; promote.go --full."""
     install(fake, argo, canary([{"pause": {}}, {"pause": {"duration": "1h"}}]))
     reconcile(argo, 2)
-    Rollouts(kube).promote("housing", full=True)
+    Rollouts(kube).promote("tabula", full=True)
     assert status(fake)["promoteFull"] is True
     reconcile(argo)
     assert status(fake)["stableRS"] == status(fake)["currentPodHash"]
@@ -210,11 +210,11 @@ def test_abort_goes_back_to_step_zero_and_retry_resumes(fake: FakeKube, argo: Fa
     install(fake, argo, canary([{"setWeight": 10}, {"pause": {}}]))
     reconcile(argo, 3)
     assert status(fake)["currentStepIndex"] == 1
-    Rollouts(kube).abort("housing")
+    Rollouts(kube).abort("tabula")
     reconcile(argo)
     assert (status(fake)["currentStepIndex"], status(fake)["phase"]) == (0, "Degraded")
     assert status(fake)["stableRS"] == pod_template_hash(template("img:1"))
-    Rollouts(kube).retry("housing")
+    Rollouts(kube).retry("tabula")
     reconcile(argo, 2)
     assert status(fake)["phase"] == "Paused"
     assert "abort" not in status(fake)
@@ -348,8 +348,8 @@ def test_condition_evaluation() -> None:
 
 def blue_green(auto: bool, seconds: int = 0) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "activeService": "housing",
-        "previewService": "housing-preview",
+        "activeService": "tabula",
+        "previewService": "tabula-preview",
         "autoPromotionEnabled": auto,
         "prePromotionAnalysis": copy.deepcopy(canary([], analysis=True)["canary"]["analysis"]),
     }
@@ -380,7 +380,7 @@ def test_blue_green_pauses_only_after_the_pre_promotion_analysis_and_waits_for_a
         == status(fake)["stableRS"]
         != status(fake)["currentPodHash"]
     )
-    Rollouts(kube).promote("housing", full=False)
+    Rollouts(kube).promote("tabula", full=False)
     reconcile(argo, 2)
     assert (
         status(fake)["blueGreen"]["activeSelector"]

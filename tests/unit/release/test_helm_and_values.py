@@ -19,11 +19,11 @@ from tests.unit.release.fake_helm import CHART_DEFAULTS
 
 pytestmark = pytest.mark.unit
 
-CHART = Path("charts/housing")
+CHART = Path("charts/tabula")
 
 
 def render(helm: Helm, overrides: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    objects = helm.template("housing", CHART, {}, [], overrides)
+    objects = helm.template("tabula", CHART, {}, [], overrides)
     return {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects}
 
 
@@ -37,11 +37,11 @@ def cluster(settings: ReleaseSettings, helm: Helm, kube: Kube) -> Cluster:
 
 
 def test_upgrade_argv_is_exact(helm_binary: str) -> None:
-    helm = Helm(helm_binary, "housing", kube_context="kind-housing")
-    argv = helm.upgrade_argv("housing", CHART, [Path("prod.yaml"), Path("scratch/overrides.yaml")])
+    helm = Helm(helm_binary, "tabula", kube_context="kind-tabula")
+    argv = helm.upgrade_argv("tabula", CHART, [Path("prod.yaml"), Path("scratch/overrides.yaml")])
     assert argv == [
-        helm_binary, "upgrade", "--install", "housing", "charts/housing",
-        "--namespace", "housing", "--kube-context", "kind-housing",
+        helm_binary, "upgrade", "--install", "tabula", "charts/tabula",
+        "--namespace", "tabula", "--kube-context", "kind-tabula",
         "--create-namespace", "--reset-then-reuse-values",
         "--values", "prod.yaml", "--values", "scratch/overrides.yaml",
         "--timeout", "900s", "--output", "json",
@@ -52,7 +52,7 @@ def test_every_upgrade_flag_exists_in_the_real_helm(helm_binary: str) -> None:
     usage = subprocess.run(
         [helm_binary, "upgrade", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    argv = Helm(helm_binary, "housing", kube_context="ctx").upgrade_argv("housing", CHART, [Path("x.yaml")])
+    argv = Helm(helm_binary, "tabula", kube_context="ctx").upgrade_argv("tabula", CHART, [Path("x.yaml")])
     flags = {arg for arg in argv if arg.startswith("--")}
     assert flags == {
         "--install", "--namespace", "--kube-context", "--create-namespace", "--reset-then-reuse-values",
@@ -76,8 +76,8 @@ def test_helm_errors_become_one_line_with_a_hint() -> None:
 @pytest.mark.parametrize(
     ("values", "release", "expected"),
     [
-        ({}, "housing", "housing"),
-        ({}, "prod", "prod-housing"),
+        ({}, "tabula", "tabula"),
+        ({}, "prod", "prod-tabula"),
         ({"fullnameOverride": "svc"}, "prod", "svc"),
         ({"nameOverride": "price"}, "prod", "prod-price"),
     ],
@@ -93,48 +93,48 @@ def test_argo_canary_release_values_render_the_new_image_and_no_stable_version(
 ) -> None:
     installed: dict[str, Any] = {"image": {"tag": "1-aaa"}, "rollout": {"strategy": "canary"}}
     driver = ArgoCanary(cluster, chart.merge(CHART_DEFAULTS, installed))
-    overrides = driver.overrides("localhost/housing-service:2-bbb", "2")
+    overrides = driver.overrides("localhost/tabula-service:2-bbb", "2")
     assert "stableModelVersion" not in str(overrides)  # CONTRACT.md: tracks come from pods
     rendered = render(helm, chart.merge(installed, overrides))
-    assert image(rendered[("Rollout", "housing")]) == "localhost/housing-service:2-bbb"
+    assert image(rendered[("Rollout", "tabula")]) == "localhost/tabula-service:2-bbb"
 
 
 def test_native_canary_release_then_promotion(helm: Helm, cluster: Cluster) -> None:
-    installed = {"image": {"repository": "localhost/housing-service", "tag": "1-aaa"}}
+    installed = {"image": {"repository": "localhost/tabula-service", "tag": "1-aaa"}}
     installed |= {"rollout": {"strategy": "canary", "provider": "native"}}
     current = chart.merge(CHART_DEFAULTS, installed)
     started = chart.merge(
-        installed, NativeCanary(cluster, current).candidate_overrides("localhost/housing-service:2-bbb", "2")
+        installed, NativeCanary(cluster, current).candidate_overrides("localhost/tabula-service:2-bbb", "2")
     )
     rendered = render(helm, started)
-    assert image(rendered[("Deployment", "housing")]) == "localhost/housing-service:1-aaa"
-    assert image(rendered[("Deployment", "housing-canary")]) == "localhost/housing-service:2-bbb"
+    assert image(rendered[("Deployment", "tabula")]) == "localhost/tabula-service:1-aaa"
+    assert image(rendered[("Deployment", "tabula-canary")]) == "localhost/tabula-service:2-bbb"
     promoted = chart.merge(
         started, NativeCanary(cluster, current).promotion_overrides(chart.merge(CHART_DEFAULTS, started))
     )
     rendered = render(helm, promoted)
-    assert image(rendered[("Deployment", "housing")]) == "localhost/housing-service:2-bbb"
-    assert ("Deployment", "housing-canary") not in rendered
-    assert chart.workload(chart.merge(CHART_DEFAULTS, promoted), "housing").model_version == "2"
+    assert image(rendered[("Deployment", "tabula")]) == "localhost/tabula-service:2-bbb"
+    assert ("Deployment", "tabula-canary") not in rendered
+    assert chart.workload(chart.merge(CHART_DEFAULTS, promoted), "tabula").model_version == "2"
 
 
 def test_native_blue_green_release_then_promotion(helm: Helm, cluster: Cluster) -> None:
-    installed = {"image": {"repository": "localhost/housing-service", "tag": "1-aaa"}}
+    installed = {"image": {"repository": "localhost/tabula-service", "tag": "1-aaa"}}
     installed |= {"rollout": {"strategy": "blueGreen", "provider": "native"}}
     current = chart.merge(CHART_DEFAULTS, installed)
     started = chart.merge(
         installed,
-        NativeBlueGreen(cluster, current).candidate_overrides("localhost/housing-service:2-bbb", "2"),
+        NativeBlueGreen(cluster, current).candidate_overrides("localhost/tabula-service:2-bbb", "2"),
     )
     rendered = render(helm, started)
-    assert image(rendered[("Deployment", "housing-blue")]) == "localhost/housing-service:1-aaa"
-    assert image(rendered[("Deployment", "housing-green")]) == "localhost/housing-service:2-bbb"
-    assert rendered[("Service", "housing")]["spec"]["selector"]["housing.io/track"] == "blue"
+    assert image(rendered[("Deployment", "tabula-blue")]) == "localhost/tabula-service:1-aaa"
+    assert image(rendered[("Deployment", "tabula-green")]) == "localhost/tabula-service:2-bbb"
+    assert rendered[("Service", "tabula")]["spec"]["selector"]["tabula.io/track"] == "blue"
     promoted = chart.merge(
         started, NativeBlueGreen(cluster, current).promotion_overrides(chart.merge(CHART_DEFAULTS, started))
     )
     rendered = render(helm, promoted)
-    assert rendered[("Service", "housing")]["spec"]["selector"]["housing.io/track"] == "green"
+    assert rendered[("Service", "tabula")]["spec"]["selector"]["tabula.io/track"] == "green"
     # The old colour keeps its version for a fast switch back.
-    assert image(rendered[("Deployment", "housing-blue")]) == "localhost/housing-service:1-aaa"
-    assert chart.workload(chart.merge(CHART_DEFAULTS, promoted), "housing").model_version == "2"
+    assert image(rendered[("Deployment", "tabula-blue")]) == "localhost/tabula-service:1-aaa"
+    assert chart.workload(chart.merge(CHART_DEFAULTS, promoted), "tabula").model_version == "2"

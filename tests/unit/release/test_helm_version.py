@@ -18,7 +18,7 @@ def helm_printing(stdout: str, returncode: int = 0, stderr: str = "") -> Helm:
         assert argv == ["/opt/helm", "version", "--template", "{{.Version}}"]
         return subprocess.CompletedProcess(argv, returncode, stdout, stderr)
 
-    return Helm("/opt/helm", "housing", runner=runner)
+    return Helm("/opt/helm", "tabula", runner=runner)
 
 
 def test_the_real_helm_is_recent_enough(settings: ReleaseSettings) -> None:
@@ -38,7 +38,7 @@ def test_older_helm_is_refused_in_one_line(version: str) -> None:
         helm_printing(version).require_supported_version()
     message = str(caught.value)
     assert message == (
-        f"/opt/helm is Helm {version}, too old: housing needs Helm 3.14+ (for `helm upgrade "
+        f"/opt/helm is Helm {version}, too old: tabula needs Helm 3.14+ (for `helm upgrade "
         "--reset-then-reuse-values`); install a newer one or run scripts/install-helm.sh"
     )
     assert "\n" not in message

@@ -18,14 +18,14 @@ from training.config import TrainingSettings
 
 pytestmark = pytest.mark.unit
 
-JOBS = "/apis/batch/v1/namespaces/housing/jobs"
-PODS = "/api/v1/namespaces/housing/pods"
+JOBS = "/apis/batch/v1/namespaces/tabula/jobs"
+PODS = "/api/v1/namespaces/tabula/pods"
 
 
 def container_status(state: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": "train",
-        "image": "registry.example/housing-training:7",
+        "image": "registry.example/tabula-training:7",
         "state": state,
         "lastState": last or {},
     }
@@ -74,7 +74,7 @@ def run(settings: ReleaseSettings, helm: Helm, kube: Kube, lines: list[str], **k
     options: dict[str, Any] = {"args": ["train"], "env": {}, "params_file": None} | kwargs
     return run_training_job(
         TrainingSettings(model_name="housing-price", experiment="housing"),
-        settings.model_copy(update={"training_image": "registry.example/housing-training:7"}),
+        settings.model_copy(update={"training_image": "registry.example/tabula-training:7"}),
         log=lines.append,
         helm=RecordingFakeHelm(helm, installed=None),
         kube=kube,
@@ -96,20 +96,20 @@ def test_creates_the_charts_job_streams_its_log_and_succeeds(
         log="training on data\nbest: tiny_hgb, registered as housing-price v3 (challenger)\n",
     )
     lines: list[str] = []
-    name = run(settings, helm, kube, lines, env={"HOUSING_CANDIDATES": '["ridge"]'})
+    name = run(settings, helm, kube, lines, env={"TABULA_CANDIDATES": '["ridge"]'})
 
-    assert name.startswith("housing-train-")
+    assert name.startswith("tabula-train-")
     posts = {request.body["kind"]: request for request in fake.made("POST")}
     assert [request.path for request in fake.made("POST")] == [
-        "/api/v1/namespaces/housing/serviceaccounts",
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/housing/roles",
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/housing/rolebindings",
+        "/api/v1/namespaces/tabula/serviceaccounts",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/tabula/roles",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/tabula/rolebindings",
         JOBS,
-        "/api/v1/namespaces/housing/configmaps",
+        "/api/v1/namespaces/tabula/configmaps",
     ]
     assert posts["ServiceAccount"].body["metadata"]["annotations"] == {
-        "meta.helm.sh/release-name": "housing",
-        "meta.helm.sh/release-namespace": "housing",
+        "meta.helm.sh/release-name": "tabula",
+        "meta.helm.sh/release-namespace": "tabula",
     }
     job = posts["Job"].body
     assert job["metadata"]["name"] == name
@@ -127,20 +127,20 @@ def test_creates_the_charts_job_streams_its_log_and_succeeds(
             "uid": fake.objects[f"{JOBS}/{name}"]["metadata"]["uid"],
         }
     ]
-    assert config_map["data"]["HOUSING_CANDIDATES"] == '["ridge"]'
-    assert config_map["data"]["HOUSING_MODEL_NAME"] == "housing-price"
+    assert config_map["data"]["TABULA_CANDIDATES"] == '["ridge"]'
+    assert config_map["data"]["TABULA_MODEL_NAME"] == "housing-price"
     assert config_map["data"]["MLFLOW_TRACKING_URI"] == CHART_DEFAULTS["training"]["mlflow"]["trackingUri"]
-    assert not fake.made(path_part="/configmaps/housing-training")
+    assert not fake.made(path_part="/configmaps/tabula-training")
     # The Job starts only once its ConfigMaps exist.
     [start] = fake.made("PATCH")
     assert start.path == f"{JOBS}/{name}"
     assert start.body == {"spec": {"suspend": False}}
     assert fake.requests.index(start) > fake.requests.index(fake.made("POST", "/configmaps")[-1])
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "registry.example/housing-training:7"
-    assert (container["command"], container["args"]) == (["housing"], ["train"])
+    assert container["image"] == "registry.example/tabula-training:7"
+    assert (container["command"], container["args"]) == (["tabula"], ["train"])
     assert container["envFrom"] == [{"configMapRef": {"name": f"{name}-env"}}]
-    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "housing-training"
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "tabula-training"
     log_requests = fake.made("GET", "/log")
     assert [request.query.get("follow") for request in log_requests] == [["true"]]
     assert "  | best: tiny_hgb, registered as housing-price v3 (challenger)" in lines
@@ -150,16 +150,16 @@ def test_creates_the_charts_job_streams_its_log_and_succeeds(
 def test_existing_support_objects_are_replaced_and_the_release_configmap_is_left_alone(
     fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube
 ) -> None:
-    release_settings = {"metadata": {"name": "housing-training"}, "data": {"HOUSING_CANDIDATES": '["hgb"]'}}
-    fake.put("/api/v1/namespaces/housing/configmaps/housing-training", dict(release_settings))
-    fake.put("/api/v1/namespaces/housing/serviceaccounts/housing-training", {"metadata": {"name": "x"}})
+    release_settings = {"metadata": {"name": "tabula-training"}, "data": {"TABULA_CANDIDATES": '["hgb"]'}}
+    fake.put("/api/v1/namespaces/tabula/configmaps/tabula-training", dict(release_settings))
+    fake.put("/api/v1/namespaces/tabula/serviceaccounts/tabula-training", {"metadata": {"name": "x"}})
     script_job(fake, {"phase": "Succeeded"}, [COMPLETE])
-    run(settings, helm, kube, [], env={"HOUSING_CANDIDATES": '["ridge"]'})
+    run(settings, helm, kube, [], env={"TABULA_CANDIDATES": '["ridge"]'})
     [replace] = fake.made("PUT")
-    assert replace.path == "/api/v1/namespaces/housing/serviceaccounts/housing-training"
+    assert replace.path == "/api/v1/namespaces/tabula/serviceaccounts/tabula-training"
     # What the CronJob reads keeps the release's candidates, not this run's.
-    stored = fake.objects["/api/v1/namespaces/housing/configmaps/housing-training"]
-    assert stored["data"] == {"HOUSING_CANDIDATES": '["hgb"]'}
+    stored = fake.objects["/api/v1/namespaces/tabula/configmaps/tabula-training"]
+    assert stored["data"] == {"TABULA_CANDIDATES": '["hgb"]'}
 
 
 def test_the_job_runs_with_the_charts_writable_data_home(
@@ -183,8 +183,8 @@ def test_a_params_file_is_mounted_from_a_configmap_owned_by_the_job(
     job = next(request.body for request in fake.made("POST", "/jobs"))
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["train", "--if-changed"]
-    assert {"name": "HOUSING_PARAMS_FILE", "value": "/etc/housing/params/params.yaml"} in container["env"]
-    assert {"name": "params", "mountPath": "/etc/housing/params", "readOnly": True} in container[
+    assert {"name": "TABULA_PARAMS_FILE", "value": "/etc/tabula/params/params.yaml"} in container["env"]
+    assert {"name": "params", "mountPath": "/etc/tabula/params", "readOnly": True} in container[
         "volumeMounts"
     ]
     params_map = fake.made("POST", "/configmaps")[-1].body
@@ -206,7 +206,7 @@ def test_image_pull_failure_deletes_the_job_and_says_why(
     waiting = {
         "waiting": {
             "reason": "ImagePullBackOff",
-            "message": 'Back-off pulling image "registry.example/housing-training:7"',
+            "message": 'Back-off pulling image "registry.example/tabula-training:7"',
         }
     }
     script_job(fake, {"phase": "Pending", "containerStatuses": [container_status(waiting)]}, [RUNNING])
@@ -215,9 +215,9 @@ def test_image_pull_failure_deletes_the_job_and_says_why(
     message = str(caught.value)
     assert "cannot start, so it was deleted" in message
     assert "ImagePullBackOff: the image cannot be pulled" in message
-    assert "registry.example/housing-training:7" in message
+    assert "registry.example/tabula-training:7" in message
     [delete] = fake.made("DELETE")
-    assert delete.path.startswith(f"{JOBS}/housing-train-")
+    assert delete.path.startswith(f"{JOBS}/tabula-train-")
     assert delete.query["propagationPolicy"] == ["Background"]
 
 
@@ -231,7 +231,7 @@ def test_oom_killed_training_is_reported(
     }
     script_job(fake, {"phase": "Failed", "containerStatuses": [container_status(terminated)]}, [failed])
     with pytest.raises(
-        ReleaseError, match=r"failed: pod housing-train-.*: container train was OOMKilled \(raise training"
+        ReleaseError, match=r"failed: pod tabula-train-.*: container train was OOMKilled \(raise training"
     ):
         run(settings, helm, kube, [])
 
@@ -259,17 +259,17 @@ def test_a_job_that_never_finishes_times_out_with_a_hint(
     script_job(fake, {"phase": "Pending"}, [RUNNING])
     with pytest.raises(
         ClusterTimeoutError,
-        match=r"timed out after 1s waiting for training Job housing-train-.*`kubectl logs -n housing job/",
+        match=r"timed out after 1s waiting for training Job tabula-train-.*`kubectl logs -n tabula job/",
     ):
         run(settings.model_copy(update={"timeout_seconds": 1.0}), helm, kube, [])
 
 
 def test_missing_namespace(fake: FakeKube, settings: ReleaseSettings, helm: Helm, kube: Kube) -> None:
-    fake.fail("POST", "/api/v1/namespaces/housing/", 404, 'namespaces "housing" not found')
+    fake.fail("POST", "/api/v1/namespaces/tabula/", 404, 'namespaces "tabula" not found')
     with pytest.raises(
         ReleaseError,
-        match=r"^cannot create ServiceAccount housing-training in namespace housing: not found: "
-        r'namespaces "housing" not found$',
+        match=r"^cannot create ServiceAccount tabula-training in namespace tabula: not found: "
+        r'namespaces "tabula" not found$',
     ):
         run(settings, helm, kube, [])
 
@@ -283,7 +283,7 @@ def test_the_job_trains_the_example_the_settings_name(
     )
     run_training_job(
         TrainingSettings(example="iris"),
-        settings.model_copy(update={"training_image": "registry.example/housing-training:7"}),
+        settings.model_copy(update={"training_image": "registry.example/tabula-training:7"}),
         log=[].append,
         helm=RecordingFakeHelm(helm, installed=None),
         kube=kube,
@@ -294,7 +294,7 @@ def test_the_job_trains_the_example_the_settings_name(
 
     (config_map,) = [r.body for r in fake.made("POST") if r.body["kind"] == "ConfigMap"]
     data = config_map["data"]
-    assert (data["HOUSING_EXAMPLE"], data["HOUSING_MODEL_NAME"], data["HOUSING_EXPERIMENT"]) == (
+    assert (data["TABULA_EXAMPLE"], data["TABULA_MODEL_NAME"], data["TABULA_EXPERIMENT"]) == (
         "iris",
         "iris-species",
         "iris",

@@ -23,8 +23,8 @@ MONITORING = {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheus
 
 def canary_objects(helm: Helm) -> list[dict]:
     return helm.template(
-        "housing",
-        Path("charts/housing"),
+        "tabula",
+        Path("charts/tabula"),
         {},
         [],
         {
@@ -63,7 +63,7 @@ def test_kubeconfig_without_current_context(
 def test_connects_to_the_current_context(fake: FakeKube, settings: ReleaseSettings) -> None:
     kube = connect(settings)
     assert kube.where == fake.url
-    assert kube.namespace == "housing"
+    assert kube.namespace == "tabula"
 
 
 def test_missing_argo_rollouts_crds_name_the_kinds_and_the_fix(
@@ -118,22 +118,22 @@ def test_rbac_forbidden_is_reported_with_the_servers_message(
 ) -> None:
     fake.fail(
         "GET",
-        "/apis/argoproj.io/v1alpha1/namespaces/housing/rollouts",
+        "/apis/argoproj.io/v1alpha1/namespaces/tabula/rollouts",
         403,
-        'rollouts.argoproj.io "housing" is forbidden: User "dev" cannot get resource "rollouts"',
+        'rollouts.argoproj.io "tabula" is forbidden: User "dev" cannot get resource "rollouts"',
     )
     with pytest.raises(ReleaseError) as caught:
-        Rollouts(connect(settings)).get("housing")
+        Rollouts(connect(settings)).get("tabula")
     assert str(caught.value) == (
-        "cannot read Rollout housing in namespace housing: forbidden by RBAC: rollouts.argoproj.io "
-        '"housing" is forbidden: User "dev" cannot get resource "rollouts" (ask for a Role that grants it)'
+        "cannot read Rollout tabula in namespace tabula: forbidden by RBAC: rollouts.argoproj.io "
+        '"tabula" is forbidden: User "dev" cannot get resource "rollouts" (ask for a Role that grants it)'
     )
 
 
 def test_refused_credentials(fake: FakeKube, settings: ReleaseSettings) -> None:
     fake.fail("*", "/", 401, "Unauthorized")
     with pytest.raises(ReleaseError, match="refused the credentials of the current kube-context"):
-        Rollouts(connect(settings)).get("housing")
+        Rollouts(connect(settings)).get("tabula")
 
 
 def test_unreachable_api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,4 +150,4 @@ def test_unreachable_api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(
         ReleaseError, match=r"^cannot reach the Kubernetes API at http://127\.0\.0\.1:\d+ to read Rollout"
     ):
-        Rollouts(kube).get("housing")
+        Rollouts(kube).get("tabula")

@@ -1,4 +1,4 @@
-"""``housing rollout`` in native mode (no Argo): status read through the real CLI, real helm and the fake
+"""``tabula rollout`` in native mode (no Argo): status read through the real CLI, real helm and the fake
 API server; the native drivers' promote, abort and retry as the Helm upgrades they make, recorded by
 the fake Helm."""
 
@@ -27,10 +27,10 @@ from tests.unit.release.fake_kube import FakeKube
 
 pytestmark = pytest.mark.unit
 
-DEPLOYMENTS = "/apis/apps/v1/namespaces/housing/deployments"
-CHART = Path("charts/housing")
+DEPLOYMENTS = "/apis/apps/v1/namespaces/tabula/deployments"
+CHART = Path("charts/tabula")
 CANARY = {
-    "image": {"repository": "localhost/housing-service", "tag": "1-aaa"},
+    "image": {"repository": "localhost/tabula-service", "tag": "1-aaa"},
     "rollout": {
         "strategy": "canary",
         "provider": "native",
@@ -38,7 +38,7 @@ CANARY = {
     },
 }
 BLUE_GREEN: dict[str, Any] = {
-    "image": {"repository": "localhost/housing-service", "tag": "1-aaa"},
+    "image": {"repository": "localhost/tabula-service", "tag": "1-aaa"},
     "rollout": {
         "strategy": "blueGreen",
         "provider": "native",
@@ -65,22 +65,22 @@ def deployment(fake: FakeKube, name: str, image: str, available: int, wanted: in
 def test_status_of_a_native_canary_shows_tracks_and_weight(
     fake: FakeKube, kubeconfig: Path, helm_binary: str, tmp_path: Path
 ) -> None:
-    fake.install_helm_release("housing", 3, CHART_DEFAULTS, CANARY)
-    deployment(fake, "housing", "localhost/housing-service:1-aaa", available=3, wanted=3)
-    deployment(fake, "housing-canary", "localhost/housing-service:2-bbb", available=1, wanted=1)
+    fake.install_helm_release("tabula", 3, CHART_DEFAULTS, CANARY)
+    deployment(fake, "tabula", "localhost/tabula-service:1-aaa", available=3, wanted=3)
+    deployment(fake, "tabula-canary", "localhost/tabula-service:2-bbb", available=1, wanted=1)
     env = {
         "KUBECONFIG": str(kubeconfig),
-        "HOUSING_RELEASE_HELM_BINARY": helm_binary,
-        "HOUSING_RELEASE_NAMESPACE": "housing",
+        "TABULA_RELEASE_HELM_BINARY": helm_binary,
+        "TABULA_RELEASE_NAMESPACE": "tabula",
         "HOME": str(tmp_path),
         "PATH": os.environ["PATH"],
     }
     result = CliRunner().invoke(app, ["rollout", "status"], env=env)
     assert (result.exit_code, result.stderr) == (0, "")
     assert result.stdout.splitlines() == [
-        "canary/native release housing: users get v1 (1-aaa)",
-        "  Deployment housing: 3/3 available, image localhost/housing-service:1-aaa",
-        "  Deployment housing-canary: 1/1 available, image localhost/housing-service:2-bbb",
+        "canary/native release tabula: users get v1 (1-aaa)",
+        "  Deployment tabula: 3/3 available, image localhost/tabula-service:1-aaa",
+        "  Deployment tabula-canary: 1/1 available, image localhost/tabula-service:2-bbb",
         "  canary 2-bbb: weight 25% (1/4 available pods)",
     ]
 
@@ -100,10 +100,10 @@ def test_promoting_a_native_canary_makes_it_the_image_and_drops_the_track(
 ) -> None:
     target, helm = cluster(fake, settings, kube, CANARY)
     message = installed_driver(target).promote(full=False)
-    assert message == "promoted localhost/housing-service:2-bbb (Helm revision 2)"
+    assert message == "promoted localhost/tabula-service:2-bbb (Helm revision 2)"
     [(_, overrides)] = helm.calls
     assert overrides == {
-        "image": {"repository": "localhost/housing-service", "tag": "2-bbb"},
+        "image": {"repository": "localhost/tabula-service", "tag": "2-bbb"},
         "model": {"version": "2"},
         "rollout": {"native": {"canary": {"tag": "", "modelVersion": ""}}},
     }
@@ -139,15 +139,15 @@ def test_retrying_a_native_release_runs_the_upgrade_again(
 ) -> None:
     target, helm = cluster(fake, settings, kube, CANARY)
     message = installed_driver(target).retry()
-    assert message == "upgraded housing again with its values (Helm revision 2)"
+    assert message == "upgraded tabula again with its values (Helm revision 2)"
     assert helm.calls == [("upgrade", {})]
     assert helm.user_values() == CANARY
 
 
 # --- native blue/green: the switch never drops capacity (issue 10, item 6) -------------------------------
 # Replicas 3: blue serves 3 pods, green (2-bbb) is the 1-pod preview; the chart's steps, in
-# charts/housing/values.yaml (previewReplicas, scaleDownDelaySeconds) and its guard
-# templates/_checks.tpl housing.checkBlueGreenSwitch.
+# charts/tabula/values.yaml (previewReplicas, scaleDownDelaySeconds) and its guard
+# templates/_checks.tpl tabula.checkBlueGreenSwitch.
 SWITCHING: dict[str, Any] = {**BLUE_GREEN, "replicaCount": 3}
 
 
@@ -168,7 +168,7 @@ def served_blue_green(
     target.log = lines.append
     clock = ManualClock()
     target.clock = clock
-    serve_chart(fake, helm, "housing", clock, lambda values: helm.template("housing", CHART, values, [], {}))
+    serve_chart(fake, helm, "tabula", clock, lambda values: helm.template("tabula", CHART, values, [], {}))
     applied = helm.on_change
     assert applied is not None
     serving: list[tuple[str, int]] = []
@@ -217,13 +217,13 @@ def test_blue_green_promotion_scales_the_preview_up_then_switches_then_scales_th
     driver.settle()
 
     assert message == (
-        "promoted localhost/housing-service:2-bbb (Helm revision 3): Service housing selects green (3 pods); "
+        "promoted localhost/tabula-service:2-bbb (Helm revision 3): Service tabula selects green (3 pods); "
         "blue keeps 3 pods for an instant rollback"
     )
     scale_up, switch, scale_down = (overrides for _, overrides in helm.calls)
     assert scale_up == {"rollout": {"native": {"blueGreen": {"previewReplicas": 3}}}}
     assert switch == {
-        "image": {"repository": "localhost/housing-service", "tag": "2-bbb"},
+        "image": {"repository": "localhost/tabula-service", "tag": "2-bbb"},
         "model": {"version": "2"},
         "rollout": {"native": {"blueGreen": {"activeColor": "green", "previewReplicas": 3}}},
     }
@@ -231,29 +231,29 @@ def test_blue_green_promotion_scales_the_preview_up_then_switches_then_scales_th
     # At every step the Service's colour had the full 3 ready pods: blue, blue, green, green.
     assert serving == [("blue", 3), ("blue", 3), ("green", 3), ("green", 3)]
     # Each step is an upgrade followed by a wait; the scale-down only after scaleDownDelaySeconds (60).
-    green, blue = "localhost/housing-service:2-bbb", "localhost/housing-service:1-aaa"
+    green, blue = "localhost/tabula-service:2-bbb", "localhost/tabula-service:1-aaa"
     assert lines == [
         "[serving blue with 3 ready pods]",
-        "helm upgrade --install housing: revision 2 (rollout.native.blueGreen.previewReplicas=3)",
-        f"Deployment housing-green is ready (3/3 available, image {green})",
+        "helm upgrade --install tabula: revision 2 (rollout.native.blueGreen.previewReplicas=3)",
+        f"Deployment tabula-green is ready (3/3 available, image {green})",
         "[serving green with 3 ready pods]",
         (
-            "helm upgrade --install housing: revision 3 (image.repository=localhost/housing-service, "
+            "helm upgrade --install tabula: revision 3 (image.repository=localhost/tabula-service, "
             "image.tag=2-bbb, model.version=2, rollout.native.blueGreen.activeColor=green, "
             "rollout.native.blueGreen.previewReplicas=3)"
         ),
-        f"Deployment housing-green is ready (3/3 available, image {green})",
-        f"Deployment housing-blue is ready (3/3 available, image {blue})",
+        f"Deployment tabula-green is ready (3/3 available, image {green})",
+        f"Deployment tabula-blue is ready (3/3 available, image {blue})",
         (
             "blue keeps 3 pods for 60s (rollout.native.blueGreen.scaleDownDelaySeconds): "
-            "`housing rollout undo` switches back at once"
+            "`tabula rollout undo` switches back at once"
         ),
         "[serving green with 3 ready pods]",
-        "helm upgrade --install housing: revision 4 (rollout.native.blueGreen.previewReplicas=1)",
+        "helm upgrade --install tabula: revision 4 (rollout.native.blueGreen.previewReplicas=1)",
         "blue scaled down to previewReplicas=1",
     ]
     assert clock.now() - switched_at >= 60
-    assert fake.objects[f"{DEPLOYMENTS}/housing-blue"]["spec"]["replicas"] == 1
+    assert fake.objects[f"{DEPLOYMENTS}/tabula-blue"]["spec"]["replicas"] == 1
     # A second settle has nothing left to do.
     driver.settle()
     assert len(helm.calls) == 3
@@ -266,7 +266,7 @@ def test_the_switch_waits_until_the_scaled_up_preview_is_ready(
     target, _, lines, serving, _ = served_blue_green(fake, settings, kube, SWITCHING, scale_up_seconds=0.5)
     installed_driver(target).promote(full=False)
     assert serving == [("blue", 3), ("blue", 3), ("green", 3)]
-    assert "Deployment housing-green is ready (3/3 available, image localhost/housing-service:2-bbb)" in lines
+    assert "Deployment tabula-green is ready (3/3 available, image localhost/tabula-service:2-bbb)" in lines
 
 
 def test_an_idle_colour_already_at_full_size_switches_without_a_scale_up(
@@ -285,7 +285,7 @@ def test_the_preview_is_scaled_to_the_live_size_of_the_active_colour(
 ) -> None:
     """The active colour runs 5 pods although replicaCount is 3 (an HPA, or `kubectl scale`): 5 it is."""
     target, helm, _, _, _ = served_blue_green(fake, settings, kube, SWITCHING)
-    live = fake.objects[f"{DEPLOYMENTS}/housing-blue"]
+    live = fake.objects[f"{DEPLOYMENTS}/tabula-blue"]
     live["spec"]["replicas"] = 5
     live["status"] |= {"replicas": 5, "updatedReplicas": 5, "readyReplicas": 5, "availableReplicas": 5}
     installed_driver(target).promote(full=False)
@@ -308,8 +308,8 @@ def test_a_rollback_within_the_delay_flips_the_service_back_without_a_scale_up(
         ),
     ]
 
-    # `housing rollout undo` within the delay: the revision before the switch.
-    assert installed_driver(target).undo(None) == "helm rollback housing (previous revision) done"
+    # `tabula rollout undo` within the delay: the revision before the switch.
+    assert installed_driver(target).undo(None) == "helm rollback tabula (previous revision) done"
     assert helm.calls[-1] == ("rollback", None)
     assert blue_green_of(helm)["activeColor"] == "blue"
     assert serving[-1] == ("blue", 3)  # the old colour served at once with every pod it had

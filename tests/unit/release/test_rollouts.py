@@ -18,7 +18,7 @@ from tests.unit.release.fake_kube import FakeKube
 
 pytestmark = pytest.mark.unit
 
-ROLLOUT_PATH = "/apis/argoproj.io/v1alpha1/namespaces/housing/rollouts/housing"
+ROLLOUT_PATH = "/apis/argoproj.io/v1alpha1/namespaces/tabula/rollouts/tabula"
 STEPS = [
     {"setWeight": 10},
     {"pause": {"duration": "2m"}},
@@ -28,8 +28,8 @@ STEPS = [
     {"pause": {"duration": "3m"}},
 ]
 SELECTOR = {
-    "app.kubernetes.io/name": "housing",
-    "app.kubernetes.io/instance": "housing",
+    "app.kubernetes.io/name": "tabula",
+    "app.kubernetes.io/instance": "tabula",
     "app.kubernetes.io/component": "server",
 }
 
@@ -44,14 +44,14 @@ def rollout(**status: Any) -> dict[str, Any]:
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
         "metadata": {
-            "name": "housing",
-            "namespace": "housing",
+            "name": "tabula",
+            "namespace": "tabula",
             "generation": 4,
             "annotations": {"rollout.argoproj.io/revision": "3"},
         },
         "spec": {
             "selector": {"matchLabels": SELECTOR},
-            "template": pod_template("localhost/housing-service:3-ccc"),
+            "template": pod_template("localhost/tabula-service:3-ccc"),
             "strategy": {"canary": {"steps": STEPS}},
         },
         "status": {"phase": "Progressing", "observedGeneration": "4", **status},
@@ -64,20 +64,20 @@ def test_promote_a_paused_rollout_clears_the_pause_then_unpauses(fake: FakeKube,
     )
     obj["spec"]["paused"] = True
     fake.put(ROLLOUT_PATH, obj)
-    message = Rollouts(kube).promote("housing", full=False)
+    message = Rollouts(kube).promote("tabula", full=False)
     patches = fake.made("PATCH")
     assert [(p.path, p.content_type, p.body) for p in patches] == [
         (f"{ROLLOUT_PATH}/status", "application/merge-patch+json", {"status": {"pauseConditions": None}}),
         (ROLLOUT_PATH, "application/merge-patch+json", {"spec": {"paused": False}}),
     ]
-    assert message == "Rollout housing promoted: cleared its pause, unpaused it"
+    assert message == "Rollout tabula promoted: cleared its pause, unpaused it"
     assert "pauseConditions" not in fake.objects[ROLLOUT_PATH]["status"]
 
 
 def test_promote_with_nothing_paused_moves_to_the_next_step(fake: FakeKube, kube: Kube) -> None:
     """pkg/kubectl-argo-rollouts/cmd/promote/promote.go clearPauseConditionsPatchWithStep."""
     fake.put(ROLLOUT_PATH, rollout(currentStepIndex=1))
-    Rollouts(kube).promote("housing", full=False)
+    Rollouts(kube).promote("tabula", full=False)
     [patch] = fake.made("PATCH")
     assert (patch.path, patch.body) == (
         f"{ROLLOUT_PATH}/status",
@@ -87,7 +87,7 @@ def test_promote_with_nothing_paused_moves_to_the_next_step(fake: FakeKube, kube
 
 def test_promote_full(fake: FakeKube, kube: Kube) -> None:
     fake.put(ROLLOUT_PATH, rollout(currentStepIndex=1, currentPodHash="new", stableRS="old"))
-    Rollouts(kube).promote("housing", full=True)
+    Rollouts(kube).promote("tabula", full=True)
     [patch] = fake.made("PATCH")
     assert (patch.path, patch.content_type, patch.body) == (
         f"{ROLLOUT_PATH}/status",
@@ -100,13 +100,13 @@ def test_promote_full_of_a_completed_rollout_changes_nothing(fake: FakeKube, kub
     fake.put(
         ROLLOUT_PATH, rollout(currentStepIndex=6, currentPodHash="same", stableRS="same", phase="Healthy")
     )
-    assert Rollouts(kube).promote("housing", full=True) == "Rollout housing is already fully promoted"
+    assert Rollouts(kube).promote("tabula", full=True) == "Rollout tabula is already fully promoted"
     assert fake.made("PATCH") == []
 
 
 def test_abort_sets_status_abort(fake: FakeKube, kube: Kube) -> None:
     fake.put(ROLLOUT_PATH, rollout(currentStepIndex=1))
-    Rollouts(kube).abort("housing")
+    Rollouts(kube).abort("tabula")
     [patch] = fake.made("PATCH")
     assert (patch.path, patch.content_type, patch.body) == (
         f"{ROLLOUT_PATH}/status",
@@ -120,8 +120,7 @@ def test_retry_clears_status_abort(fake: FakeKube, kube: Kube) -> None:
     """pkg/kubectl-argo-rollouts/cmd/retry/retry.go retryRolloutPatch."""
     fake.put(ROLLOUT_PATH, rollout(currentStepIndex=0, abort=True))
     assert (
-        Rollouts(kube).retry("housing")
-        == "Rollout housing retried: the update to the new version starts again"
+        Rollouts(kube).retry("tabula") == "Rollout tabula retried: the update to the new version starts again"
     )
     [patch] = fake.made("PATCH")
     assert (patch.path, patch.content_type, patch.body) == (
@@ -148,9 +147,9 @@ def test_status_shows_step_weight_pause_and_analysis_measurements(fake: FakeKube
     )["metadata"]["uid"]
     run = {
         "metadata": {
-            "name": "housing-h3-3",
+            "name": "tabula-h3-3",
             "creationTimestamp": "2025-01-01T00:00:00Z",
-            "ownerReferences": [{"kind": "Rollout", "name": "housing", "uid": uid}],
+            "ownerReferences": [{"kind": "Rollout", "name": "tabula", "uid": uid}],
         },
         "status": {
             "phase": "Running",
@@ -172,19 +171,19 @@ def test_status_shows_step_weight_pause_and_analysis_measurements(fake: FakeKube
             ],
         },
     }
-    fake.put("/apis/argoproj.io/v1alpha1/namespaces/housing/analysisruns/housing-h3-3", run)
+    fake.put("/apis/argoproj.io/v1alpha1/namespaces/tabula/analysisruns/tabula-h3-3", run)
     other = copy.deepcopy(run)
     other["metadata"] |= {"name": "other", "ownerReferences": [{"uid": "x"}]}
-    fake.put("/apis/argoproj.io/v1alpha1/namespaces/housing/analysisruns/other", other)
+    fake.put("/apis/argoproj.io/v1alpha1/namespaces/tabula/analysisruns/other", other)
     rollouts = Rollouts(kube)
-    current = rollouts.get("housing")
+    current = rollouts.get("tabula")
     lines = describe_rollout(current, rollouts.analysis_runs(current))
     assert lines == [
-        "Rollout housing: Paused - CanaryPauseStep",
-        '  image localhost/housing-service:3-ccc; step 4/6 {"pause":{}}, weight 30%',
+        "Rollout tabula: Paused - CanaryPauseStep",
+        '  image localhost/tabula-service:3-ccc; step 4/6 {"pause":{}}, weight 30%',
         "  replicas: 3 total, 1 updated, 3 available; stable h2, current h3",
         "  paused: CanaryPauseStep since 2025-01-01T00:00:00Z",
-        "  analysis housing-h3-3: Running",
+        "  analysis tabula-h3-3: Running",
         "    success-rate: Running (2 ok, 0 failed, 0 inconclusive, 0 errors of 2); last [0.999]",
         "    latency-p95: Failed (0 ok, 1 failed, 0 inconclusive, 0 errors of 1); last [0.9]",
     ]
@@ -212,7 +211,7 @@ def test_undo_goes_through_helm_and_never_patches_the_rollouts_template(
         Helm.from_settings(settings), {"image": {"tag": "3-ccc"}, "rollout": {"strategy": "canary"}}
     )
     driver = installed_driver(Cluster(settings, helm, kube, lambda _: None))
-    assert driver.undo(None) == "helm rollback housing (previous revision) done"
-    assert driver.undo(2) == "helm rollback housing 2 done"
+    assert driver.undo(None) == "helm rollback tabula (previous revision) done"
+    assert driver.undo(2) == "helm rollback tabula 2 done"
     assert helm.calls == [("rollback", None), ("rollback", 2)]
     assert fake.made("PATCH") == []

@@ -1,5 +1,5 @@
 """The shadow stage's driver (release/drivers/shadow.py) outside the loop: which driver a release gets,
-``housing rollout status`` lines through the real CLI and helm, abort/promote as the Helm upgrades they
+``tabula rollout status`` lines through the real CLI and helm, abort/promote as the Helm upgrades they
 make (recorded by the fake Helm), and what it refuses."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.unit.release.test_native import cluster, deployment
 
 pytestmark = pytest.mark.unit
 
-REPOSITORY = "localhost/housing-service"
+REPOSITORY = "localhost/tabula-service"
 SHADOWING: dict[str, Any] = {
     "image": {"repository": REPOSITORY, "tag": "1-aaa"},
     "rollout": {
@@ -52,27 +52,27 @@ def test_a_release_with_a_shadow_track_is_driven_by_the_shadow_stage_first(
 def test_rollout_status_shows_the_shadow_stage(
     fake: FakeKube, kubeconfig: Path, helm_binary: str, tmp_path: Path
 ) -> None:
-    fake.install_helm_release("housing", 3, CHART_DEFAULTS, SHADOWING)
-    deployment(fake, "housing", f"{REPOSITORY}:1-aaa", available=2)
-    deployment(fake, "housing-shadow", f"{REPOSITORY}:2-bbb", available=1, wanted=1)
+    fake.install_helm_release("tabula", 3, CHART_DEFAULTS, SHADOWING)
+    deployment(fake, "tabula", f"{REPOSITORY}:1-aaa", available=2)
+    deployment(fake, "tabula-shadow", f"{REPOSITORY}:2-bbb", available=1, wanted=1)
     env = {
         "KUBECONFIG": str(kubeconfig),
-        "HOUSING_RELEASE_HELM_BINARY": helm_binary,
-        "HOUSING_RELEASE_NAMESPACE": "housing",
+        "TABULA_RELEASE_HELM_BINARY": helm_binary,
+        "TABULA_RELEASE_NAMESPACE": "tabula",
         "HOME": str(tmp_path),
         "PATH": os.environ["PATH"],
     }
     result = CliRunner().invoke(app, ["rollout", "status"], env=env)
     assert (result.exit_code, result.stderr) == (0, "")
     assert result.stdout.splitlines() == [
-        "canary/native release housing: users get v1 (1-aaa)",
-        f"  Deployment housing: 2/2 available, image {REPOSITORY}:1-aaa",
+        "canary/native release tabula: users get v1 (1-aaa)",
+        f"  Deployment tabula: 2/2 available, image {REPOSITORY}:1-aaa",
         "  no canary track",
         (
             "  shadow v2 (2-bbb): answers 25% of the stable pods' prediction requests, copied after they "
             "were answered; nobody sees its answers"
         ),
-        f"  Deployment housing-shadow: 1/1 available, image {REPOSITORY}:2-bbb",
+        f"  Deployment tabula-shadow: 1/1 available, image {REPOSITORY}:2-bbb",
     ]
 
 
@@ -100,7 +100,7 @@ def test_the_shadow_stage_needs_the_mirror_mounted_and_the_releases_repository(
     target, helm = cluster(fake, settings, kube, SHADOWING)
     stage = driver_for(target, target.installed_values(), "shadow+canary", "native")
     with pytest.raises(ReleaseError, match="the shadow runs from the release's image repository"):
-        stage.deploy_candidate("elsewhere/housing-service:3-ccc", "3")
+        stage.deploy_candidate("elsewhere/tabula-service:3-ccc", "3")
     assert stage.deploy_candidate(f"{REPOSITORY}:2-bbb", "2") is None  # already the shadow
     assert stage.deploy_candidate(f"{REPOSITORY}:3-ccc", "3") == 2
     assert helm.calls == [("upgrade", {"rollout": {"shadow": {"tag": "3-ccc", "modelVersion": "3"}}})]
@@ -137,7 +137,7 @@ def test_the_release_command_puts_the_shadow_stage_first(
     monkeypatch.setattr(release.loop, "release", run)
     env = {
         "KUBECONFIG": str(kubeconfig),
-        "HOUSING_RELEASE_HELM_BINARY": helm_binary,
+        "TABULA_RELEASE_HELM_BINARY": helm_binary,
         "HOME": str(tmp_path),
         "PATH": os.environ["PATH"],
     }

@@ -21,12 +21,12 @@ from tests.unit.release.fake_kube import FakeKube
 
 pytestmark = pytest.mark.unit
 
-CHART = Path("charts/housing")
-DEPLOYMENTS = "/apis/apps/v1/namespaces/housing/deployments"
-ROLLOUTS = "/apis/argoproj.io/v1alpha1/namespaces/housing/rollouts"
+CHART = Path("charts/tabula")
+DEPLOYMENTS = "/apis/apps/v1/namespaces/tabula/deployments"
+ROLLOUTS = "/apis/argoproj.io/v1alpha1/namespaces/tabula/rollouts"
 SERVER = {
-    "app.kubernetes.io/name": "housing",
-    "app.kubernetes.io/instance": "housing",
+    "app.kubernetes.io/name": "tabula",
+    "app.kubernetes.io/instance": "tabula",
     "app.kubernetes.io/component": "server",
 }
 
@@ -39,7 +39,7 @@ def running(fake: FakeKube, path: str, name: str, annotations: dict[str, str] | 
 
 
 def rendered(helm: Helm, **values: Any) -> list[dict[str, Any]]:
-    return helm.template("housing", CHART, {}, [], values)
+    return helm.template("tabula", CHART, {}, [], values)
 
 
 ARGO_CANARY = {
@@ -54,37 +54,37 @@ NATIVE_BLUE_GREEN = {
 
 
 def test_deployment_to_rollout_is_refused_with_the_procedure(fake: FakeKube, kube: Kube, helm: Helm) -> None:
-    running(fake, DEPLOYMENTS, "housing")
+    running(fake, DEPLOYMENTS, "tabula")
     with pytest.raises(WorkloadSwitchError) as caught:
         require_safe_switch(kube, rendered(helm, **ARGO_CANARY))
     assert str(caught.value) == (
-        "refusing to replace the serving workload(s) Deployment/housing with Rollout/housing: Helm would "
+        "refusing to replace the serving workload(s) Deployment/tabula with Rollout/tabula: Helm would "
         "delete the running pods before the new ones are ready (an outage). Switch safely: 1) kubectl -n "
-        "housing annotate deployment/housing helm.sh/resource-policy=keep (Helm then leaves it running and "
+        "tabula annotate deployment/tabula helm.sh/resource-policy=keep (Helm then leaves it running and "
         "this check lets the upgrade through); 2) run the upgrade again; 3) wait until the new workload is "
-        "ready and serving; 4) kubectl -n housing delete deployment/housing"
+        "ready and serving; 4) kubectl -n tabula delete deployment/tabula"
     )
     assert isinstance(caught.value, ReleaseError)  # the CLI's exit code and one-line report
     [listing] = fake.made("GET", DEPLOYMENTS)
     assert listing.query["labelSelector"] == [
-        "app.kubernetes.io/name=housing,app.kubernetes.io/instance=housing,app.kubernetes.io/component=server"
+        "app.kubernetes.io/name=tabula,app.kubernetes.io/instance=tabula,app.kubernetes.io/component=server"
     ]
 
 
 def test_a_kept_workload_lets_the_switch_through(fake: FakeKube, kube: Kube, helm: Helm) -> None:
-    running(fake, DEPLOYMENTS, "housing", {"helm.sh/resource-policy": "keep"})
+    running(fake, DEPLOYMENTS, "tabula", {"helm.sh/resource-policy": "keep"})
     require_safe_switch(kube, rendered(helm, **ARGO_CANARY))
 
 
 def test_rollout_to_native_blue_green_is_refused(fake: FakeKube, kube: Kube, helm: Helm) -> None:
-    running(fake, ROLLOUTS, "housing")
-    with pytest.raises(WorkloadSwitchError, match=r"Rollout/housing with Deployment/housing-blue: "):
+    running(fake, ROLLOUTS, "tabula")
+    with pytest.raises(WorkloadSwitchError, match=r"Rollout/tabula with Deployment/tabula-blue: "):
         require_safe_switch(kube, rendered(helm, **NATIVE_BLUE_GREEN))
 
 
 def test_upgrades_that_keep_a_workload_pass(fake: FakeKube, kube: Kube, helm: Helm) -> None:
-    running(fake, DEPLOYMENTS, "housing")
-    running(fake, DEPLOYMENTS, "housing-canary")
+    running(fake, DEPLOYMENTS, "tabula")
+    running(fake, DEPLOYMENTS, "tabula-canary")
     # Native canary ends: the canary Deployment goes, the stable one stays.
     require_safe_switch(kube, rendered(helm, image={"tag": "4-b2c3d4e"}))
     # Another release's workloads never count.
@@ -99,10 +99,8 @@ def test_a_first_install_and_a_cluster_without_argo_pass(fake: FakeKube, kube: K
 
 
 def test_the_pure_check() -> None:
-    check_switch([], ["Rollout/housing"], "prod")
-    check_switch(
-        ["Deployment/housing-blue", "Deployment/housing-green"], ["Deployment/housing-green"], "prod"
-    )
+    check_switch([], ["Rollout/tabula"], "prod")
+    check_switch(["Deployment/tabula-blue", "Deployment/tabula-green"], ["Deployment/tabula-green"], "prod")
     with pytest.raises(WorkloadSwitchError, match=r"annotate deployment/a deployment/b helm.sh"):
         check_switch(["Deployment/a", "Deployment/b"], ["Rollout/a"], "prod")
     assert serving_workloads(
@@ -123,19 +121,19 @@ def test_the_pure_check() -> None:
 def test_the_release_loops_candidate_upgrade_is_guarded(
     fake: FakeKube, settings: ReleaseSettings, kube: Kube, helm: Helm
 ) -> None:
-    """``housing release --strategy canary`` over a rollingUpdate release: the loop's driver upgrades
+    """``tabula release --strategy canary`` over a rollingUpdate release: the loop's driver upgrades
     through ``Cluster.upgrade``, which refuses before ``helm upgrade`` runs."""
     fake.serve_group("argoproj.io/v1alpha1", {"Rollout": "rollouts", "AnalysisTemplate": "analysistemplates"})
     fake.serve_group(
         "monitoring.coreos.com/v1", {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
     )
-    running(fake, DEPLOYMENTS, "housing")
-    installed = {"image": {"repository": "localhost/housing-service", "tag": "3-ccc"}}
+    running(fake, DEPLOYMENTS, "tabula")
+    installed = {"image": {"repository": "localhost/tabula-service", "tag": "3-ccc"}}
     recording = RecordingFakeHelm(helm, installed)
     target = Cluster(settings, recording, kube, lambda _: None)
     driver = driver_for(target, target.installed_values(), "canary", "argo")
     with pytest.raises(
-        WorkloadSwitchError, match=r"^refusing to replace .*Deployment/housing with Rollout/housing"
+        WorkloadSwitchError, match=r"^refusing to replace .*Deployment/tabula with Rollout/tabula"
     ):
-        driver.deploy_candidate("localhost/housing-service:4-ddd", "4")
+        driver.deploy_candidate("localhost/tabula-service:4-ddd", "4")
     assert recording.calls == []

@@ -37,7 +37,7 @@ def api(tmp_path: Path, stats: FeatureStatistics, logged: Lines) -> Iterator[Pre
     """A worker's prediction API on a small real model, as the app finds it under BentoML."""
     model = load_model_dir(model_dir(tmp_path, stats, list(FEATURES)), INFO)
     settings = ServiceSettings(concurrency_limit=1, max_request_bytes=MAX_BYTES, log_predictions=False)
-    prediction_api = PredictionAPI(model, settings, logging.getLogger("housing.service"))
+    prediction_api = PredictionAPI(model, settings, logging.getLogger("tabula.service"))
     yield prediction_api
     prediction_api.close()
 
@@ -50,7 +50,7 @@ async def http(api: PredictionAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def counted(api: PredictionAPI) -> Counter[tuple[str, str]]:
-    """housing_http_requests_total by (route, status_code)."""
+    """tabula_http_requests_total by (route, status_code)."""
     counts: Counter[tuple[str, str]] = Counter()
     for family in api.metrics.http_requests.collect():
         for sample in family.samples:

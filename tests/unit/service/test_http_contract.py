@@ -66,7 +66,7 @@ class Served:
 
 async def serve(path: Path, contract: ModelContract, row: dict[str, float]) -> AsyncIterator[Served]:
     model = load_model_dir(path, INFO)
-    api = PredictionAPI(model, ServiceSettings(log_predictions=False), logging.getLogger("housing.service"))
+    api = PredictionAPI(model, ServiceSettings(log_predictions=False), logging.getLogger("tabula.service"))
     transport = httpx.ASGITransport(app=build_app(contract, lambda: api))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
@@ -77,7 +77,7 @@ async def serve(path: Path, contract: ModelContract, row: dict[str, float]) -> A
 
 @pytest.fixture(scope="module")
 def housing_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return model_dir(tmp_path_factory.mktemp("housing"), hand_made_stats(), FEATURES)
+    return model_dir(tmp_path_factory.mktemp("tabula"), hand_made_stats(), FEATURES)
 
 
 @pytest.fixture(scope="module")
@@ -238,24 +238,24 @@ async def test_metrics_count_rows_per_class_and_observe_the_confidence(iris: Ser
     batch = (await iris.http.post("/predict/batch", json={"rows": flowers})).json()
     metrics = iris.api.metrics
     for label in IRIS_LABELS:
-        name = "housing_predicted_class_total"
+        name = "tabula_predicted_class_total"
         assert total(metrics.predicted_class, name, route="/predict", **{"class": label}) == answered[label]
         in_batch = batch["predictions"].count(label)
         assert total(metrics.predicted_class, name, route="/predict/batch", **{"class": label}) == in_batch
     rows = 3 + len(flowers)
-    assert total(metrics.predictions, "housing_predictions_total") == rows
-    assert total(metrics.prediction_confidence, "housing_prediction_confidence_count") == rows
+    assert total(metrics.predictions, "tabula_predictions_total") == rows
+    assert total(metrics.prediction_confidence, "tabula_prediction_confidence_count") == rows
     confidences += [max(p.values()) for p in batch["probabilities"]]
-    observed = total(metrics.prediction_confidence, "housing_prediction_confidence_sum")
+    observed = total(metrics.prediction_confidence, "tabula_prediction_confidence_sum")
     assert observed == pytest.approx(sum(confidences))
-    assert total(metrics.prediction_value, "housing_prediction_value_count") == 0
+    assert total(metrics.prediction_value, "tabula_prediction_value_count") == 0
 
 
 async def test_metrics_of_a_regressor_are_unchanged(housing: Served) -> None:
     await housing.http.post("/predict/batch", json={"rows": [HOUSE] * 4})
     metrics = housing.api.metrics
-    assert total(metrics.prediction_value, "housing_prediction_value_count") == 4
-    assert total(metrics.predictions, "housing_predictions_total", route="/predict/batch") == 4
+    assert total(metrics.prediction_value, "tabula_prediction_value_count") == 4
+    assert total(metrics.predictions, "tabula_predictions_total", route="/predict/batch") == 4
     assert samples(metrics.predicted_class) == {}
 
 
@@ -265,7 +265,7 @@ async def test_soft_limits_warn_from_the_training_range(iris: Served) -> None:
     assert [(w["feature"], w["value"], w["row"]) for w in body["warnings"]] == [("petal_length", 30.0, None)]
     assert body["warnings"][0]["high"] < 30.0
     feature = "petal_length"
-    assert total(iris.api.metrics.out_of_range, "housing_input_out_of_range_total", feature=feature) == 1
+    assert total(iris.api.metrics.out_of_range, "tabula_input_out_of_range_total", feature=feature) == 1
 
 
 async def test_the_model_card_names_the_task_and_labels(served: Served) -> None:
@@ -295,7 +295,7 @@ async def test_a_classifiers_golden_set_needs_exact_labels_and_close_probabiliti
 async def test_drift_and_the_prediction_log_follow_the_contract(iris_dir: Path, logged: Lines) -> None:
     model = load_model_dir(iris_dir, INFO)
     settings = ServiceSettings(drift_update_seconds=0, input_log_sample_rate=1.0)
-    api = PredictionAPI(model, settings, logging.getLogger("housing.service"))
+    api = PredictionAPI(model, settings, logging.getLogger("tabula.service"))
     transport = httpx.ASGITransport(app=build_app(IRIS, lambda: api))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:

@@ -100,7 +100,7 @@ async def serve(
 ) -> AsyncIterator[Served]:
     model = load_model_dir(path, INFO)
     settings = {"log_predictions": False, **settings}
-    api = PredictionAPI(model, ServiceSettings(**settings), logging.getLogger("housing.service"))
+    api = PredictionAPI(model, ServiceSettings(**settings), logging.getLogger("tabula.service"))
     transport = httpx.ASGITransport(app=build_app(contract, lambda: api))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
@@ -118,7 +118,7 @@ def house_rows() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def housing_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return model_dir(tmp_path_factory.mktemp("housing"), hand_made_stats(), FEATURES)
+    return model_dir(tmp_path_factory.mktemp("tabula"), hand_made_stats(), FEATURES)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ async def test_health_and_readiness_follow_the_golden_set(housing: Served) -> No
 
 async def test_server_metadata_names_the_binary_extension(housing: Served) -> None:
     response = await housing.http.get("/v2")
-    assert response.json() == {"name": "housing", "version": "1", "extensions": ["binary_tensor_data"]}
+    assert response.json() == {"name": "tabula", "version": "1", "extensions": ["binary_tensor_data"]}
 
 
 @pytest.mark.parametrize("path", ["/v2/models/housing-price", "/v2/models/housing-price/versions/1"])
@@ -472,7 +472,7 @@ async def test_metrics_count_v2_requests_and_rows_under_their_route(
     await either.http.get("/v2/models/housing-price")
     await either.http.get("/v2/nowhere")
     requests: Callable[..., float] = lambda route, code: sample(  # noqa: E731
-        registry, "housing_http_requests_total", route=route, status_code=code
+        registry, "tabula_http_requests_total", route=route, status_code=code
     )
     assert requests(INFER_ROUTE, "200") == 1
     assert requests(INFER_ROUTE, "400") == 1
@@ -480,14 +480,14 @@ async def test_metrics_count_v2_requests_and_rows_under_their_route(
     assert requests("/v2/models/{name}", "200") == 1
     assert requests("unmatched", "404") == 1
     rows = len(either.rows)
-    assert sample(registry, "housing_predictions_total", route=INFER_ROUTE) == rows
+    assert sample(registry, "tabula_predictions_total", route=INFER_ROUTE) == rows
     if either.contract.task == "classification":
         labels = labels_of(await either.infer([tensor(either.rows)]))
         for label in set(labels):
-            counted = sample(registry, "housing_predicted_class_total", route=INFER_ROUTE, **{"class": label})
+            counted = sample(registry, "tabula_predicted_class_total", route=INFER_ROUTE, **{"class": label})
             assert counted == 2 * labels.count(label)
     else:
-        assert sample(registry, "housing_prediction_value_count") == 2 * rows
+        assert sample(registry, "tabula_prediction_value_count") == 2 * rows
 
 
 async def test_prediction_log_and_drift_see_v2_rows(housing_dir: Path, logged: Lines) -> None:
@@ -516,7 +516,7 @@ async def test_an_unexpected_fault_is_a_protocol_500_at_once(
     response = await housing.http.post(INFER, content=content, headers=headers)
     assert response.status_code == 500
     assert "unexpected error" in response.json()["error"]
-    assert sample(registry, "housing_http_requests_total", route=INFER_ROUTE, status_code="500") == 1
+    assert sample(registry, "tabula_http_requests_total", route=INFER_ROUTE, status_code="500") == 1
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ def test_every_documented_metric_exists_with_model_labels() -> None:
     mirror.sent()
     mirror.dropped("queue_full")
     text = generate_latest(registry).decode()
-    documented = set(re.findall(r"^\| `(housing_[a-z_]+)`", ARCHITECTURE.read_text(encoding="utf-8"), re.M))
+    documented = set(re.findall(r"^\| `(tabula_[a-z_]+)`", ARCHITECTURE.read_text(encoding="utf-8"), re.M))
     assert documented, "metric table not found in docs/architecture.md"
     for name in documented:
         lines = [line for line in text.splitlines() if line.startswith(name)]
@@ -48,20 +48,20 @@ def test_every_documented_metric_exists_with_model_labels() -> None:
         assert all('model_name="housing-price"' in line and 'model_version="4"' in line for line in lines), (
             name
         )
-    assert 'housing_model_info{model_name="housing-price",model_version="4",run_id="run123"} 1.0' in text
-    assert 'housing_prediction_value_count{model_name="housing-price",model_version="4"} 2.0' in text
-    assert 'housing_prediction_confidence_count{model_name="housing-price",model_version="4"} 3.0' in text
-    bucket = 'housing_prediction_confidence_bucket{le="0.5",model_name="housing-price",model_version="4"}'
+    assert 'tabula_model_info{model_name="housing-price",model_version="4",run_id="run123"} 1.0' in text
+    assert 'tabula_prediction_value_count{model_name="housing-price",model_version="4"} 2.0' in text
+    assert 'tabula_prediction_confidence_count{model_name="housing-price",model_version="4"} 3.0' in text
+    bucket = 'tabula_prediction_confidence_bucket{le="0.5",model_name="housing-price",model_version="4"}'
     assert f"{bucket} 1.0" in text
     assert (
-        'housing_predicted_class_total{class="setosa",model_name="housing-price",model_version="4",'
+        'tabula_predicted_class_total{class="setosa",model_name="housing-price",model_version="4",'
         'route="/predict"} 2.0'
     ) in text
     assert (
-        'housing_predictions_total{model_name="housing-price",model_version="4",route="/predict"} 5.0' in text
+        'tabula_predictions_total{model_name="housing-price",model_version="4",route="/predict"} 5.0' in text
     )
     assert (
-        'housing_requests_shed_total{model_name="housing-price",model_version="4",reason="concurrency"} 1.0'
+        'tabula_requests_shed_total{model_name="housing-price",model_version="4",reason="concurrency"} 1.0'
         in text
     )
 

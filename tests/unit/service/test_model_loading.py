@@ -74,8 +74,8 @@ def test_a_classifier_whose_labels_differ_from_its_contract_is_refused(tmp_path:
 def test_a_golden_set_of_the_other_task_is_refused(tmp_path: Path) -> None:
     (tmp_path / "iris").mkdir()
     iris = iris_model_dir(tmp_path / "iris", LogisticRegression(max_iter=300))
-    (tmp_path / "housing").mkdir()
-    housing = model_dir(tmp_path / "housing", hand_made_stats(), list(FEATURES))
+    (tmp_path / "tabula").mkdir()
+    housing = model_dir(tmp_path / "tabula", hand_made_stats(), list(FEATURES))
     (housing / GOLDEN_SET_FILE).write_bytes((iris / GOLDEN_SET_FILE).read_bytes())
     with pytest.raises(ModelLoadError, match="does not fit a regression model"):
         load_model_dir(housing, INFO)

@@ -48,7 +48,7 @@ def test_service_requirements_are_pinned_to_the_lock() -> None:
 
 def test_bentofile_serves_the_service_with_only_what_it_needs() -> None:
     config = yaml.safe_load((ROOT / "bentofile.yaml").read_text(encoding="utf-8"))
-    assert config["service"] == "service.service:HousingService"
+    assert config["service"] == "service.service:TabulaService"
     assert config["python"]["requirements_txt"] == "./service/requirements.txt"
     # The service loads models with the shared skops allow-list (contracts/modelio.py).
     assert set(config["include"]) == {"service/**/*.py", "contracts/*.py"}
@@ -83,4 +83,4 @@ def test_cli_commands_and_usage_errors() -> None:
     assert conflict.exit_code == 2
     assert conflict.output.strip() == "error: give at most one of --ref, --version and --alias"
     assert runner.invoke(app, ["build", "--version", "two"]).exit_code == 2
-    assert runner.invoke(app, ["serve", "--bento", "housing:1", "--model-tag", "m:1"]).exit_code == 2
+    assert runner.invoke(app, ["serve", "--bento", "tabula:1", "--model-tag", "m:1"]).exit_code == 2

@@ -27,7 +27,7 @@ def record(i: int) -> PredictionRecord:
     return PredictionRecord(
         prediction_id=f"id-{i}",
         timestamp=datetime.now(UTC),
-        model_name="housing",
+        model_name="tabula",
         model_version="3",
         endpoint="/predict",
         row=0,
@@ -73,19 +73,19 @@ def test_database_down_never_blocks_and_drops_are_counted(tmp_path: Path) -> Non
 
 
 def test_prediction_log_writes_one_json_line_per_request(tmp_path: Path) -> None:
-    logger = configure_logger("housing", "7", "json", "INFO")
+    logger = configure_logger("tabula", "7", "json", "INFO")
     stream = io.StringIO()
     logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
     database = tmp_path / "log.db"
     dropped = Dropped()
     sink = DatabaseSink(f"sqlite:///{database}", 100, 10, 0.05, dropped, logger)
-    log = PredictionLog(logger, "housing", "7", FEATURES, enabled=True, sample_rate=1.0, sink=sink)
+    log = PredictionLog(logger, "tabula", "7", FEATURES, enabled=True, sample_rate=1.0, sink=sink)
     answers = Regression().answers(np.array([0.5, 0.7]))
     log.record("abc", "/predict/batch", datetime.now(UTC), 1.23456, [[1.0, 2.0], [3.0, 4.0]], answers)
     log.close()
     line = json.loads(stream.getvalue().strip())
     assert line["message"] == "prediction"
-    assert (line["model_name"], line["model_version"]) == ("housing", "7")
+    assert (line["model_name"], line["model_version"]) == ("tabula", "7")
     assert (line["prediction_id"], line["rows"], line["latency_ms"]) == ("abc", 2, 1.235)
     assert line["inputs"] == [{"MedInc": 1.0, "HouseAge": 2.0}, {"MedInc": 3.0, "HouseAge": 4.0}]
     assert line["outputs"] == [0.5, 0.7]
@@ -114,10 +114,10 @@ def test_a_classifier_logs_labels_and_probabilities(tmp_path: Path) -> None:
 
 
 def test_inputs_are_left_out_when_not_sampled() -> None:
-    logger = configure_logger("housing", "7", "json", "INFO")
+    logger = configure_logger("tabula", "7", "json", "INFO")
     stream = io.StringIO()
     logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
-    PredictionLog(logger, "housing", "7", FEATURES, enabled=True, sample_rate=0.0, sink=None).record(
+    PredictionLog(logger, "tabula", "7", FEATURES, enabled=True, sample_rate=0.0, sink=None).record(
         "abc", "/predict", datetime.now(UTC), 1.0, [[1.0, 2.0]], Regression().answers(np.array([0.5]))
     )
     line = json.loads(stream.getvalue())

@@ -183,7 +183,7 @@ def test_answers_that_cannot_be_paired_say_why(champion: list[Any], shadow: list
 def comparison(logged_lines: bool = True) -> ShadowComparison:
     return ShadowComparison(
         ShadowMetrics(LABELS, registry=CollectorRegistry()),
-        logging.getLogger("housing.service"),
+        logging.getLogger("tabula.service"),
         logged_lines,
     )
 
@@ -193,13 +193,13 @@ def test_a_regression_pair_is_recorded_and_logged_with_its_prediction_id(logged:
     headers = {CHAMPION_HEADER: "[1.0,2.0]", PREDICTION_ID_HEADER: "abc"}
     shadow.compare(headers.get, Answer(predictions=[1.5, 2.0]))
     metrics = shadow.metrics
-    assert samples(metrics.pairs)[("housing_shadow_pairs_total",)] == 2
+    assert samples(metrics.pairs)[("tabula_shadow_pairs_total",)] == 2
     absolute = samples(metrics.abs_difference)
-    assert absolute[("housing_shadow_abs_difference_count",)] == 2
-    assert absolute[("housing_shadow_abs_difference_sum",)] == 0.5
-    assert absolute[("housing_shadow_abs_difference_bucket", "0.001")] == 1  # the equal answer
-    assert absolute[("housing_shadow_abs_difference_bucket", "0.5")] == 2
-    assert samples(metrics.rel_difference)[("housing_shadow_rel_difference_sum",)] == 0.5
+    assert absolute[("tabula_shadow_abs_difference_count",)] == 2
+    assert absolute[("tabula_shadow_abs_difference_sum",)] == 0.5
+    assert absolute[("tabula_shadow_abs_difference_bucket", "0.001")] == 1  # the equal answer
+    assert absolute[("tabula_shadow_abs_difference_bucket", "0.5")] == 2
+    assert samples(metrics.rel_difference)[("tabula_shadow_rel_difference_sum",)] == 0.5
     [line] = [line for line in logged.lines if line["message"] == "shadow pair"]
     assert line["prediction_id"] == "abc"
     assert (line["champion"], line["shadow"], line["abs_differences"]) == ([1.0, 2.0], [1.5, 2.0], [0.5, 0.0])
@@ -212,10 +212,10 @@ def test_a_classifier_that_swaps_two_classes_counts_each_swap_by_class() -> None
     shadow.compare({CHAMPION_HEADER: json.dumps(champion)}.get, Answer(predictions=answered))
     shadow.compare({CHAMPION_HEADER: '["setosa"]'}.get, Answer(prediction="setosa"))
     metrics = shadow.metrics
-    assert samples(metrics.pairs)[("housing_shadow_pairs_total",)] == 5
+    assert samples(metrics.pairs)[("tabula_shadow_pairs_total",)] == 5
     swaps = {k[1:]: v for k, v in samples(metrics.disagreements).items() if k[0].endswith("_total")}
     assert swaps == {("versicolor", "virginica"): 2, ("virginica", "versicolor"): 1}
-    assert samples(metrics.abs_difference).get(("housing_shadow_abs_difference_count",), 0) == 0
+    assert samples(metrics.abs_difference).get(("tabula_shadow_abs_difference_count",), 0) == 0
 
 
 @pytest.mark.parametrize("header", [None, "not json", '{"a": 1}'])
@@ -223,13 +223,13 @@ def test_a_copy_without_a_readable_champion_answer_is_unpaired(header: str | Non
     shadow = comparison(logged_lines=False)
     headers = {} if header is None else {CHAMPION_HEADER: header}
     shadow.compare(headers.get, Answer(prediction=1.0))
-    assert samples(shadow.metrics.unpaired)[("housing_shadow_unpaired_total", "no_champion_answer")] == 1
-    assert samples(shadow.metrics.pairs).get(("housing_shadow_pairs_total",), 0) == 0
+    assert samples(shadow.metrics.unpaired)[("tabula_shadow_unpaired_total", "no_champion_answer")] == 1
+    assert samples(shadow.metrics.pairs).get(("tabula_shadow_pairs_total",), 0) == 0
 
 
 def test_the_mark_is_read_from_the_asgi_headers() -> None:
-    assert is_mirrored([(b"host", b"x"), (b"x-housing-mirror", b"1")])
-    assert not is_mirrored([(b"x-housing-mirror", b"0")])
+    assert is_mirrored([(b"host", b"x"), (b"x-tabula-mirror", b"1")])
+    assert not is_mirrored([(b"x-tabula-mirror", b"0")])
     assert not is_mirrored([(b"host", b"x")])
 
 
@@ -245,7 +245,7 @@ def test_a_copy_carries_the_body_the_champion_answer_and_the_prediction_id(recor
     assert headers[MIRROR_HEADER.lower()] == "1"
     assert json.loads(headers[CHAMPION_HEADER.lower()]) == [1.25]
     assert headers[PREDICTION_ID_HEADER.lower()] == "id-1"
-    wait_for(lambda: samples(metrics._sent).get(("housing_mirror_sent_total",)) == 1)
+    wait_for(lambda: samples(metrics._sent).get(("tabula_mirror_sent_total",)) == 1)
     mirror.close()
 
 
@@ -325,7 +325,7 @@ def api(
     """A worker of a shadow pod (shadow_track), unless parametrized indirectly with False."""
     model = load_model_dir(model_dir(tmp_path, stats, list(FEATURES)), INFO)
     settings = ServiceSettings(shadow_track=getattr(request, "param", True))
-    prediction_api = PredictionAPI(model, settings, logging.getLogger("housing.service"))
+    prediction_api = PredictionAPI(model, settings, logging.getLogger("tabula.service"))
     yield prediction_api
     prediction_api.close()
 
@@ -383,12 +383,12 @@ async def test_a_mirrored_request_is_paired_never_mirrored_again_and_kept_out_of
     time.sleep(0.2)
     assert len(recorder.received) == 1  # the copies were not mirrored again
     assert live_requests(api) == 1
-    assert samples(api.metrics.predictions)[("housing_predictions_total", "/predict")] == 1
+    assert samples(api.metrics.predictions)[("tabula_predictions_total", "/predict")] == 1
     shadow = api.shadow.metrics
     statuses = {k[2]: v for k, v in samples(shadow.requests).items() if k[0].endswith("_total")}
     assert statuses == {"200": 1, "422": 1}
-    assert samples(shadow.duration)[("housing_shadow_request_duration_seconds_count", "/predict")] == 2
-    assert samples(shadow.abs_difference)[("housing_shadow_abs_difference_sum",)] == pytest.approx(0.5)
+    assert samples(shadow.duration)[("tabula_shadow_request_duration_seconds_count", "/predict")] == 2
+    assert samples(shadow.abs_difference)[("tabula_shadow_abs_difference_sum",)] == pytest.approx(0.5)
     [pair_line] = [line for line in logged.lines if line["message"] == "shadow pair"]
     assert pair_line["prediction_id"] == live["prediction_id"]
 

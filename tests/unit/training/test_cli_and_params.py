@@ -72,9 +72,9 @@ def test_missing_params_file_exits_2(small_data: Path, tmp_path: Path) -> None:
 
 
 def test_invalid_setting_exits_2(small_data: Path) -> None:
-    code, output = invoke("data", env={"HOUSING_LOG_FORMAT": "xml", "HOUSING_DATA_PATH": str(small_data)})
+    code, output = invoke("data", env={"TABULA_LOG_FORMAT": "xml", "TABULA_DATA_PATH": str(small_data)})
     assert code == 2
-    assert "invalid setting HOUSING_LOG_FORMAT: String should match pattern" in output
+    assert "invalid setting TABULA_LOG_FORMAT: String should match pattern" in output
 
 
 def test_unknown_candidate_is_rejected(tmp_path: Path) -> None:

@@ -129,7 +129,7 @@ def test_request_model_refuses_rows_breaking_the_hard_limits(
     assert caught.value.errors()[0]["loc"] == (where,)
 
 
-def test_request_model_of_the_housing_example_keeps_californias_box() -> None:
+def test_request_model_of_the_tabula_example_keeps_californias_box() -> None:
     example = load_example("housing")
     contract = ModelContract(example="housing", task="regression", features=example.spec.features, target="t")
     row = dict.fromkeys(example.spec.feature_names, 1.0) | {"Latitude": 37.5, "Longitude": -122.0}

@@ -129,7 +129,7 @@ def test_download_failure_says_how_to_supply_data(monkeypatch: pytest.MonkeyPatc
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(sklearn.datasets, "fetch_california_housing", offline)
-    with pytest.raises(DataError, match="HOUSING_DATA_PATH"):
+    with pytest.raises(DataError, match="TABULA_DATA_PATH"):
         load(None)
 
 

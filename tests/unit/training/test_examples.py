@@ -53,7 +53,7 @@ def test_housing_declares_californias_bounding_box() -> None:
 
 
 def test_settings_default_to_the_housing_example(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HOUSING_EXAMPLE", "HOUSING_MODEL_NAME", "HOUSING_EXPERIMENT", "HOUSING_PARAMS_FILE"):
+    for name in ("TABULA_EXAMPLE", "TABULA_MODEL_NAME", "TABULA_EXPERIMENT", "TABULA_PARAMS_FILE"):
         monkeypatch.delenv(name, raising=False)
     settings = TrainingSettings()
     assert settings.example == "housing"
@@ -65,8 +65,8 @@ def test_settings_default_to_the_housing_example(monkeypatch: pytest.MonkeyPatch
 
 
 def test_the_example_setting_selects_every_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOUSING_EXAMPLE", "iris")
-    monkeypatch.delenv("HOUSING_MODEL_NAME", raising=False)
+    monkeypatch.setenv("TABULA_EXAMPLE", "iris")
+    monkeypatch.delenv("TABULA_MODEL_NAME", raising=False)
     settings = TrainingSettings()
     assert (settings.model_name, settings.experiment, settings.target) == ("iris-species", "iris", "species")
     assert settings.features == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -74,8 +74,8 @@ def test_the_example_setting_selects_every_default(monkeypatch: pytest.MonkeyPat
 
 
 def test_explicit_settings_win_over_the_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HOUSING_MODEL_NAME", "my-iris")
-    monkeypatch.setenv("HOUSING_FEATURES", '["petal_length", "petal_width"]')
+    monkeypatch.setenv("TABULA_MODEL_NAME", "my-iris")
+    monkeypatch.setenv("TABULA_FEATURES", '["petal_length", "petal_width"]')
     settings = TrainingSettings(example="iris", experiment="lab", params_file=tmp_path / "p.yaml")
     assert (settings.model_name, settings.experiment) == ("my-iris", "lab")
     assert settings.features == ["petal_length", "petal_width"]

@@ -25,20 +25,20 @@ def test_a_given_value_is_validated_and_named() -> None:
 
 
 def test_a_bad_environment_value_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOUSING_RELEASE_POLL_SECONDS", "0")
+    monkeypatch.setenv("TABULA_RELEASE_POLL_SECONDS", "0")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
-    monkeypatch.setenv("HOUSING_MLFLOW_RETRIES", "-1")
-    with pytest.raises(ConfigError, match=r"^invalid setting HOUSING_RELEASE_POLL_SECONDS: Input should be"):
+    monkeypatch.setenv("TABULA_MLFLOW_RETRIES", "-1")
+    with pytest.raises(ConfigError, match=r"^invalid setting TABULA_RELEASE_POLL_SECONDS: Input should be"):
         load_settings()
-    with pytest.raises(ConfigError, match=r"^invalid setting HOUSING_MLFLOW_RETRIES: Input should be"):
+    with pytest.raises(ConfigError, match=r"^invalid setting TABULA_MLFLOW_RETRIES: Input should be"):
         settings_with_overrides(TrainingSettings)
 
 
 def test_given_values_win_over_the_environment_and_none_means_not_given(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("HOUSING_RELEASE_TIMEOUT_SECONDS", "-1")  # invalid, but overridden
-    monkeypatch.setenv("HOUSING_RELEASE_NAMESPACE", "from-env")
+    monkeypatch.setenv("TABULA_RELEASE_TIMEOUT_SECONDS", "-1")  # invalid, but overridden
+    monkeypatch.setenv("TABULA_RELEASE_NAMESPACE", "from-env")
     settings = load_settings(timeout_seconds=30, namespace=None)
     assert settings == ReleaseSettings(timeout_seconds=30, namespace="from-env")
     assert settings.timeout_seconds == 30

@@ -1,4 +1,5 @@
-"""Helpers shared by the test suites: tools, free ports, and real server processes."""
+"""The one test harness shared by the suites: tools, free ports, and real server processes (MLflow,
+Prometheus, ``bentoml serve``), each in its own process group that stopping takes down whole."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
 VENV_BIN = Path(sys.executable).parent
+# Holds the sitecustomize.py that injects faults into served processes (see with_faults).
+FAULTS_DIR = REPO_ROOT / "tests" / "faults"
+# A free port picked here can be taken by another test's server before ours binds it: start again.
+BIND_ATTEMPTS = 3
 
 
 def in_ci() -> bool:
@@ -72,16 +77,20 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None 
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """SIGTERM the process group, then SIGKILL what is left."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
+    """SIGTERM the process group, then SIGKILL what is left of it.
+
+    The leader exiting is not the end: ``bentoml serve``'s arbiter can exit before its worker, which
+    would then outlive the test run, so the group is killed once more in any case."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=timeout)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 @contextmanager
@@ -161,3 +170,108 @@ def prometheus_server(root: Path, scrape_configs: list[dict[str, Any]]) -> Itera
     ]
     with server(command, f"http://127.0.0.1:{port}/-/ready", root / "prometheus.log", timeout=60):
         yield f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Server:
+    """A ``bentoml serve`` process on a loopback port, its output in ``log_path``."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def service_env(bentoml_home: Path, **settings: str) -> dict[str, str]:
+    """This environment, a BentoML home and ``TABULA_SERVICE_*`` settings (``max_batch_rows="7"``)."""
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "true"}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update({f"TABULA_SERVICE_{key.upper()}": value for key, value in settings.items()})
+    return env
+
+
+def with_faults(env: dict[str, str], **faults: str) -> dict[str, str]:
+    """``env`` plus the test-only faults of tests/faults/sitecustomize.py (e.g. ``raise_rate="0.5"``)."""
+    paths = [str(FAULTS_DIR), *filter(None, [env.get("PYTHONPATH")])]
+    return {
+        **env,
+        "PYTHONPATH": os.pathsep.join(paths),
+        **{f"TABULA_TEST_FAULT_{name.upper()}": value for name, value in faults.items()},
+    }
+
+
+def server_home(shared_home: Path, log_path: Path) -> Path:
+    """A BentoML home of one server's own, beside its log, linking ``shared_home``'s model and Bento stores.
+
+    BentoML keeps its Prometheus multiprocess files in the home: servers sharing one would report each
+    other's metrics.
+    """
+    home = log_path.with_suffix(".bentoml")
+    home.mkdir()
+    for store in ("models", "bentos"):
+        (shared_home / store).mkdir(exist_ok=True)
+        (home / store).symlink_to(shared_home / store, target_is_directory=True)
+    return home
+
+
+def start_server(target: list[str], env: dict[str, str], log_path: Path, may_exit: bool = False) -> Server:
+    """``bentoml serve`` of ``target`` (a Bento tag, or ``module:Service`` and options) until its worker
+    answers /livez; on a port another process took meanwhile, again on a new one. With ``may_exit``, a
+    server that exits for another reason (a test of start-up faults) is returned as it is."""
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        port = free_port()
+        with log_path.open("wb") as log:
+            command = [sys.executable, "-m", "bentoml", "serve", *target, "--host", "127.0.0.1"]
+            process = subprocess.Popen(
+                [*command, "--port", str(port)],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = Server(f"http://127.0.0.1:{port}", process, log_path)
+        if wait_alive(server):
+            return server
+        stop(process)
+        if "address already in use" not in server.log().lower() or attempt == BIND_ATTEMPTS:
+            break
+    if may_exit:
+        return server
+    raise AssertionError(f"bentoml serve exited with {process.returncode}:\n{server.log()[-4000:]}")
+
+
+def wait_alive(server: Server, timeout: float = 120) -> bool:
+    """True once the worker answers /livez, False if the server exited first.
+
+    The port is bound before the worker has imported the service, so a request sent earlier waits
+    unanswered; on a loaded two-CPU runner, start-up under coverage takes tens of seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            return False
+        try:
+            if httpx.get(f"{server.base_url}/livez", timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    stop_server(server)
+    raise AssertionError(f"bentoml serve did not come up in {timeout:.0f} s:\n{server.log()[-4000:]}")
+
+
+def wait_ready(server: Server, timeout: float = 120) -> None:
+    """Until /readyz answers 200 (model loaded, golden set reproduced)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"service never became ready:\n{server.log()[-4000:]}")
+
+
+def stop_server(server: Server) -> None:
+    stop(server.process, timeout=20)

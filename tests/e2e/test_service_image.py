@@ -28,8 +28,8 @@ from tests.chart.helm import CHART_DIR, helm_binary
 from tests.e2e.conftest import SESSION_TAG
 from tests.e2e.test_images import BASE_IMAGE
 from tests.integration.service import conftest as service_fixtures
-from tests.integration.service.conftest import RegisteredModel, run_cli, service_env
-from tests.support import VENV_BIN
+from tests.integration.service.conftest import RegisteredModel, run_cli
+from tests.support import VENV_BIN, service_env
 
 # Fixtures shared with the service tests, made visible to this module by name.
 registered_model = service_fixtures.registered_model

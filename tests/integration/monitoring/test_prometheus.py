@@ -33,8 +33,7 @@ from tests.integration.reliability.harness import (
     register_versions,
     serving_all,
 )
-from tests.integration.service.conftest import Server
-from tests.support import prometheus_server
+from tests.support import Server, prometheus_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -34,14 +34,8 @@ import httpx
 
 from tests.fakes.clock import AnyClock
 from tests.integration.reliability.harness import MODEL_NAME, ModelVersions, payload_rows, register_versions
-from tests.integration.service.conftest import (
-    Server,
-    run_cli,
-    server_home,
-    service_env,
-    start_server,
-    with_faults,
-)
+from tests.integration.service.conftest import run_cli
+from tests.support import Server, server_home, service_env, start_server, with_faults
 from tests.unit.release.fake_kube import FakeKube, Request, Response
 
 Manifest = dict[str, Any]

@@ -53,8 +53,7 @@ from tests.integration.release.fleet import (
     serve_bento,
 )
 from tests.integration.reliability.harness import MODEL_NAME, RESULTS_DIR, record_figures
-from tests.integration.service.conftest import Server, stop_server, wait_ready
-from tests.support import prometheus_server
+from tests.support import Server, prometheus_server, stop_server, wait_ready
 from tests.unit.release.fake_helm import CHART_DEFAULTS
 from tests.unit.release.fake_kube import FakeKube
 from training import registry

@@ -28,16 +28,16 @@ from tests.integration.service.conftest import (
     FEATURES,
     HGB_TRUSTED,
     PROJECT_ROOT,
-    Server,
     feature_statistics,
-    free_port,
     housing_contract,
     housing_features,
+)
+from tests.support import (
+    Server,
     server_home,
     service_env,
     start_server,
     stop_server,
-    wait_alive,
     wait_ready,
 )
 
@@ -330,15 +330,6 @@ def faulty_model(source_tag: str, bentoml_home: Path, fault: str) -> str:
 
 def launch(model_tag: str, bentoml_home: Path, log_path: Path, **settings: str) -> Server:
     """`bentoml serve` for servers that may never become ready: returns once alive or exited."""
-    home = server_home(bentoml_home, log_path)
-    port = free_port()
-    command = [sys.executable, "-m", "bentoml", "serve", "service.service:TabulaService"]
-    command += ["--arg", f"model_tag={model_tag}", "--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=service_env(home, **settings), stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-    wait_alive(server)
-    return server
+    env = service_env(server_home(bentoml_home, log_path), **settings)
+    target = ["service.service:TabulaService", "--arg", f"model_tag={model_tag}"]
+    return start_server(target, env, log_path, may_exit=True)

@@ -27,7 +27,8 @@ from tests.integration.reliability.harness import (
     tree_pids,
     tree_rss,
 )
-from tests.integration.service.conftest import FEATURES, PROJECT_ROOT, Server
+from tests.integration.service.conftest import FEATURES, PROJECT_ROOT
+from tests.support import Server
 
 pytestmark = [pytest.mark.load, pytest.mark.slow]
 

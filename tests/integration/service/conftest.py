@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,11 +33,10 @@ from contracts.artifacts import (
     Histogram,
 )
 from contracts.model import ModelContract
+from tests.support import Server, server_home, service_env, start_server, stop_server, wait_ready
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DATA_PATH = PROJECT_ROOT.parent / "shared" / "data" / "cal_housing.csv.gz"
-# Holds the sitecustomize.py that injects faults into served processes (see with_faults).
-FAULTS_DIR = PROJECT_ROOT / "tests" / "faults"
 FEATURES = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude"]
 MODEL_NAME = "housing-price-test"
 HGB_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
@@ -209,37 +205,6 @@ def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bentoml-home")
 
 
-def service_env(bentoml_home: Path, **settings: str) -> dict[str, str]:
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "true"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update({f"TABULA_SERVICE_{key.upper()}": value for key, value in settings.items()})
-    return env
-
-
-def with_faults(env: dict[str, str], **faults: str) -> dict[str, str]:
-    """``env`` plus the test-only faults of tests/faults/sitecustomize.py (e.g. ``raise_rate="0.5"``)."""
-    paths = [str(FAULTS_DIR), *filter(None, [env.get("PYTHONPATH")])]
-    return {
-        **env,
-        "PYTHONPATH": os.pathsep.join(paths),
-        **{f"TABULA_TEST_FAULT_{name.upper()}": value for name, value in faults.items()},
-    }
-
-
-def server_home(shared_home: Path, log_path: Path) -> Path:
-    """A BentoML home of one server's own, beside its log, linking ``shared_home``'s model and Bento stores.
-
-    BentoML keeps its Prometheus multiprocess files in the home: servers sharing one would report each
-    other's metrics.
-    """
-    home = log_path.with_suffix(".bentoml")
-    home.mkdir()
-    for store in ("models", "bentos"):
-        (shared_home / store).mkdir(exist_ok=True)
-        (home / store).symlink_to(shared_home / store, target_is_directory=True)
-    return home
-
-
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", CLI, *args],
@@ -259,69 +224,6 @@ def bento_tag(registered_model: RegisteredModel, bentoml_home: Path) -> str:
     result = run_cli(["build", "--model-name", registered_model.name], env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.strip().splitlines()[-1]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    base_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-
-def start_server(target: list[str], env: dict[str, str], log_path: Path) -> Server:
-    port = free_port()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", *target, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-    if not wait_alive(server):
-        raise AssertionError(f"bentoml serve exited with {process.returncode}:\n{server.log()[-4000:]}")
-    return server
-
-
-def wait_alive(server: Server, timeout: float = 120) -> bool:
-    """True once the worker answers /livez, False if the server exited first.
-
-    The port is bound before the worker has imported the service, so a request sent earlier waits
-    unanswered; on a loaded two-CPU runner, start-up under coverage takes tens of seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            return False
-        try:
-            if httpx.get(f"{server.base_url}/livez", timeout=1).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    stop_server(server)
-    raise AssertionError(f"bentoml serve did not come up in {timeout:.0f} s:\n{server.log()[-4000:]}")
-
-
-def stop_server(server: Server) -> None:
-    if server.process.poll() is None:
-        os.killpg(server.process.pid, signal.SIGTERM)
-        try:
-            server.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, signal.SIGKILL)
-            server.process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -348,15 +250,6 @@ def served(
         yield server
     finally:
         stop_server(server)
-
-
-def wait_ready(server: Server, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"service never became ready:\n{server.log()[-4000:]}")
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.service.conftest import PROJECT_ROOT, RegisteredModel, Server, service_env
-from tests.support import require_tool
+from tests.integration.service.conftest import PROJECT_ROOT, RegisteredModel
+from tests.support import Server, require_tool, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.load]
 

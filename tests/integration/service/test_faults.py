@@ -14,18 +14,8 @@ import psutil
 import pytest
 
 from contracts.artifacts import GOLDEN_SET_FILE, GoldenSet
-from tests.integration.service.conftest import (
-    MODEL_NAME,
-    RegisteredModel,
-    Server,
-    requests_counted,
-    server_home,
-    service_env,
-    start_server,
-    stop_server,
-    wait_ready,
-    with_faults,
-)
+from tests.integration.service.conftest import MODEL_NAME, RegisteredModel, requests_counted
+from tests.support import Server, server_home, service_env, start_server, stop_server, wait_ready, with_faults
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,16 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.artifacts import GOLDEN_SET_FILE, GoldenSet
-from tests.integration.service.conftest import (
-    IrisModel,
-    Server,
-    run_cli,
-    server_home,
-    service_env,
-    start_server,
-    stop_server,
-    wait_ready,
-)
+from tests.integration.service.conftest import IrisModel, run_cli
+from tests.support import Server, server_home, service_env, start_server, stop_server, wait_ready
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.service.conftest import PROJECT_ROOT, RegisteredModel, service_env
+from tests.integration.service.conftest import PROJECT_ROOT, RegisteredModel
+from tests.support import service_env
 
 pytestmark = [pytest.mark.integration]
 

@@ -34,8 +34,8 @@ from service.api import PredictionAPI
 from service.app import build_app
 from service.config import ServiceSettings
 from service.model import load_model_dir
-from tests.integration.service.conftest import RegisteredModel, Server, requests_counted
-from tests.support import free_port
+from tests.integration.service.conftest import RegisteredModel, requests_counted
+from tests.support import Server, free_port
 from tests.unit.service.conftest import INFO, IRIS, iris_frame, iris_model_dir
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.integration.service.conftest import Server, requests_counted
+from tests.integration.service.conftest import requests_counted
 from tests.integration.service.test_service_http import ROW
+from tests.support import Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,15 +13,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.service.conftest import (
-    Server,
-    server_home,
-    service_env,
-    start_server,
-    stop_server,
-    wait_ready,
-)
 from tests.postgres import Postgres
+from tests.support import Server, server_home, service_env, start_server, stop_server, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

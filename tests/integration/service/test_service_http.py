@@ -19,16 +19,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.artifacts import GOLDEN_SET_FILE, GoldenSet
-from tests.integration.service.conftest import (
-    FEATURES,
-    RegisteredModel,
-    Server,
-    run_cli,
-    server_home,
-    service_env,
-    start_server,
-    stop_server,
-)
+from tests.integration.service.conftest import FEATURES, RegisteredModel, run_cli
+from tests.support import Server, server_home, service_env, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 

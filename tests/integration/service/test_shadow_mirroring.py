@@ -23,7 +23,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.service.conftest import (
+from tests.support import (
     Server,
     free_port,
     server_home,

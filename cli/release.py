@@ -14,6 +14,7 @@ import typer
 from cli.exits import handle_errors
 
 if TYPE_CHECKING:
+    from contracts.examples import Example
     from release.cluster import Cluster
     from release.drivers import Driver
     from training.config import TrainingSettings
@@ -55,18 +56,24 @@ def cluster_for(
     kube_context: str | None,
     values: list[Path] | None,
     timeout: float | None,
+    example: Example | None = None,
     **more: Any,
 ) -> Cluster:
+    """The cluster the command acts on; the example's chart overlay (``values.yaml`` in its folder)
+    applies under every other values file, so ``--example iris`` needs no ``-f``."""
     from release.cluster import Cluster
     from release.config import load_settings
     from release.helm import Helm
     from release.kube import connect
+    from training.config import TrainingSettings
 
+    overlay = (example or TrainingSettings().resolved_example).chart_values
     settings = load_settings(
         namespace=namespace,
         release_name=helm_release,
         kube_context=kube_context,
         timeout_seconds=timeout,
+        base_values_files=[overlay] if overlay else (),
         extra_values_files=values or (),
         **more,
     )
@@ -330,7 +337,14 @@ def run_pipeline_on_cluster(
     from release.cluster_pipeline import ClusterPipelineOptions, run
 
     cluster = cluster_for(
-        namespace, helm_release, kube_context, values, timeout, registry=registry, kind_cluster=kind_cluster
+        namespace,
+        helm_release,
+        kube_context,
+        values,
+        timeout,
+        example=training.resolved_example,
+        registry=registry,
+        kind_cluster=kind_cluster,
     )
     run(cluster, training, ClusterPipelineOptions(strategy, provider, git_sha=None))
 

@@ -31,6 +31,8 @@ EXAMPLES_ROOT = Path(__file__).resolve().parent.parent / "examples"
 DEFAULT_EXAMPLE = "housing"
 SPEC_FILE = "example.yaml"
 PARAMS_FILE = "params.yaml"
+# The example's chart values, on top of the chart's defaults (which are the housing example's).
+CHART_VALUES_FILE = "values.yaml"
 
 
 class _Strict(BaseModel):
@@ -91,6 +93,12 @@ class Example:
     @property
     def params_file(self) -> Path:
         return self.folder / PARAMS_FILE
+
+    @property
+    def chart_values(self) -> Path | None:
+        """The folder's chart values overlay, when it has one: the cluster commands apply it first."""
+        path = self.folder / CHART_VALUES_FILE
+        return path if path.is_file() else None
 
     def default_csv(self) -> Path | None:
         csv = self.spec.dataset.csv

@@ -74,14 +74,20 @@ class ReleaseSettings(BaseSettings):
     )
 
 
-def load_settings(*, extra_values_files: Sequence[Path] = (), **overrides: Any) -> ReleaseSettings:
+def load_settings(
+    *, base_values_files: Sequence[Path] = (), extra_values_files: Sequence[Path] = (), **overrides: Any
+) -> ReleaseSettings:
     """Settings from the environment with command-line values on top; invalid ones fail in one line.
 
-    ``extra_values_files`` (``-f``) come after the environment's ``values_files``, so both apply; the
-    combined list is validated like every other given value.
+    ``base_values_files`` (the example's chart overlay) come first, then the environment's
+    ``values_files``, then ``extra_values_files`` (``-f``): a later file wins, a file given twice
+    applies once, at its first place. The combined list is validated like every other given value.
     """
     settings = settings_with_overrides(ReleaseSettings, **overrides)
-    if not extra_values_files:
+    if not base_values_files and not extra_values_files:
         return settings
-    files = [*settings.values_files, *extra_values_files]
+    files: list[Path] = []
+    for path in [*base_values_files, *settings.values_files, *extra_values_files]:
+        if path.resolve() not in {known.resolve() for known in files}:
+            files.append(path)
     return settings_with_overrides(ReleaseSettings, **overrides, values_files=files)

@@ -174,6 +174,26 @@ def test_values_files_from_the_command_line_come_after_the_environments(
         load_settings(extra_values_files=[tmp_path / "cli.yaml"])
 
 
+def test_the_examples_chart_overlay_comes_first_and_a_file_given_twice_applies_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, helm_binary: str
+) -> None:
+    from cli.release import cluster_for
+    from contracts.examples import load_example
+
+    iris = load_example("iris")
+    assert iris.chart_values == iris.folder / "values.yaml"
+    assert load_example("housing").chart_values is None  # the chart's defaults are housing's
+    (tmp_path / "env.yaml").write_text("{}\n")
+    monkeypatch.setenv("TABULA_RELEASE_VALUES_FILES", json.dumps([str(tmp_path / "env.yaml")]))
+    monkeypatch.setenv("TABULA_RELEASE_HELM_BINARY", helm_binary)
+    monkeypatch.setenv("TABULA_EXAMPLE", "iris")
+    monkeypatch.setattr("release.kube.connect", lambda settings: None)
+    cluster = cluster_for(None, None, None, [iris.folder / "values.yaml", tmp_path / "env.yaml"], None)
+    assert cluster.settings.values_files == [iris.folder / "values.yaml", tmp_path / "env.yaml"]
+    monkeypatch.setenv("TABULA_EXAMPLE", "housing")
+    assert cluster_for(None, None, None, None, None).settings.values_files == [tmp_path / "env.yaml"]
+
+
 def test_deploy_refuses_a_strategy_switch_that_would_replace_the_serving_deployment(
     fake: FakeKube, cli_env: dict[str, str]
 ) -> None:

@@ -7,6 +7,7 @@ is loaded; the FastAPI routes call it directly (no per-request dependency resolu
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -77,6 +78,10 @@ class JsonWire:
 JSON_WIRE = JsonWire()
 
 
+# The route whose request a copy of another protocol's prediction becomes on its way to the shadow.
+BATCH_ROUTE = "/predict/batch"
+
+
 @dataclass(frozen=True)
 class Answered:
     """A successful prediction: the model's raw outputs, their answers, range warnings and its id."""
@@ -86,6 +91,16 @@ class Answered:
     warnings: list[RangeWarning]
     prediction_id: str
     timestamp: datetime
+
+
+@dataclass(frozen=True)
+class ProtocolAnswer:
+    """An answer in another protocol's encoding (the Open Inference Protocol's), with its rows and
+    prediction: the mirror copies them to the shadow as the ``/predict/batch`` request they equal."""
+
+    response: Response
+    rows: Rows
+    answered: Answered
 
 
 def row_reader(names: list[str]) -> Callable[[BaseModel], tuple[float, ...]]:
@@ -159,7 +174,7 @@ class PredictionAPI:
     async def serve(
         self,
         request: Request,
-        handle: Callable[[bytes, float], Awaitable[BaseModel | Response]],
+        handle: Callable[[bytes, float], Awaitable[BaseModel | ProtocolAnswer]],
         wire: Wire = JSON_WIRE,
     ) -> Response:
         """Admission control, body checks and timeout around one prediction handler.
@@ -180,10 +195,14 @@ class PredictionAPI:
                 async with asyncio.timeout(self.settings.request_timeout_seconds):
                     body = await wire.read_body(request, self.settings.max_request_bytes)
                     result = await handle(body, started)
-                if isinstance(result, Response):
-                    # The Open Inference Protocol answers in its own encoding; its copies are not
-                    # mirrored (the shadow pairs our own answer models).
-                    response = result
+                if isinstance(result, ProtocolAnswer):
+                    response = result.response
+                    if mark.mirrored:
+                        self.shadow.compare(
+                            request.headers.get, self._batch_answer(result.rows, result.answered)
+                        )
+                    elif self.mirror is not None and not marked:
+                        response.background = BackgroundTask(self._mirror_rows, result.rows, result.answered)
                 else:
                     response = Response(result.model_dump_json(), media_type="application/json")
                     if mark.mirrored:
@@ -235,13 +254,26 @@ class PredictionAPI:
             raise from_validation_error(error) from None
         read = self._row_values
         rows = np.array([read(features) for features in batch.rows], dtype=np.float64)  # type: ignore[attr-defined]
-        answered = await self.answer_rows("/predict/batch", started, rows, batch=True)
+        answered = await self.answer_rows(BATCH_ROUTE, started, rows, batch=True)
+        return self._batch_answer(rows, answered)
+
+    def _batch_answer(self, rows: Rows, answered: Answered) -> BaseModel:
+        # Built from values the service computed itself: no need to validate them again.
         return self.models.batch_answer.model_construct(
             **answered.answers.batch(),
             count=rows.shape[0],
             model_name=self.model.info.name,
             model_version=self.model.info.version,
             warnings=answered.warnings,
+        )
+
+    async def _mirror_rows(self, rows: Rows, answered: Answered) -> None:
+        """Mirror rows answered in another protocol as the ``/predict/batch`` request they equal."""
+        assert self.mirror is not None  # noqa: S101 - only scheduled when there is a mirror
+        names = self.model.feature_names
+        body = json.dumps({"rows": [dict(zip(names, row, strict=True)) for row in rows.tolist()]})
+        self.mirror.offer(
+            BATCH_ROUTE, body.encode(), self._batch_answer(rows, answered), answered.prediction_id
         )
 
     def _range_warnings(self, rows: Rows, batch: bool) -> list[RangeWarning]:

@@ -42,7 +42,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from contracts.model import ModelContract
-from service.api import PredictionAPI
+from service.api import PredictionAPI, ProtocolAnswer
 from service.errors import (
     InternalError,
     InvalidJsonError,
@@ -544,7 +544,7 @@ class InferenceProtocol:
         header_length = request.headers.get(HEADER_LENGTH)
         reader, outputs = self._reader(api)
 
-        async def answer(body: bytes, started: float) -> Response:
+        async def answer(body: bytes, started: float) -> ProtocolAnswer:
             parsed, binary = parse_request(body, header_length)
             rows = reader.rows(parsed, binary)
             selected = _selected_outputs(parsed, outputs)
@@ -569,12 +569,14 @@ class InferenceProtocol:
                 }
             ).encode()
             if not chunks:
-                return Response(header, media_type="application/json")
-            return Response(
-                b"".join([header, *chunks]),
-                media_type="application/octet-stream",
-                headers={"Inference-Header-Content-Length": str(len(header))},
-            )
+                response = Response(header, media_type="application/json")
+            else:
+                response = Response(
+                    b"".join([header, *chunks]),
+                    media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(header))},
+                )
+            return ProtocolAnswer(response, rows, answered)
 
         return await api.serve(request, answer, INFERENCE_WIRE)
 

@@ -25,6 +25,7 @@ from contracts.artifacts import FeatureStatistics
 from service.api import PredictionAPI
 from service.app import build_app
 from service.config import ServiceSettings
+from service.inference_v2 import PREDICTION
 from service.model import load_model_dir
 from service.shadow import (
     CHAMPION_HEADER,
@@ -362,6 +363,34 @@ async def test_a_live_answer_is_mirrored_after_it_was_sent_with_its_prediction_i
     assert batch_path == "/predict/batch"
     assert json.loads(batch_headers[CHAMPION_HEADER.lower()]) == batch.json()["predictions"]
     assert live_requests(api) == 2
+
+
+@pytest.mark.anyio
+async def test_an_open_inference_request_is_mirrored_as_the_batch_request_it_equals(
+    api: PredictionAPI, http: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    """The shadow pairs /predict/batch answers: a v2 infer of the same rows reaches it as one."""
+    api.mirror, _ = make_mirror(recorder.url)
+    infer = {"id": "7", "inputs": [{"name": name, "shape": [2], "datatype": "FP64", "data": [ROW[name]] * 2}
+                                   for name in FEATURES]}  # fmt: skip
+    response = await http.post(f"/v2/models/{INFO.name}/infer", json=infer)
+    assert response.status_code == 200, response.text
+    answered = response.json()
+    wait_for(lambda: len(recorder.received) == 1)
+    [(path, headers, body)] = recorder.received
+    assert (path, json.loads(body)) == ("/predict/batch", {"rows": [ROW, ROW]})
+    [predictions] = [output["data"] for output in answered["outputs"] if output["name"] == PREDICTION]
+    assert json.loads(headers[CHAMPION_HEADER.lower()]) == predictions
+    assert headers[PREDICTION_ID_HEADER.lower()] == answered["parameters"]["prediction_id"]
+    # On the shadow, the copy is paired like any batch copy and never mirrored again.
+    marks = {name: headers[name.lower()] for name in (MIRROR_HEADER, CHAMPION_HEADER, PREDICTION_ID_HEADER)}
+    copy = await http.post(
+        "/predict/batch", content=body, headers={"content-type": "application/json", **marks}
+    )
+    assert copy.status_code == 200
+    assert samples(api.shadow.metrics.abs_difference)[("tabula_shadow_abs_difference_count",)] == 2
+    time.sleep(0.2)
+    assert len(recorder.received) == 1
 
 
 @pytest.mark.anyio

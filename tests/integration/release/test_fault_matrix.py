@@ -136,9 +136,8 @@ def params() -> list[Any]:
     for provider, strategy, cases in COMBOS:
         for case in cases:
             group = pytest.mark.xdist_group(f"fault-matrix-{provider}")
-            found.append(
-                pytest.param(provider, strategy, case, id=f"{provider}-{strategy}-{case}", marks=group)
-            )
+            name = f"{provider}-{strategy}-{case}"
+            found.append(pytest.param(provider, strategy, case, id=name, marks=group))
     return found
 
 

@@ -223,12 +223,11 @@ class Evidence:
         return None
 
     def measured_failure(self) -> str | None:
-        """A metric that failed on a number it measured: a verdict on the model itself, however few
-        requests it saw, so it is reported before a shortfall of traffic (the release is rejected
-        either way; the reason says which figure rejected it)."""
-        for record in self.metrics:
-            if record.failed_on_a_number:
-                return f"analysis metric {record.describe()}"
+        """:meth:`failure` when a metric failed on a number it measured: a verdict on the model itself,
+        however few requests it saw, so it is reported before a shortfall of traffic (the release is
+        rejected either way; the reason says which figure rejected it)."""
+        if any(record.failed_on_a_number for record in self.metrics):
+            return self.failure()
         return None
 
     def failure(self) -> str | None:

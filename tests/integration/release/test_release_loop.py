@@ -389,12 +389,12 @@ def test_a_release_whose_metrics_prometheus_does_not_scrape_stops_before_any_cha
 ) -> None:
     target, helm, _ = start(fake, training, tracks, clock, argo, canary(DEFAULT_STEPS))
     helm.revisions[-1]["nameOverride"] = (
-        "price"  # its metrics Service, and so the job, is housing-price-metrics
+        "price"  # its metrics Service, and so the job, is tabula-price-metrics
     )
     with pytest.raises(
         ReleaseError,
         match=(
-            r'no target up\{job="housing-price-metrics", namespace="tabula"\} after 90s: the ServiceMonitor '
+            r'no target up\{job="tabula-price-metrics", namespace="tabula"\} after 90s: the ServiceMonitor '
             r"is not selected; set the chart value monitoring.serviceMonitor.labels to "
             r"\{release: <your kube-prometheus-stack release>\}"
         ),

@@ -113,7 +113,7 @@ def test_the_pipeline_command_takes_the_example(monkeypatch: pytest.MonkeyPatch)
         "iris",
         "species",
     )
-    assert (housing.example, housing.model_name) == ("tabula", "housing-price")
+    assert (housing.example, housing.model_name) == ("housing", "housing-price")
 
 
 @pytest.fixture

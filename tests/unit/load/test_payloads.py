@@ -23,7 +23,7 @@ def test_shipped_payloads_are_valid_request_rows() -> None:
     payloads = PayloadSet.model_validate_json(DEFAULT_PAYLOADS_FILE.read_text(encoding="utf-8"))
 
     assert HOUSING.folder / PAYLOADS_FILE == DEFAULT_PAYLOADS_FILE
-    assert (payloads.example, payloads.features) == ("tabula", FEATURE_NAMES)
+    assert (payloads.example, payloads.features) == ("housing", FEATURE_NAMES)
     assert len(payloads.rows) == 500
     assert all(list(row) == list(FEATURE_NAMES) for row in payloads.rows)
     assert all(math.isfinite(value) for row in payloads.rows for value in row.values())

@@ -144,11 +144,13 @@ def test_missing_traffic_is_reported_before_the_errors_it_caused() -> None:
 def test_a_failure_measured_on_a_number_is_the_reason_even_with_too_few_requests() -> None:
     """A canary whose first p95 already misses the SLO (failureLimit 0) is rejected for that figure."""
     slow = MetricRecord("latency-p95", "Failed", 0, 1, 0, 0, ("0.4875",), failed_values=("0.4875",))
-    verdict = evidence(candidate_requests=12.0, run_phase="Failed", metrics=(slow,)).verdict(spec())
-    assert (
-        verdict
-        == "analysis metric latency-p95 Failed: 0 ok, 1 failed, 0 inconclusive, 0 errors; values 0.4875"
+    verdict = evidence(candidate_requests=12.0, metrics=(slow,)).verdict(spec())
+    assert verdict == (
+        "analysis metric latency-p95 Failed: 0 ok, 1 failed, 0 inconclusive, 0 errors; values 0.4875"
     )
+    message = 'Metric "latency-p95" assessed Failed due to failed (1) > failureLimit (0)'
+    failed_run = evidence(candidate_requests=12.0, run_phase="Failed", run_message=message, metrics=(slow,))
+    assert failed_run.verdict(spec()) == message
 
 
 def test_a_failure_on_nan_is_still_missing_traffic() -> None:

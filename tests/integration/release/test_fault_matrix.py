@@ -90,6 +90,7 @@ READINESS = CHART_DEFAULTS["probes"]["readiness"] | {"periodSeconds": 1}
 # Scrapes every 2 s (the chart's default is 15 s): a slow candidate's /metrics still answers in time.
 SCRAPE = "2s"
 USER_RATE = 5.0  # users of the stable track
+SCALE_DOWN_DELAY_SECONDS = 3
 TIMEOUT = 30.0  # seconds the loop may take per release
 
 
@@ -207,6 +208,9 @@ def installed(provider: str, strategy: str, prometheus: str) -> dict[str, Any]:
             rollout["canary"] = {"steps": [{"setWeight": 50}, {"pause": {}}], "analysisStartingStep": 0}
         else:
             rollout["blueGreen"] = {"autoPromotionEnabled": False, "previewReplicaCount": 1}
+    elif strategy == "blueGreen":
+        # The old colour's scale-down still follows the switch, after seconds instead of the chart's 60.
+        rollout["native"] = {"blueGreen": {"scaleDownDelaySeconds": SCALE_DOWN_DELAY_SECONDS}}
     return {
         "image": {"repository": REPOSITORY, "tag": STABLE_TAG},
         "model": {"name": MODEL_NAME, "version": "1"},

@@ -67,13 +67,13 @@ def cluster_for(
     from release.kube import connect
     from training.config import TrainingSettings
 
-    overlay = (example or TrainingSettings().resolved_example).chart_values
+    overlay = (example or TrainingSettings().resolved_example).chart_values_files
     settings = load_settings(
         namespace=namespace,
         release_name=helm_release,
         kube_context=kube_context,
         timeout_seconds=timeout,
-        base_values_files=[overlay] if overlay else (),
+        base_values_files=overlay,
         extra_values_files=values or (),
         **more,
     )

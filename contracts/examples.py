@@ -95,10 +95,10 @@ class Example:
         return self.folder / PARAMS_FILE
 
     @property
-    def chart_values(self) -> Path | None:
-        """The folder's chart values overlay, when it has one: the cluster commands apply it first."""
+    def chart_values_files(self) -> tuple[Path, ...]:
+        """The folder's chart values overlay, if it has one: the cluster commands apply it first."""
         path = self.folder / CHART_VALUES_FILE
-        return path if path.is_file() else None
+        return (path,) if path.is_file() else ()
 
     def default_csv(self) -> Path | None:
         csv = self.spec.dataset.csv

@@ -301,8 +301,7 @@ def train_on_cluster(
         raise ReleaseError(
             "--data names a local file; the cluster Job reads TABULA_DATA_PATH from the chart's training.env"
         )
-    overlay = training.resolved_example.chart_values
-    settings = load_settings(base_values_files=[overlay] if overlay else ())
+    settings = load_settings(base_values_files=training.resolved_example.chart_values_files)
     env = {"TABULA_CANDIDATES": json.dumps(candidates)} if candidates else {}
     args = ["train", "--if-changed"] if if_changed else ["train"]
     job = run_training_job(training, settings, args=args, env=env, params_file=params_file, log=log)

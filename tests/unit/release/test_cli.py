@@ -181,8 +181,8 @@ def test_the_examples_chart_overlay_comes_first_and_a_file_given_twice_applies_o
     from contracts.examples import load_example
 
     iris = load_example("iris")
-    assert iris.chart_values == iris.folder / "values.yaml"
-    assert load_example("housing").chart_values is None  # the chart's defaults are housing's
+    assert iris.chart_values_files == (iris.folder / "values.yaml",)
+    assert load_example("housing").chart_values_files == ()  # the chart's defaults are housing's
     (tmp_path / "env.yaml").write_text("{}\n")
     monkeypatch.setenv("TABULA_RELEASE_VALUES_FILES", json.dumps([str(tmp_path / "env.yaml")]))
     monkeypatch.setenv("TABULA_RELEASE_HELM_BINARY", helm_binary)

@@ -197,20 +197,15 @@ class PredictionAPI:
                     result = await handle(body, started)
                 if isinstance(result, ProtocolAnswer):
                     response = result.response
-                    if mark.mirrored:
-                        self.shadow.compare(
-                            request.headers.get, self._batch_answer(result.rows, result.answered)
-                        )
-                    elif self.mirror is not None and not marked:
-                        response.background = BackgroundTask(self._mirror_rows, result.rows, result.answered)
                 else:
                     response = Response(result.model_dump_json(), media_type="application/json")
-                    if mark.mirrored:
-                        self.shadow.compare(request.headers.get, result)
-                    elif self.mirror is not None and not marked:
-                        response.background = BackgroundTask(
-                            self.mirror.after_response, request.url.path, body, result, mark.prediction_id
-                        )
+                if mark.mirrored:
+                    self.shadow.compare(request.headers.get, self._own_answer(result))
+                elif self.mirror is not None and not marked:
+                    # Run once the client has the whole answer.
+                    response.background = BackgroundTask(
+                        self._mirror_copy, request.url.path, body, result, mark.prediction_id
+                    )
             except ServiceError as error:
                 response = wire.error(error)
             except TimeoutError:
@@ -267,14 +262,22 @@ class PredictionAPI:
             warnings=answered.warnings,
         )
 
-    async def _mirror_rows(self, rows: Rows, answered: Answered) -> None:
-        """Mirror rows answered in another protocol as the ``/predict/batch`` request they equal."""
+    def _own_answer(self, result: BaseModel | ProtocolAnswer) -> BaseModel:
+        """The answer in this service's own terms: another protocol's is the batch answer it equals."""
+        if isinstance(result, ProtocolAnswer):
+            return self._batch_answer(result.rows, result.answered)
+        return result
+
+    async def _mirror_copy(
+        self, path: str, body: bytes, result: BaseModel | ProtocolAnswer, prediction_id: str | None
+    ) -> None:
+        """Offer the shadow a copy; another protocol's request goes as the ``/predict/batch`` it equals."""
         assert self.mirror is not None  # noqa: S101 - only scheduled when there is a mirror
-        names = self.model.feature_names
-        body = json.dumps({"rows": [dict(zip(names, row, strict=True)) for row in rows.tolist()]})
-        self.mirror.offer(
-            BATCH_ROUTE, body.encode(), self._batch_answer(rows, answered), answered.prediction_id
-        )
+        if isinstance(result, ProtocolAnswer):
+            names = self.model.feature_names
+            rows = [dict(zip(names, row, strict=True)) for row in result.rows.tolist()]
+            path, body = BATCH_ROUTE, json.dumps({"rows": rows}).encode()
+        self.mirror.offer(path, body, self._own_answer(result), prediction_id)
 
     def _range_warnings(self, rows: Rows, batch: bool) -> list[RangeWarning]:
         found: list[OutOfRange] = self.ranges.check(rows)

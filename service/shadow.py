@@ -232,10 +232,6 @@ class Mirror:
         except queue.Full:
             self._metrics.dropped(DropReason.queue_full)
 
-    async def after_response(self, path: str, body: bytes, result: Any, prediction_id: str | None) -> None:
-        """:meth:`offer` as a Starlette background task: run once the client has the whole answer."""
-        self.offer(path, body, result, prediction_id)
-
     def close(self, timeout: float = 2.0) -> None:
         """Stop the senders; copies still queued are dropped (they are samples, not records)."""
         for _ in self._threads:

@@ -27,6 +27,7 @@ from service.api import PredictionAPI
 from service.config import ServiceSettings
 from service.errors import InternalError, ModelUnavailableError, error_response
 from service.exchange import Exchange
+from service.inference_openapi import inference_paths
 from service.inference_v2 import Handler, InferenceProtocol, inference_internal_error
 from service.logs import LOGGER_NAME
 from service.metrics import exposition
@@ -76,7 +77,8 @@ class TabulaApp(FastAPI):
     routes go straight to their handler (``fast_routes``): routing, FastAPI's middleware layers and
     dependency solving took a quarter of the CPU of a one-row prediction. The handlers answer every
     client error themselves. The Open Inference Protocol's ``/v2`` paths (:mod:`service.inference_v2`)
-    are resolved the same way, each to its handler and its route label.
+    are resolved the same way, each to its handler and its route label, and added to the OpenAPI
+    document (:mod:`service.inference_openapi`).
     """
 
     def __init__(self, get_api: Callable[[], PredictionAPI | None], **kwargs: Any) -> None:
@@ -129,6 +131,16 @@ class TabulaApp(FastAPI):
     def _route_label(self, path: str) -> str:
         # Unknown paths share one label: a label per path anyone may request would grow without bound.
         return path if path in self._paths else UNMATCHED_ROUTE
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document of the declared routes, plus the ``/v2`` operations answered before routing."""
+        if self.openapi_schema is None:
+            document = super().openapi()
+            paths, schemas = inference_paths()
+            document["paths"].update(paths)
+            document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+            self.openapi_schema = document
+        return self.openapi_schema
 
     @cached_property
     def _paths(self) -> frozenset[str]:

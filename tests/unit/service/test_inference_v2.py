@@ -14,6 +14,7 @@ import asyncio
 import gzip
 import json
 import logging
+import re
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import numpy as np
 import pytest
 import tritonclient.http as triton
@@ -599,3 +601,118 @@ async def test_the_body_limit_holds_after_decompression(housing_dir: Path) -> No
         response = await served.http.post(INFER, content=packed, headers={"Content-Encoding": "gzip"})
         assert response.status_code == 413
         assert response.json() == {"error": "decompressed request body over 1000 bytes"}
+
+
+# --- OpenAPI: the /v2 operations are documented, and what they answer matches the document -----------------
+
+
+V2_OPERATIONS = {
+    ("get", "/v2"),
+    ("get", "/v2/health/live"),
+    ("get", "/v2/health/ready"),
+    *{
+        (method, prefix + suffix)
+        for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
+        for method, suffix in (("get", ""), ("get", "/ready"), ("post", "/infer"))
+    },
+}
+
+
+def documented(spec: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (method, path) for path, item in spec["paths"].items() for method in item if path.startswith("/v2")
+    }
+
+
+def references(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return (
+            [node["$ref"]]
+            if "$ref" in node
+            else [ref for value in node.values() for ref in references(value)]
+        )
+    if isinstance(node, list):
+        return [ref for value in node for ref in references(value)]
+    return []
+
+
+async def test_openapi_documents_every_v2_operation_with_its_path_parameters(either: Served) -> None:
+    spec = (await either.http.get("/openapi.json")).json()
+    assert documented(spec) == V2_OPERATIONS
+    for method, path in V2_OPERATIONS:
+        operation = spec["paths"][path][method]
+        declared = {parameter["name"] for parameter in operation.get("parameters", [])}
+        assert declared == set(re.findall(r"{(\w+)}", path)), (method, path)
+        assert "200" in operation["responses"]
+    infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
+    request = infer["requestBody"]["content"]["application/json"]["schema"]
+    assert request == {"$ref": "#/components/schemas/InferenceRequest"}
+    assert {"400", "404", "413", "415", "503"} <= set(infer["responses"])
+    schemas = spec["components"]["schemas"]
+    for reference in references(spec["paths"]):
+        assert reference.rsplit("/", 1)[-1] in schemas, reference
+
+
+def conforms(spec: dict[str, Any], method: str, template: str, response: httpx.Response) -> None:
+    """``response`` has a status the operation documents, and its JSON body matches that status's schema."""
+    answers = spec["paths"][template][method]["responses"]
+    assert str(response.status_code) in answers, (template, response.status_code, response.text)
+    schema = answers[str(response.status_code)]["content"]["application/json"]["schema"]
+    # The schema's references point into the whole document's components.
+    jsonschema.validate(response.json(), {**schema, "components": spec["components"]})
+
+
+async def test_every_v2_answer_matches_its_documented_schema(either: Served) -> None:
+    spec = (await either.http.get("/openapi.json")).json()
+    names = either.contract.feature_names
+    tensor = {"name": "input", "shape": [2, len(names)], "datatype": "FP64", "data": either.rows[:2].tolist()}
+    columns = [
+        {"name": name, "shape": [2], "datatype": "FP64", "data": either.rows[:2, index].tolist()}
+        for index, name in enumerate(names)
+    ]
+    requests: list[tuple[str, str, str, dict[str, Any] | None]] = [
+        ("get", "/v2", "/v2", None),
+        ("get", "/v2/health/live", "/v2/health/live", None),
+        ("get", "/v2/health/ready", "/v2/health/ready", None),  # 503 until the golden set ran
+        ("get", "/v2/models/{name}/ready", "/v2/models/housing-price/ready", None),
+        ("get", "/v2/models/{name}", "/v2/models/housing-price", None),
+        ("get", "/v2/models/{name}/versions/{version}", "/v2/models/housing-price/versions/1", None),
+        ("get", "/v2/models/{name}", "/v2/models/other", None),
+        (
+            "get",
+            "/v2/models/{name}/versions/{version}/ready",
+            "/v2/models/housing-price/versions/9/ready",
+            None,
+        ),
+        (
+            "post",
+            "/v2/models/{name}/infer",
+            "/v2/models/housing-price/infer",
+            {"id": "a", "inputs": [tensor]},
+        ),
+        (
+            "post",
+            "/v2/models/{name}/versions/{version}/infer",
+            "/v2/models/housing-price/versions/1/infer",
+            {"inputs": columns, "parameters": {"content_type": "pd"}},
+        ),
+        ("post", "/v2/models/{name}/infer", "/v2/models/other/infer", {"inputs": [tensor]}),
+        (
+            "post",
+            "/v2/models/{name}/infer",
+            "/v2/models/housing-price/infer",
+            {"inputs": [{**tensor, "shape": [1]}]},
+        ),
+        ("post", "/v2/models/{name}/infer", "/v2/models/housing-price/infer", {"inputs": []}),
+    ]
+    statuses = set()
+    for method, template, path, body in requests:
+        response = await either.http.request(method.upper(), path, json=body)
+        conforms(spec, method, template, response)
+        statuses.add(response.status_code)
+    assert either.api.golden_set_reproduces()
+    for path in ("/v2/health/ready", "/v2/models/housing-price/ready"):
+        ready = await either.http.get(path)
+        assert ready.status_code == 200
+        conforms(spec, "get", path.replace("housing-price", "{name}"), ready)
+    assert statuses == {200, 400, 404, 503}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,8 +122,11 @@ def test_with_the_database_down_calls_fail_in_one_line_and_the_registry_is_uncha
     try:
         health = httpx.get(f"{registry.url}/health", timeout=10)
         assert health.status_code == 200  # MLflow itself is up; only its database is gone
-        for command in (("train",), ("promote", "--version", "1", "--force"), ("promote", "--rollback")):
-            result = registry.tabula(*command, retries=0)
+        commands = [("train",), ("promote", "--version", "1", "--force"), ("promote", "--rollback")]
+        # Side by side: each fails on its own, and nothing they could change is reachable.
+        with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+            results = list(pool.map(lambda command: registry.tabula(*command, retries=0), commands))
+        for command, result in zip(commands, results, strict=True):
             assert result.returncode == 4, (command, result.returncode, result.stderr[-3000:])
             errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
             assert len(errors) == 1, result.stderr[-3000:]

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -14,6 +14,7 @@ from service.admission import (
     HEARTBEAT_IDLE_SECONDS,
     HEARTBEAT_SECONDS,
     KIB,
+    LAG_DECAY_PER_BEAT,
     REFUSAL_SPREAD,
     WINDOW_SECONDS,
     Admission,
@@ -322,24 +323,46 @@ def test_busy_time_teaches_the_cost_model() -> None:
     assert run(scenario) == pytest.approx(0.002, rel=0.05)
 
 
-def test_the_loop_lag_is_how_late_the_heartbeat_runs_and_how_overdue_it_is_now() -> None:
-    async def scenario() -> tuple[float, float, float, float]:
-        loop = asyncio.get_running_loop()
-        lag = LoopLag(active=lambda: True)
-        first = lag.delay(loop, loop.time())  # starts the heartbeat
-        await asyncio.sleep(5 * HEARTBEAT_SECONDS)
-        quiet = lag.delay(loop, loop.time())
-        time.sleep(0.2)  # a long turn of the loop: the next beat is overdue right now
-        overdue = lag.delay(loop, loop.time())
-        await asyncio.sleep(HEARTBEAT_SECONDS / 2)  # the late beat ran and measured the lag
-        remembered = lag.delay(loop, loop.time())
-        return first, quiet, overdue, remembered
+class SteppedLoop:
+    """The two event-loop calls LoopLag makes, on a clock the test moves: timing, not the machine's load."""
 
-    first, quiet, overdue, remembered = run(scenario)
-    assert first == 0.0
-    assert quiet < 0.05
-    assert overdue >= 0.15
-    assert remembered >= 0.15
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[tuple[float, Callable[..., None], tuple[Any, ...]]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(
+        self, when: float, callback: Callable[..., None], *args: Any
+    ) -> tuple[float, Callable[..., None]]:
+        self.timers.append((when, callback, args))
+        return when, callback  # the handle: LoopLag only checks that it has one
+
+    def run_until(self, now: float) -> None:
+        """The loop's turn at ``now``: it runs every timer that is due by then (late if past due)."""
+        self.now = now
+        while due := [timer for timer in self.timers if timer[0] <= now]:
+            self.timers.remove(due[0])
+            due[0][1](*due[0][2])
+
+
+def test_the_loop_lag_is_how_late_the_heartbeat_runs_and_how_overdue_it_is_now() -> None:
+    loop = SteppedLoop()
+    lag = LoopLag(active=lambda: True)
+    running = cast(asyncio.AbstractEventLoop, loop)
+    assert lag.delay(running, 0.0) == 0.0  # starts the heartbeat
+    for beat in range(1, 6):  # beats on time
+        loop.run_until(beat * HEARTBEAT_SECONDS)
+    assert lag.delay(running, loop.now) == 0.0
+    # A long turn of the loop: the next beat is overdue by 0.2 s right now...
+    due = loop.now + HEARTBEAT_SECONDS
+    assert lag.delay(running, due + 0.2) == pytest.approx(0.2)
+    # ... and once the late beat ran, the lag it measured is remembered, decaying.
+    loop.run_until(due + 0.2)
+    assert lag.delay(running, loop.now) == pytest.approx(0.2)
+    loop.run_until(loop.now + HEARTBEAT_SECONDS)
+    assert lag.delay(running, loop.now) == pytest.approx(0.2 * LAG_DECAY_PER_BEAT)
 
 
 def test_the_heartbeat_stops_after_a_second_without_work() -> None:

@@ -72,8 +72,14 @@ class NotFoundError(ServiceError):
 
 
 class MethodNotAllowedError(ServiceError):
+    """A method the path does not serve; ``allowed`` lists the ones it does (RFC 9110's ``Allow``)."""
+
     http_status = 405
     error_type = "method_not_allowed"
+
+    def __init__(self, message: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
 
 
 class InternalError(ServiceError):
@@ -104,9 +110,13 @@ def inference_body(error: ServiceError) -> str:
 
 
 def error_response(error: ServiceError, body: Callable[[ServiceError], str] = structured_body) -> Response:
-    """The one place an error becomes an HTTP answer: its ``http_status``, ``Retry-After`` on a 503, and the
-    body of the protocol it is answered in."""
-    headers = {"Retry-After": "1"} if error.http_status == 503 else None
+    """The one place an error becomes an HTTP answer: its ``http_status``, ``Retry-After`` on a 503,
+    ``Allow`` on a 405, and the body of the protocol it is answered in."""
+    headers: dict[str, str] = {}
+    if error.http_status == 503:
+        headers["Retry-After"] = "1"
+    if isinstance(error, MethodNotAllowedError):
+        headers["Allow"] = ", ".join(error.allowed)
     return Response(
         body(error), status_code=error.http_status, media_type="application/json", headers=headers
     )

@@ -487,14 +487,14 @@ class InferenceProtocol:
             if rest == ["infer"]:
                 label = template + "/infer"
                 if method != "POST":
-                    return Resolved(label, _error(MethodNotAllowedError(f"{label} takes POST")))
+                    return Resolved(label, _error(MethodNotAllowedError(f"{label} takes POST", ("POST",))))
                 return Resolved(label, partial(self._infer, name=name, version=version, label=label))
         return Resolved(None, _error(NotFoundError(f"no such Open Inference Protocol path: {path}")))
 
     @staticmethod
     def _get(method: str, label: str, handler: Handler) -> Resolved:
         if method not in ("GET", "HEAD"):
-            return Resolved(label, _error(MethodNotAllowedError(f"{label} takes GET")))
+            return Resolved(label, _error(MethodNotAllowedError(f"{label} takes GET", ("GET", "HEAD"))))
         return Resolved(label, handler)
 
     async def _live(self, request: Request) -> Response:

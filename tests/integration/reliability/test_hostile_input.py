@@ -33,6 +33,7 @@ from tests.support import Server
 pytestmark = [pytest.mark.load, pytest.mark.slow]
 
 MB = 1_000_000
+SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
 ENDPOINTS = [
     "/predict",
     "/predict/batch",
@@ -42,6 +43,9 @@ ENDPOINTS = [
     "/metrics",
     "/docs",
     "/openapi.json",
+    "/v2/health/ready",
+    "/v2/models/housing-price",
+    "/v2/models/housing-price/infer",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 NUMBER_LITERALS = [
@@ -181,7 +185,8 @@ def test_hypothesis_fuzzing_of_every_endpoint_finds_no_server_error(hostile: Ser
 def test_schemathesis_every_check_against_the_served_openapi(hostile: Server, tmp_path: Path) -> None:
     result = subprocess.run(
         [
-            sys.executable, "-m", "schemathesis.cli", "run", f"{hostile.base_url}/openapi.json",
+            sys.executable, "-m", "schemathesis.cli", "--config-file", str(SCHEMATHESIS_CONFIG),
+            "run", f"{hostile.base_url}/openapi.json",
             "--checks", "all", "--max-examples", "30", "--seed", "2",
             "--phases", "examples,coverage,fuzzing,stateful", "--workers", "1", "--report-dir", str(tmp_path),
         ],

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import psutil
@@ -55,7 +54,7 @@ class Observed:
 
 @pytest.fixture(scope="module")
 def observed(
-    model: ModelVersions, chart_settings: dict[str, str], log_dir: Path
+    model: ModelVersions, chart_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Observed]]:
     """The three faulty servers, started together and watched through one shared window.
 
@@ -63,6 +62,7 @@ def observed(
     at a time, in a third of the time.
     """
     tags = {fault: faulty_model(model.tags["stable"], model.bentoml_home, fault) for fault in FAULTS}
+    log_dir = tmp_path_factory.mktemp("startup-faults")
 
     def start(fault: str) -> Server:
         return launch(tags[fault], model.bentoml_home, log_dir / f"{fault}.log", **chart_settings)

@@ -250,6 +250,8 @@ async def test_unknown_models_versions_and_paths(
     response = await housing.http.request(method, path, json={"inputs": []} if method == "POST" else None)
     assert response.status_code == status
     assert words in response.json()["error"]
+    if status == 405:  # RFC 9110: a 405 lists the methods the path serves
+        assert response.headers["allow"] == ("POST" if path.endswith("/infer") else "GET, HEAD")
 
 
 # --- inference: same numbers as /predict ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,6 +86,14 @@ def write_params(path: Path, candidates: dict[str, object] | None = None, **over
     params.update(overrides)
     path.write_text(yaml.safe_dump(params), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def load_lock(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file ``tests.support.measuring_alone`` locks: one per session, shared by its xdist workers
+    (their temporary folders share a parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "load.lock"
 
 
 @pytest.fixture(scope="session")

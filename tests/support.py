@@ -3,6 +3,7 @@ Prometheus, ``bentoml serve``), each in its own process group that stopping take
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -91,6 +92,22 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
             process.wait(timeout=5)
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def measuring_alone(lock_path: Path) -> Iterator[None]:
+    """Hold the session's load lock: no other test that measures or drives heavy load runs meanwhile.
+
+    Goodput and tail latency on a 2-core machine depend on what else runs: the crowd's closed-loop clients
+    once waited over 5 s while another xdist worker started three peer servers. An exclusive ``flock`` on
+    one file, shared by every worker of the session (the ``load_lock`` fixture), serialises those stretches.
+    """
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager

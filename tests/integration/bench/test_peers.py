@@ -16,7 +16,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 from bench.compare import check_predictions, run_wrk_target
 from bench.targets import PEERS, WIRES, Context, child_env, export_model, peer_python, started
-from tests.support import require_tool
+from tests.support import measuring_alone, require_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.load]
 
@@ -48,7 +48,7 @@ def test_the_benchmark_knows_the_three_peers() -> None:
 
 @pytest.mark.parametrize("name", ["mlserver", "kserve", "bentoml"])
 def test_peer_serves_the_models_predictions_and_takes_wrk_load(
-    name: str, model: tuple[Any, Path, pd.DataFrame], uv_on_path: None, tmp_path: Path
+    name: str, model: tuple[Any, Path, pd.DataFrame], uv_on_path: None, tmp_path: Path, load_lock: Path
 ) -> None:
     wrk = require_tool("wrk")
     estimator, model_dir, rows = model
@@ -60,7 +60,11 @@ def test_peer_serves_the_models_predictions_and_takes_wrk_load(
     requests_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     expected = [float(value) for value in estimator.predict(rows)]
     command, env = wire.command(context), child_env(wire.env(context))
-    with started(name, command, wire.health, tmp_path, env, cwd=wire.cwd) as target:
+    # A peer's start-up (its own interpreter importing its stack) and its wrk run load both CPUs.
+    with (
+        measuring_alone(load_lock),
+        started(name, command, wire.health, tmp_path, env, cwd=wire.cwd) as target,
+    ):
         check_predictions(target, wire, lines, expected)
         result = run_wrk_target(wrk, target, connections=2, seconds=2, requests_file=requests_file)
     assert result.requests > 0

@@ -32,7 +32,7 @@ from tests.integration.reliability.harness import (
     tree_rss,
     wait_ready,
 )
-from tests.support import require_tool
+from tests.support import measuring_alone, require_tool
 
 pytestmark = [pytest.mark.load, pytest.mark.slow]
 
@@ -74,11 +74,19 @@ class RssSampler(threading.Thread):
 
 
 def test_overload_is_shed_quickly_memory_stays_flat_and_it_recovers(
-    model: ModelVersions, chart_settings: dict[str, str], memory_limit_bytes: int, log_dir: Path
+    model: ModelVersions,
+    chart_settings: dict[str, str],
+    memory_limit_bytes: int,
+    log_dir: Path,
+    load_lock: Path,
 ) -> None:
     timeout_s = float(chart_settings["request_timeout_seconds"])
     bodies = batch_bodies(BATCH_ROWS)
-    with serving(model.tags["stable"], model.bentoml_home, log_dir / "overload.log", **chart_settings) as s:
+    overload_log = log_dir / "overload.log"
+    with (
+        measuring_alone(load_lock),
+        serving(model.tags["stable"], model.bentoml_home, overload_log, **chart_settings) as s,
+    ):
         url = f"{s.base_url}/predict/batch"
         pids = tree_pids(s.process.pid)
         asyncio.run(closed_loop(url, bodies, connections=2, seconds=2))  # warm-up
@@ -141,12 +149,16 @@ def test_overload_is_shed_quickly_memory_stays_flat_and_it_recovers(
 
 
 def test_a_crowd_of_closed_loop_clients_is_answered_and_memory_returns(
-    model: ModelVersions, chart_settings: dict[str, str], log_dir: Path, tmp_path: Path
+    model: ModelVersions, chart_settings: dict[str, str], log_dir: Path, tmp_path: Path, load_lock: Path
 ) -> None:
     wrk = require_tool("wrk")
     requests_file = tmp_path / "single.txt"
     requests_file.write_text("\n".join(request_lines(SCENARIOS["single"], payload_rows())) + "\n")
-    with serving(model.tags["stable"], model.bentoml_home, log_dir / "crowd.log", **chart_settings) as s:
+    crowd_log = log_dir / "crowd.log"
+    with (
+        measuring_alone(load_lock),
+        serving(model.tags["stable"], model.bentoml_home, crowd_log, **chart_settings) as s,
+    ):
         pids = tree_pids(s.process.pid)
         warm_up = wrk_command(wrk, s.base_url, requests_file, 32, 3, CROWD_PATIENCE_SECONDS, probe=False)
         run_wrk(warm_up, 3)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.service.conftest import PROJECT_ROOT, RegisteredModel
-from tests.support import Server, require_tool, service_env
+from tests.support import Server, measuring_alone, require_tool, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.load]
 
@@ -20,19 +20,20 @@ TARGETS = ("service", "mlflow", "constant")
 
 
 def test_bench_smoke_run_reports_every_target(
-    served: Server, registered_model: RegisteredModel, bentoml_home: Path, tmp_path: Path
+    served: Server, registered_model: RegisteredModel, bentoml_home: Path, tmp_path: Path, load_lock: Path
 ) -> None:
     require_tool("wrk")
     output = tmp_path / "bench.md"
     env = {**service_env(bentoml_home), "MLFLOW_TRACKING_URI": registered_model.tracking_uri}
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "bench.compare", "--smoke", "--output", str(output),
-            "--model-name", registered_model.name, "--service-url", served.base_url,
-            "--targets", ",".join(TARGETS),
-        ],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    with measuring_alone(load_lock):
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "bench.compare", "--smoke", "--output", str(output),
+                "--model-name", registered_model.name, "--service-url", served.base_url,
+                "--targets", ",".join(TARGETS),
+            ],
+            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     document = json.loads(output.with_suffix(".json").read_text())
     runs = {(r["target"], r["tool"], r["connections"]): r for r in document["results"]}

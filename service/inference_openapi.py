@@ -2,9 +2,10 @@
 
 The app answers ``/v2`` before FastAPI routes anything (:class:`service.app.TabulaApp`), so FastAPI
 cannot derive these operations from routes: :func:`inference_paths` describes them, following the
-protocol's REST specification (KServe's ``open-inference-protocol``, ``rest_predict_v2.yaml``), with the
-answer models :mod:`service.inference_v2` builds its bodies from. OpenAPI and ``/docs`` then show both
-protocols, and clients generated from the document reach ``/v2`` too.
+protocol's REST specification (KServe's ``open-inference-protocol``, ``rest_predict_v2.yaml``), with
+models of the answers :mod:`service.inference_v2` gives (a unit test checks every kind of answer against
+them). OpenAPI and ``/docs`` then show both protocols, and clients generated from the document reach
+``/v2`` too.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -148,15 +148,18 @@ def serving(model_tag: str, bentoml_home: Path, log_path: Path, **settings: str)
 
 
 @contextmanager
-def serving_all(
-    tags: dict[str, str], bentoml_home: Path, log_dir: Path, settings: dict[str, dict[str, str]]
+def side_by_side(
+    start: Callable[..., Server],
+    tags: dict[str, str],
+    bentoml_home: Path,
+    log_dir: Path,
+    settings: dict[str, dict[str, str]],
 ) -> Iterator[dict[str, Server]]:
-    """Ready servers for every role (started side by side: each takes seconds to import), stopped after."""
+    """``start`` (``serve_model`` or ``launch``) for every role at once, as each takes seconds to import;
+    every server that started is stopped after the block, even when another failed to start."""
     with ThreadPoolExecutor(max_workers=len(tags)) as pool:
         futures = {
-            role: pool.submit(
-                serve_model, tag, bentoml_home, log_dir / f"{role}.log", **settings.get(role, {})
-            )
+            role: pool.submit(start, tag, bentoml_home, log_dir / f"{role}.log", **settings.get(role, {}))
             for role, tag in tags.items()
         }
         started = {role: future.result() for role, future in futures.items() if future.exception() is None}
@@ -164,12 +167,21 @@ def serving_all(
         failed = [future.exception() for future in futures.values() if future.exception() is not None]
         if failed:
             raise failed[0]  # type: ignore[misc]  # an exception instance
-        for running in started.values():
-            wait_ready(running)
         yield started
     finally:
         for running in started.values():
             stop_server(running)
+
+
+@contextmanager
+def serving_all(
+    tags: dict[str, str], bentoml_home: Path, log_dir: Path, settings: dict[str, dict[str, str]]
+) -> Iterator[dict[str, Server]]:
+    """Ready servers for every role (started side by side), stopped after."""
+    with side_by_side(serve_model, tags, bentoml_home, log_dir, settings) as started:
+        for running in started.values():
+            wait_ready(running)
+        yield started
 
 
 def process_tree(pid: int) -> list[psutil.Process]:

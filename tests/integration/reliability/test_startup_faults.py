@@ -11,7 +11,6 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
@@ -24,7 +23,7 @@ from tests.integration.reliability.harness import (
     launch,
     payload_rows,
     record_figures,
-    stop_server,
+    side_by_side,
 )
 from tests.support import Server
 
@@ -63,15 +62,9 @@ def observed(
     """
     tags = {fault: faulty_model(model.tags["stable"], model.bentoml_home, fault) for fault in FAULTS}
     log_dir = tmp_path_factory.mktemp("startup-faults")
-
-    def start(fault: str) -> Server:
-        return launch(tags[fault], model.bentoml_home, log_dir / f"{fault}.log", **chart_settings)
-
-    with ThreadPoolExecutor(max_workers=len(tags)) as pool:
-        starting = {fault: pool.submit(start, fault) for fault in tags}
-    started = [future.result() for future in starting.values() if future.exception() is None]
-    try:
-        watched = {fault: Observed(future.result()) for fault, future in starting.items()}
+    settings = dict.fromkeys(tags, chart_settings)
+    with side_by_side(launch, tags, model.bentoml_home, log_dir, settings) as servers:
+        watched = {fault: Observed(server) for fault, server in servers.items()}
         deadline = time.monotonic() + OBSERVE_SECONDS
         while time.monotonic() < deadline:
             running = [one for one in watched.values() if one.server.process.poll() is None]
@@ -92,9 +85,6 @@ def observed(
             predicted = httpx.post(f"{one.server.base_url}/predict", json=payload_rows()[0], timeout=5)
             one.predict_status, one.predict_body = predicted.status_code, predicted.text
         yield watched
-    finally:
-        for server in started:
-            stop_server(server)
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

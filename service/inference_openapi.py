@@ -122,6 +122,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _json_or_binary(model: type[BaseModel]) -> dict[str, Any]:
+    """A body in JSON, or in the binary tensor data extension (its JSON part, then raw tensors)."""
+    return {"application/json": {"schema": _ref(model)}, "application/octet-stream": {"schema": BINARY}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _json(_ref(InferenceErrorBody), ERRORS[code]) for code in codes}
 
@@ -140,10 +145,7 @@ def _model_paths(prefix: str, parameters: list[dict[str, Any]], which: str) -> d
         {
             "200": {
                 "description": "Predictions; a classifier adds the class probabilities.",
-                "content": {
-                    "application/json": {"schema": _ref(InferenceResponse)},
-                    "application/octet-stream": {"schema": BINARY},
-                },
+                "content": _json_or_binary(InferenceResponse),
             },
             **_errors(400, 404, 413, 415, 503),
         },
@@ -152,10 +154,7 @@ def _model_paths(prefix: str, parameters: list[dict[str, Any]], which: str) -> d
         "required": True,
         "description": "JSON, or with the binary tensor data extension the JSON part "
         "(Inference-Header-Content-Length bytes) followed by raw little-endian tensors.",
-        "content": {
-            "application/json": {"schema": _ref(InferenceRequest)},
-            "application/octet-stream": {"schema": BINARY},
-        },
+        "content": _json_or_binary(InferenceRequest),
     }
     not_ready = {"anyOf": [_ref(ModelReadiness), _ref(InferenceErrorBody)]}
     return {

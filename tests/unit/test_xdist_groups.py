@@ -1,8 +1,8 @@
 """`./run test` relies on `--dist loadgroup`: a group's tests share one worker, so a session server or
 podman's image store is made once, and never by two workers at a time. pytest 9.2 silently broke that
 with pytest-xdist 3.8 (pytest-dev/pytest-xdist#1386: the group suffix xdist writes into `_nodeid` no
-longer reaches the node id). This runs the locked pytest and xdist on two groups and checks where each
-group's tests ran, as tests/conftest.py marks them (parametrized marks and module groups alike)."""
+longer reaches the node id). This runs the locked pytest and xdist on two groups, marked per parameter as
+the fault matrix marks its cases, and checks that each group's tests ran on one worker."""
 
 from __future__ import annotations
 

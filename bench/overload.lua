@@ -5,7 +5,7 @@
 -- With "probe", run with as many threads as connections: each thread then has one connection, whose
 -- requests and responses alternate, so the time from request() to response() is that request's
 -- latency; done() adds latency percentiles by status (wrk's own latency figures mix every status).
--- Probes connect before the crowd does (a crowded server accepts new connections slowly), and count
+-- Probes connect before the crowd does (a busy server may accept new connections slowly), and count
 -- nothing during their first SKIP_MS milliseconds, until the crowd is there.
 
 local threads = {}

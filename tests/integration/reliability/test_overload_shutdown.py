@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -15,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.overload import SCENARIOS, request_lines, run_wrk, wrk_command
+from bench.overload import SCENARIOS, parse_result, request_lines, run_wrk, wrk_command
 from tests.integration.reliability.harness import (
     ModelVersions,
     Outcome,
@@ -46,15 +48,21 @@ OVERLOAD_SECONDS = 10
 OVERLOAD_FACTOR = 2.0
 # RSS in the last third of the overload may exceed the peak of the first two thirds by this share.
 PLATEAU_TOLERANCE = 0.1
-# A closed-loop crowd of single-row clients: 8 times the connections that saturate one worker. At 32
-# times, wrk itself counts requests of connections still in the server's accept queue after its first
-# seconds as unanswered, even against a worker that refuses everything at once (see bench/overload.py).
+# A closed-loop crowd of single-row clients: 8 times the connections that saturate one worker.
 CROWD_CONNECTIONS = 256
 CROWD_SECONDS = 8
 # wrk's patience: a request still unanswered this long counts as a timeout (the longest wait for
 # admission plus the request timeout, and 2 s to spare: a liveness bound, not a latency objective).
 CROWD_PATIENCE_SECONDS = 5
 SETTLE_SECONDS = 3
+# A crowd that connects at once to a worker already busy with a crowd. uvloop alone accepts one
+# connection per turn of the loop, about 100 a second here (service/event_loop.py): the last of these
+# would wait 10 s to be accepted.
+CONNECTING_CROWD = 1024
+BUSY_CONNECTIONS = CROWD_CONNECTIONS
+BUSY_SECONDS = 8
+# One request's answer: its status, whether it said Retry-After, and the seconds from connecting.
+Answer = tuple[int, bool, float]
 # RSS after the crowd left may exceed RSS before it by this share.
 RSS_TOLERANCE = 0.1
 
@@ -148,12 +156,18 @@ def test_overload_is_shed_quickly_memory_stays_flat_and_it_recovers(
     assert pids_after == pids, "a server process was restarted"
 
 
+@pytest.fixture
+def requests_file(tmp_path: Path) -> Path:
+    """bench/overload.lua's requests: single-row predictions."""
+    path = tmp_path / "single.txt"
+    path.write_text("\n".join(request_lines(SCENARIOS["single"], payload_rows())) + "\n")
+    return path
+
+
 def test_a_crowd_of_closed_loop_clients_is_answered_and_memory_returns(
-    model: ModelVersions, chart_settings: dict[str, str], log_dir: Path, tmp_path: Path, load_lock: Path
+    model: ModelVersions, chart_settings: dict[str, str], log_dir: Path, requests_file: Path, load_lock: Path
 ) -> None:
     wrk = require_tool("wrk")
-    requests_file = tmp_path / "single.txt"
-    requests_file.write_text("\n".join(request_lines(SCENARIOS["single"], payload_rows())) + "\n")
     crowd_log = log_dir / "crowd.log"
     with (
         measuring_alone(load_lock),
@@ -204,6 +218,76 @@ def test_a_crowd_of_closed_loop_clients_is_answered_and_memory_returns(
     assert pids_after == pids, "a server process was restarted"
     assert ready == 200
     assert single.status_code == 200, single.text
+
+
+async def ask_once(host: str, port: int, request: bytes) -> Answer:
+    """Connect, send ``request`` and read its answer."""
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        length = re.search(rb"content-length: *(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+    finally:
+        writer.close()
+    return int(head.split(b" ", 2)[1]), b"retry-after:" in head, time.monotonic() - started
+
+
+async def connect_at_once(
+    base_url: str, connections: int, patience: float
+) -> list[tuple[int, bool, float] | None]:
+    """One request on each of ``connections`` new connections opened together; None: no answer in time."""
+    url = httpx.URL(base_url)
+    body = json.dumps(payload_rows()[0]).encode()
+    request = (
+        f"POST /predict HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    async def one() -> Answer | None:
+        try:
+            return await asyncio.wait_for(ask_once(url.host, url.port or 80, request), patience)
+        except TimeoutError:
+            return None
+
+    return await asyncio.gather(*(one() for _ in range(connections)))
+
+
+def test_a_crowd_connecting_to_a_busy_worker_is_accepted_and_answered_at_once(
+    model: ModelVersions, chart_settings: dict[str, str], log_dir: Path, requests_file: Path, load_lock: Path
+) -> None:
+    wrk = require_tool("wrk")
+    with (
+        measuring_alone(load_lock),
+        serving(model.tags["stable"], model.bentoml_home, log_dir / "connecting.log", **chart_settings) as s,
+    ):
+        patience = CROWD_PATIENCE_SECONDS
+        busy = wrk_command(wrk, s.base_url, requests_file, BUSY_CONNECTIONS, BUSY_SECONDS, patience, False)
+        saturating = subprocess.Popen(busy, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(2)
+            answers = asyncio.run(connect_at_once(s.base_url, CONNECTING_CROWD, patience))
+        finally:
+            busy_output, _ = saturating.communicate(timeout=BUSY_SECONDS + 60)
+
+    answered = [answer for answer in answers if answer is not None]
+    statuses = Counter(status for status, _, _ in answered)
+    figures = {
+        "settings": chart_settings,
+        "connections": CONNECTING_CROWD,
+        "busy_connections": BUSY_CONNECTIONS,
+        "unanswered": len(answers) - len(answered),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "answer_p50_s": round(percentile([seconds for _, _, seconds in answered], 0.5), 3),
+        "answer_max_s": round(max((seconds for _, _, seconds in answered), default=0.0), 3),
+        "busy_statuses": parse_result(busy_output)["statuses"],
+    }
+    record_figures("connecting-crowd", figures)
+    assert figures["unanswered"] == 0, figures
+    assert set(statuses) <= {200, 503}, figures
+    assert all(retry_after for status, retry_after, _ in answered if status == 503), figures
+    assert statuses[200], figures
 
 
 def steady_clients(

@@ -73,13 +73,13 @@ class ServiceSettings(BaseSettings):
         ),
     )
     admission_refusal_seconds: float = Field(
-        default=1.0,
+        default=1.5,
         ge=0.0,
         description=(
             "When a refused waiting request gets its 503, counted from its arrival as estimated from the "
             "event loop's lag (at least the wait; spread by 10% either way). Later slows a crowd of "
-            "clients that retry at once (each 503 costs the worker half a single-row prediction); sooner "
-            "tells them sooner. Keep it below the clients' timeout."
+            "clients that retry at once (each 503 costs the worker most of what a single-row prediction "
+            "does: the HTTP layers); sooner tells them sooner. Keep it below the clients' timeout."
         ),
     )
     admission_order: Literal["lifo", "fifo"] = Field(

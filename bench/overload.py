@@ -61,7 +61,7 @@ RESULT_PREFIX = "overload-result "
 BATCH_ROWS = 1000
 # Probe connections per run (at most half of all): their requests are measured one by one. They
 # connect first: a server busy with a crowd may accept new connections slowly (a uvloop server accepts
-# one per turn of its loop; ours accepts all that wait, see service/event_loop.py).
+# one per turn of its loop; ours up to 64 a turn, see service/event_loop.py).
 PROBES = 4
 PROBE_LEAD_SECONDS = 1.0
 MB = 1_000_000

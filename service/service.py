@@ -53,7 +53,7 @@ def _api() -> PredictionAPI | None:
     return api
 
 
-# Before BentoML's worker starts uvicorn: its loop accepts a crowd of new connections at once.
+# Before BentoML's worker starts uvicorn: its loop accepts a crowd of new connections in batches.
 install_event_loop()
 MODEL_TAG = _model_tag()
 app = build_app(_served_contract(MODEL_TAG), _api)

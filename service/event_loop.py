@@ -76,9 +76,7 @@ class BatchAcceptServer(asyncio.AbstractServer):
         return self._serving
 
     async def start_serving(self) -> None:
-        if not self._serving and not self._closed.is_set():
-            self._loop.add_reader(self._socket.fileno(), self._accept)
-            self._serving = True
+        self._start_accepting()
 
     async def serve_forever(self) -> None:
         await self.start_serving()
@@ -91,6 +89,11 @@ class BatchAcceptServer(asyncio.AbstractServer):
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
+
+    def _start_accepting(self) -> None:
+        if not self._serving and not self._closed.is_set():
+            self._loop.add_reader(self._socket.fileno(), self._accept)
+            self._serving = True
 
     def _stop_accepting(self) -> None:
         if self._serving:
@@ -111,7 +114,7 @@ class BatchAcceptServer(asyncio.AbstractServer):
                     extra={"error": str(error), "retry_seconds": ACCEPT_RETRY_SECONDS},
                 )
                 self._stop_accepting()
-                self._loop.call_later(ACCEPT_RETRY_SECONDS, self._resume)
+                self._loop.call_later(ACCEPT_RETRY_SECONDS, self._start_accepting)
                 return
             connection.setblocking(False)
             handing_over = self._loop.connect_accepted_socket(self._protocol_factory, connection)
@@ -119,26 +122,22 @@ class BatchAcceptServer(asyncio.AbstractServer):
             self._handovers.add(handover)
             handover.add_done_callback(self._handed_over)
 
-    def _resume(self) -> None:
-        if not self._closed.is_set() and not self._serving:
-            self._loop.add_reader(self._socket.fileno(), self._accept)
-            self._serving = True
-
     def _handed_over(self, handover: asyncio.Task[Any]) -> None:
         self._handovers.discard(handover)
-        if not handover.cancelled() and handover.exception() is not None:
+        error = None if handover.cancelled() else handover.exception()
+        if error is not None:
             # A client that hung up before its connection was set up: nothing to answer.
-            error = handover.exception()
             logging.getLogger(LOGGER_NAME).debug("connection lost while accepted", exc_info=error)
 
 
 class BatchAcceptLoop(uvloop.Loop):
     """uvloop whose servers on a listening TCP socket without TLS accept in batches (BentoML's case)."""
 
+    # Takes and forwards uvloop's arguments as they come; mypy cannot match that with its overloads.
     async def create_server(self, protocol_factory: Any, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:  # type: ignore[override]
-        sock = kwargs.get("sock")
-        plain_tcp = isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6)
-        if args or not isinstance(sock, socket.socket) or not plain_tcp or kwargs.get("ssl") is not None:
+        sock, tls = kwargs.get("sock"), kwargs.get("ssl")
+        tcp = (socket.AF_INET, socket.AF_INET6)
+        if args or not isinstance(sock, socket.socket) or sock.family not in tcp or tls is not None:
             return await super().create_server(protocol_factory, *args, **kwargs)
         server = BatchAcceptServer(self, protocol_factory, sock, kwargs.get("backlog", 100))
         if kwargs.get("start_serving", True):

@@ -177,9 +177,7 @@ async def ask_once(host: str, port: int, request: bytes) -> Answer:
     return int(head.split(b" ", 2)[1]), b"retry-after:" in head, time.monotonic() - started
 
 
-async def connect_at_once(
-    base_url: str, connections: int, patience: float
-) -> list[tuple[int, bool, float] | None]:
+async def connect_at_once(base_url: str, connections: int, patience: float) -> list[Answer | None]:
     """One request on each of ``connections`` new connections opened together; None: no answer in time."""
     url = httpx.URL(base_url)
     body = json.dumps(payload_rows()[0]).encode()

@@ -1,4 +1,4 @@
-"""The worker's event loop accepts every waiting connection at once, where uvloop accepts one per turn."""
+"""The worker's event loop accepts waiting connections in batches, where uvloop accepts one per turn."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn.config
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.unit
 
 CROWD = 64
 BACKLOG = 4 * CROWD
+T = TypeVar("T")
 
 
 class Recorder(asyncio.Protocol):
@@ -70,20 +72,32 @@ def clients(address: tuple[str, int], count: int) -> Iterator[list[socket.socket
             client.close()
 
 
+def run_on(
+    make_loop: Callable[[], asyncio.AbstractEventLoop], main: Callable[[], Coroutine[Any, Any, T]]
+) -> T:
+    """``main()`` run to its end on a new loop from ``make_loop``, which is closed afterwards."""
+    loop = make_loop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
 def turns_to_accept(make_loop: Callable[[], asyncio.AbstractEventLoop], count: int) -> list[int]:
     """The loop turn in which each of ``count`` waiting connections was made, on a loop kept busy.
 
     A callback that reschedules itself runs once per turn of the loop and counts the turns (callbacks
     scheduled during a turn run in the next one, in uvloop as in asyncio).
     """
-    loop = make_loop()
     turns, made, received = record()
 
-    def tick() -> None:
-        turns[0] += 1
-        loop.call_soon(tick)
-
     async def serve() -> None:
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            turns[0] += 1
+            loop.call_soon(tick)
+
         with listening() as listener, clients(listener.getsockname(), count):
             server = await loop.create_server(
                 lambda: Recorder(turns, made, received), sock=listener, backlog=BACKLOG
@@ -95,10 +109,7 @@ def turns_to_accept(make_loop: Callable[[], asyncio.AbstractEventLoop], count: i
                 await asyncio.sleep(0)
             server.close()
 
-    try:
-        loop.run_until_complete(serve())
-    finally:
-        loop.close()
+    run_on(make_loop, serve)
     return made
 
 
@@ -130,12 +141,13 @@ def test_install_makes_the_batch_accepting_loop_uvicorns_default(monkeypatch: py
 
 
 def test_closing_stops_accepting_and_keeps_the_accepted_connections_open() -> None:
-    loop = BatchAcceptLoop()
     turns, made, received = record()
 
     async def serve() -> None:
         with listening() as listener:
-            server = await loop.create_server(lambda: Recorder(turns, made, received), sock=listener)
+            server = await asyncio.get_running_loop().create_server(
+                lambda: Recorder(turns, made, received), sock=listener
+            )
             assert isinstance(server, BatchAcceptServer)
             assert server.is_serving()
             assert list(server.sockets) == [listener]
@@ -153,16 +165,13 @@ def test_closing_stops_accepting_and_keeps_the_accepted_connections_open() -> No
         assert len(made) == 1
         assert received == [b"still open"]
 
-    try:
-        loop.run_until_complete(serve())
-    finally:
-        loop.close()
+    run_on(BatchAcceptLoop, serve)
 
 
 class OutOfDescriptors(socket.socket):
     """A listening socket whose first accept fails as a process out of file descriptors does."""
 
-    failures = 1
+    failures = 1  # set again by the test that uses it
 
     def accept(self) -> tuple[socket.socket, object]:
         if OutOfDescriptors.failures:
@@ -176,13 +185,15 @@ def test_running_out_of_descriptors_pauses_accepting_then_resumes(
 ) -> None:
     # asyncio does the same (Lib/asyncio/selector_events.py, _accept_connection): log, stop, retry later.
     monkeypatch.setattr(event_loop, "ACCEPT_RETRY_SECONDS", 0.05)
-    loop = BatchAcceptLoop()
+    monkeypatch.setattr(OutOfDescriptors, "failures", 1)
     turns, made, received = record()
     paused: list[bool] = []
 
     async def serve() -> None:
         with listening(OutOfDescriptors) as listener, clients(listener.getsockname(), 1):
-            server = await loop.create_server(lambda: Recorder(turns, made, received), sock=listener)
+            server = await asyncio.get_running_loop().create_server(
+                lambda: Recorder(turns, made, received), sock=listener
+            )
             for _ in range(500):
                 paused.append(not server.is_serving())
                 if made:
@@ -191,19 +202,15 @@ def test_running_out_of_descriptors_pauses_accepting_then_resumes(
             server.close()
 
     with caplog.at_level(logging.WARNING):
-        try:
-            loop.run_until_complete(serve())
-        finally:
-            loop.close()
+        run_on(BatchAcceptLoop, serve)
     assert made, "the connection was never accepted after the pause"
     assert any(paused), "accepting did not pause"
     assert [r.getMessage() for r in caplog.records] == ["cannot accept connections for now"]
 
 
 def test_servers_not_on_a_plain_tcp_listening_socket_are_uvloops_own(tmp_path: Path) -> None:
-    loop = BatchAcceptLoop()
-
     async def serve() -> list[asyncio.AbstractServer]:
+        loop = asyncio.get_running_loop()
         by_address = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
         unix_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         unix_listener.bind(str(tmp_path / "server.sock"))
@@ -214,8 +221,5 @@ def test_servers_not_on_a_plain_tcp_listening_socket_are_uvloops_own(tmp_path: P
             server.close()
         return servers
 
-    try:
-        servers = loop.run_until_complete(serve())
-    finally:
-        loop.close()
+    servers = run_on(BatchAcceptLoop, serve)
     assert not any(isinstance(server, BatchAcceptServer) for server in servers)

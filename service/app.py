@@ -120,6 +120,14 @@ class TabulaApp(FastAPI):
             metrics = api.shadow.metrics if copy else api.metrics
             metrics.observe_request(route, exchange.status, time.perf_counter() - started)
 
+    def answers_directly(self, method: str, path: str) -> bool:
+        """Whether this app routes the request itself (``service.edge`` skips the server's stack for it).
+
+        The prediction POSTs and every ``/v2`` path: this app resolves them before any router, bounds
+        their time and answers their faults. Its other routes are BentoML's to find.
+        """
+        return (method == "POST" and path in self.fast_routes) or path == "/v2" or path.startswith("/v2/")
+
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "POST":
             handler = self.fast_routes.get(scope["path"])

@@ -20,6 +20,7 @@ from contracts.modelio import ModelLoadError
 from service.api import PredictionAPI
 from service.app import build_app
 from service.config import ServiceSettings
+from service.edge import install as install_edge
 from service.event_loop import install as install_event_loop
 from service.logs import configure_logger
 from service.model import ModelInfo, load_model_dir, read_contract
@@ -57,6 +58,8 @@ def _api() -> PredictionAPI | None:
 install_event_loop()
 MODEL_TAG = _model_tag()
 app = build_app(_served_contract(MODEL_TAG), _api)
+# Prediction requests skip BentoML's middleware and router: the app answers them itself.
+install_edge(app)
 
 
 @bentoml.service(

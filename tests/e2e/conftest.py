@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -29,8 +30,31 @@ class BuiltImage:
     build_seconds: float
 
 
-def _podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _untagged_images() -> set[str]:
+    listed = podman("images", "--quiet", "--no-trunc", "--filter", "dangling=true")
+    assert listed.returncode == 0, listed.stderr
+    return set(listed.stdout.split())
+
+
+@contextmanager
+def removing_build_leftovers() -> Iterator[None]:
+    """Removes, at the end, the untagged images that appeared meanwhile: the builds' earlier stages.
+
+    A multi-stage build keeps each stage as an untagged image (its layer cache). Every session trusts a
+    CA of its own, whose digest is a build argument, so none was ever reused: each session left 1.1 GB
+    of builder stages, and 70 runs filled this machine's disk. Images in use by another build are kept
+    (``podman rmi`` without ``--force`` refuses them).
+    """
+    before = _untagged_images()
+    try:
+        yield
+    finally:
+        for image in _untagged_images() - before:
+            podman("rmi", image)
 
 
 @pytest.fixture(scope="session")
@@ -65,14 +89,17 @@ def training_image(base_images: str, tmp_path_factory: pytest.TempPathFactory) -
         capture_output=True, check=True, timeout=60,
     )  # fmt: skip
     ref = f"localhost/tabula-training:0-{SESSION_TAG}"
-    started = time.monotonic()
-    result = subprocess.run(
-        [str(VENV_BIN / "tabula"), "images", "--only", "training", "--backend", "podman",
-         "--registry", "localhost", "--model-version", "0", "--git-sha", SESSION_TAG,
-         "--base-image", base_images, "--network", "host", "--ca-bundle", str(cert)],
-        capture_output=True, text=True, timeout=1800, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == ref
-    yield BuiltImage(ref=ref, ca_pem=cert.read_text(), build_seconds=time.monotonic() - started)
-    _podman("rmi", ref)
+    with removing_build_leftovers():
+        started = time.monotonic()
+        result = subprocess.run(
+            [str(VENV_BIN / "tabula"), "images", "--only", "training", "--backend", "podman",
+             "--registry", "localhost", "--model-version", "0", "--git-sha", SESSION_TAG,
+             "--base-image", base_images, "--network", "host", "--ca-bundle", str(cert)],
+            capture_output=True, text=True, timeout=1800, check=False,
+        )  # fmt: skip
+        try:
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert result.stdout.strip().splitlines()[-1] == ref
+            yield BuiltImage(ref=ref, ca_pem=cert.read_text(), build_seconds=time.monotonic() - started)
+        finally:
+            podman("rmi", ref)

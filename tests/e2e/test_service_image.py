@@ -25,7 +25,7 @@ import yaml
 
 from contracts.artifacts import GOLDEN_SET_FILE, GoldenSet
 from tests.chart.helm import CHART_DIR, helm_binary
-from tests.e2e.conftest import SESSION_TAG
+from tests.e2e.conftest import SESSION_TAG, podman, removing_build_leftovers
 from tests.e2e.test_images import BASE_IMAGE
 from tests.integration.service import conftest as service_fixtures
 from tests.integration.service.conftest import RegisteredModel, run_cli
@@ -59,10 +59,6 @@ class PlayedPod:
     manifest: dict[str, Any]
 
 
-def _podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, check=False)
-
-
 @dataclass(frozen=True)
 class ServiceImage:
     ref: str
@@ -89,31 +85,32 @@ def service_image(
 ) -> Iterator[ServiceImage]:
     """`tabula images --only service` with podman: `bentoml containerize` of the Bento."""
     ref = f"localhost/tabula-service:{registered_model.version}-{GIT_SHA}"
-    started = time.monotonic()
-    result = subprocess.run(
-        [str(VENV_BIN / "tabula"), "images", "--only", "service", "--backend", "podman",
-         "--bento", image_bento, "--registry", "localhost", "--git-sha", GIT_SHA,
-         "--network", "host", "--ca-bundle", str(MACHINE_CA_BUNDLE)],
-        env=service_env(bentoml_home), capture_output=True, text=True, timeout=1200, check=False,
-    )  # fmt: skip
-    build_seconds = time.monotonic() - started
-    try:
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-        # The tag carries the model version read from the Bento's label.
-        assert result.stdout.strip().splitlines()[-1] == ref
-        inspected = _podman("image", "inspect", "--format", "{{.Size}}", ref)
-        assert inspected.returncode == 0, inspected.stderr
-        size = int(inspected.stdout.strip())
-        print(f"\nservice image {ref}: {size / 1e6:.0f} MB, built in {build_seconds:.0f} s")
-        print(layer_breakdown(ref))
-        yield ServiceImage(ref, size)
-    finally:
-        _podman("rmi", "--force", ref)
+    with removing_build_leftovers():
+        started = time.monotonic()
+        result = subprocess.run(
+            [str(VENV_BIN / "tabula"), "images", "--only", "service", "--backend", "podman",
+             "--bento", image_bento, "--registry", "localhost", "--git-sha", GIT_SHA,
+             "--network", "host", "--ca-bundle", str(MACHINE_CA_BUNDLE)],
+            env=service_env(bentoml_home), capture_output=True, text=True, timeout=1200, check=False,
+        )  # fmt: skip
+        build_seconds = time.monotonic() - started
+        try:
+            assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+            # The tag carries the model version read from the Bento's label.
+            assert result.stdout.strip().splitlines()[-1] == ref
+            inspected = podman("image", "inspect", "--format", "{{.Size}}", ref)
+            assert inspected.returncode == 0, inspected.stderr
+            size = int(inspected.stdout.strip())
+            print(f"\nservice image {ref}: {size / 1e6:.0f} MB, built in {build_seconds:.0f} s")
+            print(layer_breakdown(ref))
+            yield ServiceImage(ref, size)
+        finally:
+            podman("rmi", "--force", ref)
 
 
 def layer_breakdown(ref: str) -> str:
     """The image's non-empty layers, newest first: size and the start of the instruction."""
-    history = _podman("history", "--no-trunc", "--format", "{{.Size}}\t{{.CreatedBy}}", ref)
+    history = podman("history", "--no-trunc", "--format", "{{.Size}}\t{{.CreatedBy}}", ref)
     assert history.returncode == 0, history.stderr
     layers = [line.split("\t", 1) for line in history.stdout.splitlines()]
     return "\n".join(
@@ -142,9 +139,9 @@ def pod_base_url(deployment: dict[str, Any], pod: str) -> str:
     """The pod's own address on podman's network (rootful podman routes it from the host)."""
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     [port] = container["ports"]
-    infra = _podman("pod", "inspect", "--format", "{{.InfraContainerID}}", pod)
+    infra = podman("pod", "inspect", "--format", "{{.InfraContainerID}}", pod)
     assert infra.returncode == 0, infra.stderr
-    address = _podman("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+    address = podman("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                       infra.stdout.strip())  # fmt: skip
     assert address.returncode == 0, address.stderr
     assert address.stdout.strip(), f"pod {pod} has no address on podman's network"
@@ -163,7 +160,7 @@ def played_pod(service_image: ServiceImage, tmp_path_factory: pytest.TempPathFac
     kube_file = tmp_path_factory.mktemp("kube") / "service.yaml"
     kube_file.write_text(yaml.safe_dump_all(manifests, sort_keys=False), encoding="utf-8")
     try:
-        played = _podman("kube", "play", str(kube_file), timeout=180)
+        played = podman("kube", "play", str(kube_file), timeout=180)
         assert played.returncode == 0, played.stdout + played.stderr
         # The output lists the pod id under "Pod:" and the one container's id under "Container:".
         pod = played.stdout.split("Pod:")[1].split()[0]
@@ -172,22 +169,22 @@ def played_pod(service_image: ServiceImage, tmp_path_factory: pytest.TempPathFac
         started_at = _container_started_at(container)
         deadline = time.monotonic() + READY_BOUND_SECONDS
         while not _ready(f"{base_url}/readyz"):
-            state = _podman("inspect", "--format", "{{.State.Status}}", container).stdout.strip()
-            assert state == "running", f"container {state}:\n{_podman('logs', container).stderr[-4000:]}"
-            assert time.monotonic() < deadline, _podman("logs", container).stderr[-4000:]
+            state = podman("inspect", "--format", "{{.State.Status}}", container).stdout.strip()
+            assert state == "running", f"container {state}:\n{podman('logs', container).stderr[-4000:]}"
+            assert time.monotonic() < deadline, podman("logs", container).stderr[-4000:]
             time.sleep(0.2)
         seconds_to_ready = time.time() - started_at
         print(f"\nservice container started -> /readyz 200 in {seconds_to_ready:.1f} s")
         assert seconds_to_ready < READY_BOUND_SECONDS
         yield PlayedPod(base_url, container, deployment)
     finally:
-        down = _podman("kube", "down", str(kube_file), timeout=180)
+        down = podman("kube", "down", str(kube_file), timeout=180)
     assert down.returncode == 0, down.stdout + down.stderr
 
 
 def _container_started_at(container: str) -> float:
     """The container's start time (epoch seconds), as podman recorded it."""
-    result = _podman("inspect", "--format", "{{.State.StartedAt.Unix}}.{{.State.StartedAt.Nanosecond}}",
+    result = podman("inspect", "--format", "{{.State.StartedAt.Unix}}.{{.State.StartedAt.Nanosecond}}",
                      container)  # fmt: skip
     assert result.returncode == 0, result.stderr
     seconds, nanos = result.stdout.strip().split(".")
@@ -202,23 +199,23 @@ def _ready(url: str) -> bool:
 
 
 def _exec(container: str, *command: str) -> subprocess.CompletedProcess[str]:
-    return _podman("exec", container, *command)
+    return podman("exec", container, *command)
 
 
 def test_service_image_is_built_on_the_chosen_base_and_runs_as_bentoml(service_image: ServiceImage) -> None:
-    inspected = _podman("image", "inspect", service_image.ref)
+    inspected = podman("image", "inspect", service_image.ref)
     assert inspected.returncode == 0, inspected.stderr
     [image] = json.loads(inspected.stdout)
     assert image["Config"]["User"] == "bentoml"
     assert "3000/tcp" in image["Config"]["ExposedPorts"]
     # The bentofile's env reaches the image; the build never installs a compiler toolchain.
     assert "OMP_NUM_THREADS=1" in image["Config"]["Env"]
-    base_layers = _podman("image", "inspect", "--format", "{{json .RootFS.Layers}}", BASE_IMAGE)
+    base_layers = podman("image", "inspect", "--format", "{{json .RootFS.Layers}}", BASE_IMAGE)
     layers = json.loads(base_layers.stdout)
     assert image["RootFS"]["Layers"][: len(layers)] == layers, "not built on the Bento's base image"
     # service/Dockerfile.j2 leaves out the compiler toolchain BentoML's stock template installs, and
     # uv stays in its build stage.
-    tools = _podman("run", "--rm", "--entrypoint", "sh", service_image.ref, "-c",
+    tools = podman("run", "--rm", "--entrypoint", "sh", service_image.ref, "-c",
                     "command -v gcc make git uv; true")  # fmt: skip
     assert tools.stdout.strip() == "", f"the service image ships build tools: {tools.stdout}"
 
@@ -229,7 +226,7 @@ def test_service_image_stays_within_its_size_budget(service_image: ServiceImage)
         + layer_breakdown(service_image.ref)
     )
     # What the template leaves out: installer caches and the packages' own test suites.
-    leftovers = _podman(
+    leftovers = podman(
         "run", "--rm", "--user", "0", "--entrypoint", "sh", service_image.ref, "-c",
         "find /root/.cache /home/bentoml/.cache /tmp/bento-env -maxdepth 0 2>/dev/null; "
         "find /app/.venv -type d -name tests",
@@ -256,7 +253,7 @@ def test_service_image_imports_the_served_modules_from_precompiled_bytecode(
         f"BENTOML_HOME=/tmp/bentoml python -c '{SERVED_IMPORTS}' && "
         "find / -xdev -name '*.pyc' -newer /tmp/before"
     )
-    result = _podman("run", "--rm", "--user", "0", "--entrypoint", "sh", service_image.ref, "-c", script)
+    result = podman("run", "--rm", "--user", "0", "--entrypoint", "sh", service_image.ref, "-c", script)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "", f"compiled at start-up:\n{result.stdout[:3000]}"
 
@@ -305,11 +302,11 @@ def test_pod_runs_as_the_chart_user_on_a_read_only_root(played_pod: PlayedPod) -
     assert identity.returncode == 0, identity.stderr
     assert [int(i) for i in identity.stdout.split()] == [BENTO_UID, BENTO_UID]
     assert pod_security["runAsUser"] == pod_security["runAsGroup"] == BENTO_UID
-    capabilities = _podman("inspect", "--format", "{{json .EffectiveCaps}}", played_pod.container)
+    capabilities = podman("inspect", "--format", "{{json .EffectiveCaps}}", played_pod.container)
     assert json.loads(capabilities.stdout) in ([], None), "capabilities.drop [ALL] was not applied"
 
     assert server_container(played_pod.manifest)["securityContext"]["readOnlyRootFilesystem"] is True
-    readonly = _podman("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", played_pod.container)
+    readonly = podman("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", played_pod.container)
     assert readonly.stdout.strip() == "true"
     # The Bento's own folder belongs to the service user: only the read-only root can refuse the write.
     refused = _exec(played_pod.container, "sh", "-c", 'touch "$BENTO_PATH/written"')

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.chart.helm import CHART_DIR, helm_binary
-from tests.e2e.conftest import SESSION_TAG, BuiltImage
+from tests.e2e.conftest import SESSION_TAG, BuiltImage, podman
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -42,10 +42,6 @@ except OSError as exc:
     print("HOME-REFUSED", errno.errorcode[exc.errno])
 print("DATA-HOME", home, os.stat(home).st_uid, os.getuid())
 """
-
-
-def _podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def job_as_pod(image: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -89,20 +85,20 @@ def probe_output(training_image: BuiltImage, tmp_path_factory: pytest.TempPathFa
     kube_file.write_text(yaml.safe_dump_all([*support, pod], sort_keys=False), encoding="utf-8")
     name = f"{pod['metadata']['name']}-{container['name']}"
     try:
-        played = _podman("kube", "play", str(kube_file), timeout=180)
+        played = podman("kube", "play", str(kube_file), timeout=180)
         assert played.returncode == 0, played.stdout + played.stderr
         deadline = time.monotonic() + 180
-        while _podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip() != "exited":
-            assert time.monotonic() < deadline, _podman("logs", name).stderr[-3000:]
+        while podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip() != "exited":
+            assert time.monotonic() < deadline, podman("logs", name).stderr[-3000:]
             time.sleep(0.5)
-        inspected = _podman("inspect", "--format", "{{.State.ExitCode}} {{.HostConfig.ReadonlyRootfs}}", name)
-        logs = _podman("logs", name)
+        inspected = podman("inspect", "--format", "{{.State.ExitCode}} {{.HostConfig.ReadonlyRootfs}}", name)
+        logs = podman("logs", name)
         exit_code, readonly = inspected.stdout.split()
         assert readonly == "true", "the pod must run on a read-only root, as the chart says"
         assert exit_code == "0", logs.stdout + logs.stderr
         yield logs.stdout
     finally:
-        down = _podman("kube", "down", str(kube_file), timeout=180)
+        down = podman("kube", "down", str(kube_file), timeout=180)
     assert down.returncode == 0, down.stdout + down.stderr
 
 

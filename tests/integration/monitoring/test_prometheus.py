@@ -61,6 +61,10 @@ class Fleet:
     versions: ModelVersions
     servers: dict[str, Server]
     load: dict[str, LoadSummary]
+    # Unix time the queries are evaluated at: while every server is under load, after the shed burst
+    # was scraped. Evaluated when each test runs instead, a slow CI machine let the 10 s rate windows
+    # of the dashboard slide past the end of the load, and they came back empty.
+    loaded_at: float
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +125,9 @@ def scrape_config(chart: Rendered, targets: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def query(prometheus: str, promql: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=10)
+def query(prometheus: str, promql: str, at: float) -> list[dict[str, Any]]:
+    params: dict[str, str | float] = {"query": promql, "time": at}
+    response = httpx.get(f"{prometheus}/api/v1/query", params=params, timeout=10)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "success", body
@@ -195,25 +200,29 @@ def fleet(chart: Rendered, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         burst = shed_burst(servers["stable"])
         assert 503 in burst, burst
         assert {out_of_range(s) for s in servers.values()} == {200}
+        # Two scrape intervals: Prometheus has the burst's samples by then, and the load still runs.
+        time.sleep(2)
+        loaded_at = time.time()
         for thread in threads:
             thread.join(timeout=LOAD_SECONDS + 90)
         assert set(load) == set(servers), "a Locust run did not finish"
-        yield Fleet(prometheus, versions, servers, load)
+        yield Fleet(prometheus, versions, servers, load, loaded_at)
 
 
 def test_every_target_is_scraped_with_the_chart_labels(fleet: Fleet, chart: Rendered) -> None:
     job = scrape_config(chart, {})["job_name"]
-    up = query(fleet.prometheus, f'up{{job="{job}"}}')
+    up = query(fleet.prometheus, f'up{{job="{job}"}}', fleet.loaded_at)
     assert values(up) == [1.0] * len(fleet.servers)
     namespace = chart.one("ServiceMonitor")["metadata"]["namespace"]
-    info = query(fleet.prometheus, f'tabula_model_info{{job="{job}", namespace="{namespace}"}}')
+    model_info = f'tabula_model_info{{job="{job}", namespace="{namespace}"}}'
+    info = query(fleet.prometheus, model_info, fleet.loaded_at)
     assert {s["metric"]["model_version"] for s in info} == set(fleet.versions.versions.values())
 
 
 def test_analysis_passes_a_canary_identical_to_stable(fleet: Fleet, chart: Rendered) -> None:
     verdicts = {}
     for metric in analysis_metrics(chart):
-        result = values(query(fleet.prometheus, with_args(metric, "canary", "stable")))
+        result = values(query(fleet.prometheus, with_args(metric, "canary", "stable"), fleet.loaded_at))
         verdicts[metric.name] = (metric.judge(result), result)
     record_figures("analysis_identical_canary", {name: v[1] for name, v in verdicts.items()})
     assert verdicts, "the chart renders no Prometheus analysis"
@@ -223,7 +232,7 @@ def test_analysis_passes_a_canary_identical_to_stable(fleet: Fleet, chart: Rende
 def test_analysis_fails_a_shifted_canary(fleet: Fleet, chart: Rendered) -> None:
     verdicts = {}
     for metric in analysis_metrics(chart):
-        result = values(query(fleet.prometheus, with_args(metric, "shifted", "stable")))
+        result = values(query(fleet.prometheus, with_args(metric, "shifted", "stable"), fleet.loaded_at))
         verdicts[metric.name] = (metric.judge(result), result)
     record_figures("analysis_shifted_canary", {name: v[1] for name, v in verdicts.items()})
     failed = {name for name, (passed, _) in verdicts.items() if not passed}
@@ -238,7 +247,7 @@ def test_every_dashboard_panel_query_returns_data(fleet: Fleet, chart: Rendered)
     for title, expr in panels:
         promql = expr.replace("$__rate_interval", RATE_INTERVAL)
         assert "$" not in promql, f"unhandled Grafana variable in {title}: {expr}"
-        result = values(query(fleet.prometheus, promql))
+        result = values(query(fleet.prometheus, promql, fleet.loaded_at))
         if not any(math.isfinite(v) for v in result):
             empty.append((title, promql, result))
     assert not empty, empty

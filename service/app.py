@@ -126,7 +126,7 @@ class TabulaApp(FastAPI):
         The prediction POSTs and every ``/v2`` path: this app resolves them before any router, bounds
         their time and answers their faults. Its other routes are BentoML's to find.
         """
-        return (method == "POST" and path in self.fast_routes) or path == "/v2" or path.startswith("/v2/")
+        return (method == "POST" and path in self.fast_routes) or self.inference.serves(path)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "POST":

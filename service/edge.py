@@ -26,7 +26,7 @@ from functools import cache
 from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.config import Config
+from uvicorn.config import HTTP_PROTOCOLS, Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -88,8 +88,6 @@ class EdgeProtocol(HttpToolsProtocol):
 
 def install(direct: DirectApp) -> None:
     """Make uvicorn's default HTTP protocol :class:`EdgeProtocol` here, with ``direct`` behind the edge."""
-    import uvicorn.config
-
     global _direct
     _direct = direct
-    uvicorn.config.HTTP_PROTOCOLS[UVICORN_AUTO_HTTP] = PROTOCOL_PATH
+    HTTP_PROTOCOLS[UVICORN_AUTO_HTTP] = PROTOCOL_PATH

@@ -462,8 +462,13 @@ class InferenceProtocol:
         response = await handler(Request(scope, receive))
         await response(scope, receive, send)
 
+    @staticmethod
+    def serves(path: str) -> bool:
+        """Whether ``path`` is one of the protocol's: ``/v2`` and every path below it."""
+        return path == "/v2" or path.startswith("/v2/")
+
     def resolve(self, method: str, path: str) -> Resolved | None:
-        if path != "/v2" and not path.startswith("/v2/"):
+        if not self.serves(path):
             return None
         parts = path.split("/")[2:]
         if parts[:1] == ["health"] and len(parts) == 2 and parts[1] in ("live", "ready"):

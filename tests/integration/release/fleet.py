@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,7 +309,10 @@ class Traffic:
                 self.statuses[status] += 1
 
 
-def serve_bento(bento: str, home: Path, log_path: Path, faults: dict[str, str]) -> Server:
-    """`bentoml serve` of ``bento`` with test faults, in a BentoML home of its own; alive, maybe not ready."""
-    env = with_faults(service_env(server_home(home, log_path)), **faults)
+def serve_bento(
+    bento: str, home: Path, log_path: Path, faults: dict[str, str], settings: Mapping[str, str] | None = None
+) -> Server:
+    """`bentoml serve` of ``bento`` with test faults and service ``settings`` (env), in a BentoML home of
+    its own; alive, maybe not ready."""
+    env = with_faults(service_env(server_home(home, log_path)), **faults) | dict(settings or {})
     return start_server([bento], env, log_path)

@@ -60,6 +60,10 @@ SHADOW = {
     "initialDelay": "5m",
     "failureLimit": 0,
 }
+# The release command's budget, in seconds of the fast clock: two real minutes. Every real second the loop
+# spends outside its sleeps (a `helm template`, an API call, on a loaded CI machine) costs it a fast
+# minute, and a budget of 30 real seconds once ended a canary analysis after 2 of its 3 measurements.
+BUDGET = 7200
 SHIFT = 1.0  # $100k: far beyond rollout.shadow.maxAbsDifferenceP95
 CLASSES = ("setosa", "versicolor", "virginica")
 SWAPPED = {"versicolor": "virginica", "virginica": "versicolor"}  # a classifier that swaps two classes
@@ -194,7 +198,7 @@ def start(
         "model": {"name": training.model_name, "version": "1", "task": task},
         "rollout": {"strategy": "canary", "provider": "native", "analysis": ANALYSIS, "shadow": SHADOW},
     }
-    target, helm = cluster_with(installed, lines, timeout=1800, clock=clock, prometheus_url=prometheus)
+    target, helm = cluster_with(installed, lines, timeout=BUDGET, clock=clock, prometheus_url=prometheus)
     serve(state.fake, target, helm, clock)
     return target, helm, lines
 
@@ -329,7 +333,7 @@ def test_with_argo_the_shadow_runs_beside_the_rollout_and_the_canary_starts_only
         },
     }
     # The shadow stage (8 fast-minutes) and the canary's steps (25) within the loop's budget.
-    target, helm = cluster_with(installed, lines, timeout=3600, clock=clock, prometheus_url=prometheus)
+    target, helm = cluster_with(installed, lines, timeout=BUDGET, clock=clock, prometheus_url=prometheus)
     serve(fake, target, helm, clock)
     argo.reconcile()
     argo.start()

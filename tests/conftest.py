@@ -24,8 +24,10 @@ SHARED_SESSION_FIXTURES = {
     "registered_model": "service-model",  # bento_tag, served, ... build on it
     "iris_registered_model": "service-iris-model",  # tests/integration/service/test_iris_service.py
     "model": "reliability-model",  # tests/integration/reliability/conftest.py
-    "mlflow_url": "mlflow-server",
 }
+# Not grouped: the session's MLflow server (mlflow_url). Its eight modules took 1,238 s one after another
+# on one worker, the suite's longest chain; each worker that runs one now starts a server of its own
+# (a few seconds of CPU each). The tests give their models distinct names either way.
 # Other servers and images are module fixtures: an integration or e2e module stays on one worker.
 MODULE_GROUPED_SUITES = {"integration", "e2e"}
 

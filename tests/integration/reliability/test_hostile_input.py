@@ -28,7 +28,7 @@ from tests.integration.reliability.harness import (
     tree_rss,
 )
 from tests.integration.service.conftest import FEATURES, PROJECT_ROOT
-from tests.support import Server
+from tests.support import Server, unmeasured
 
 pytestmark = [pytest.mark.load, pytest.mark.slow]
 
@@ -190,7 +190,7 @@ def test_schemathesis_every_check_against_the_served_openapi(hostile: Server, tm
             "--checks", "all", "--max-examples", "30", "--seed", "2",
             "--phases", "examples,coverage,fuzzing,stateful", "--workers", "1", "--report-dir", str(tmp_path),
         ],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=PROJECT_ROOT, env=unmeasured(), capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     tested = re.search(r"(\d+) passed", result.stdout)
     record_figures(

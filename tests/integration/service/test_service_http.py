@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.artifacts import GOLDEN_SET_FILE, GoldenSet
 from tests.integration.service.conftest import FEATURES, RegisteredModel, run_cli
-from tests.support import Server, server_home, service_env, start_server, stop_server
+from tests.support import Server, server_home, service_env, start_server, stop_server, unmeasured
 
 pytestmark = pytest.mark.integration
 
@@ -292,7 +292,7 @@ def test_schemathesis_finds_no_server_errors(served: Server, tmp_path: Path) -> 
             "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1",
             "--phases", "examples,coverage,fuzzing", "--workers", "1", "--report-dir", str(tmp_path),
         ],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False,
+        cwd=tmp_path, env=unmeasured(), capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:]
     assert re.search(r"Operations:\s+12 selected / 12 total", result.stdout), result.stdout[-3000:]

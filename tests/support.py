@@ -113,9 +113,9 @@ def measuring_alone(lock_path: Path) -> Iterator[None]:
 
 
 def unmeasured(env: dict[str, str] | None = None) -> dict[str, str]:
-    """``env`` (default: this process') for a child that runs none of this project's code, such as an
-    MLflow server or schemathesis: not traced for coverage, which only costs it CPU (a fifth of the
-    MLflow server tests')."""
+    """``env`` (default: this process') for a child not traced for coverage: one that runs none of this
+    project's code (an MLflow server, schemathesis) or code other suites measure (the fault matrix's
+    servers). Tracing such a child only costs CPU: a fifth of the MLflow server tests'."""
     environment = dict(os.environ if env is None else env)
     for name in COVERAGE_SUBPROCESS_VARIABLES:
         environment.pop(name, None)

@@ -31,14 +31,21 @@ the client's clock runs. :class:`LoopLag` measures how late a heartbeat timer fi
 due ``refusal_seconds`` after ``now - lag``, so refused clients hear within their patience. The wait
 for admission counts from the handler's start: it is the time this worker chooses to hold a request.
 
-Which waiter goes next: waiters are grouped in size classes by body (each 4 times larger than the
-last); the class with the least admitted work goes next (deficit round robin by estimated seconds),
-so single rows and batches that wait together share the worker by work, not by count, and neither
-starves the other. Within a class, newest first (``lifo``): under overload the newest requests are
-served quickly and the oldest, which would be served late anyway, are the ones refused; accepted
-latency stays within ``wait_seconds`` plus the target. With ``fifo`` every admitted request first
-waits behind all the others, about ``wait_seconds`` under overload. A waiter whose turn it is but
-that does not fit keeps its turn against smaller ones until it fits or its wait is over.
+Which waiter goes next: clients share the worker by work, a connection being a client (start-time fair
+queueing, after Goyal, Vin and Cheng 1996). A request's start tag is the later of the virtual clock and
+where its client's last admitted work ended (that request's start tag plus its estimated cost); the
+waiter with the earliest start tag goes next. The clock follows the start tags admitted, and moves on by
+each admission's cost shared among the requests held: as the fluid model's clock does, where every
+client holding work gets an equal share of the worker. So a connection that sends 1,000-row batches and
+one that sends single rows get the same worker time while both wait, a mixed client keeps its own mix,
+and a crowd of single-row clients cannot starve a batch client, nor the reverse, even when every request
+of the crowd comes on a new connection. A client back from idle starts at the clock: it cannot bank time
+it did not use. A refused request charges its client nothing. Behind a proxy that pools its upstream
+connections, each pooled connection is one client. Among equal tags (clients new, back from idle or
+refused since the last admission), newest first (``lifo``): under overload the newest are served soonest
+and the oldest, which would be served late anyway, are the ones refused; ``fifo`` serves them in arrival
+order. A waiter whose turn it is but that does not fit keeps its turn against smaller ones with no later
+start tag, until it fits or its wait is over.
 Compared with latency-gradient limiters (Envoy's adaptive concurrency, Netflix's Gradient2), which
 infer queueing from the ratio of a minimum round-trip time to the sampled one, the worker here
 measures its own work directly and computes the queueing time instead of inferring it.
@@ -48,12 +55,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Literal
 
 from starlette.responses import Response
@@ -76,12 +83,14 @@ RIDGE = 0.001
 COLLINEAR = 0.02
 KIB = 1024.0
 
-# Size classes of requests by body size: up to 1 KiB (a few rows), then each 4 times larger than the
-# last (a 1,000-row batch, 162 KiB, is class 3). Waiting classes share the worker by work: a crowd of
-# single rows cannot starve the batches, nor the reverse. By body, not by estimated cost: the class of a
-# request must not move when the fit does.
-SIZE_CLASS_BASE_KIB = 1.0
-SIZE_CLASS_RATIO = 4.0
+# Stale entries the turn heap may hold (admitted from the blocked slot, refused, gone) beyond twice the
+# waiters, before it is rebuilt.
+STALE_TURNS = 64
+# Clients whose last admitted work's end is kept. A client that opens a connection per request leaves one
+# that nothing reads again; beyond this many, the ends the virtual clock has passed (they no longer count)
+# are dropped, then, if that is not enough, all but the latest half: a client dropped while ahead of the
+# clock starts at the clock, earlier by at most what it was last charged.
+TRACKED_CLIENTS = 4096
 # Refusal delays are spread by this share (uniformly, around the setting) so that a crowd refused at
 # once does not come back, and is not refused again, in one synchronised wave.
 REFUSAL_SPREAD = 0.2
@@ -208,7 +217,9 @@ class _Waiter:
     refuse_at: float
     kib: float
     cost: float
-    size: int
+    client: Hashable | None
+    newcomer: bool
+    start: float
     admitted: asyncio.Future[bool]
     state: int = _WAITING
 
@@ -240,13 +251,15 @@ class Admission:
         self._clock = clock
         self.admitted = 0
         self.admitted_cost = 0.0
-        # Waiters in arrival order (they pass to the refused at ``admit_by``, oldest first), and by size
-        # class, each in arrival order (the next one admitted is taken from the end that ``order`` says).
+        # Fair queueing, in estimated worker seconds: the virtual clock, and where each client's last
+        # admitted work ends (its start tag plus its cost).
+        self.virtual = 0.0
+        self._ends: dict[Hashable, float] = {}
+        self._newcomers = 0.0
+        # Waiters in arrival order (they pass to the refused at ``admit_by``, oldest first), and by turn:
+        # (start tag, arrival sequence negated for newest first, waiter).
         self._arrivals: deque[_Waiter] = deque()
-        self._queues: dict[int, deque[_Waiter]] = {}
-        self._queued: dict[int, int] = {}
-        # Worker seconds admitted per size class: the class with the least goes next (fair by work).
-        self._served: dict[int, float] = {}
+        self._turns: list[tuple[float, int, _Waiter]] = []
         self._waiting = 0
         # Refused waiters by the time their 503 is due: (refuse_at, sequence, waiter).
         self._refused: list[tuple[float, int, _Waiter]] = []
@@ -254,8 +267,8 @@ class Admission:
         self._sequence = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        # The waiter whose turn it was when it did not fit: it keeps it against smaller ones until it fits
-        # or is refused (newer single rows would otherwise overtake a waiting batch for ever).
+        # The waiter whose turn it was when it did not fit: it keeps it until it fits or is refused
+        # (smaller requests would otherwise overtake a waiting batch for ever).
         self._blocked: _Waiter | None = None
         self._typical_kib = 0.0
         self._busy_since: float | None = None
@@ -268,16 +281,27 @@ class Admission:
         """Requests held without being admitted: waiting, or refused and not yet answered."""
         return self._waiting + self._refused_held
 
-    async def enter(self, content_length: str | None) -> Ticket | None:
-        """A ticket once admitted (give it back with :meth:`leave`), or None when refused."""
+    async def enter(self, content_length: str | None, client: Hashable | None = None) -> Ticket | None:
+        """A ticket once admitted (give it back with :meth:`leave`), or None when refused.
+
+        ``client`` names the connection the request came on (the clients share the worker fairly); a
+        request without one is a client of its own.
+        """
         if self.admitted + self.waiting >= self.limit:
             self._shed("concurrency")
             return None
         kib = int(content_length) / KIB if content_length and content_length.isdigit() else self._typical_kib
         cost = self.cost_model.estimate(kib)
-        size = 0 if kib <= SIZE_CLASS_BASE_KIB else int(math.log(kib / SIZE_CLASS_BASE_KIB, SIZE_CLASS_RATIO))
+        newcomer = client is not None and client not in self._ends
+        if newcomer:
+            # Clients with no tag of their own share one, charged as they queue: else a crowd that opens a
+            # connection per request would start every request at the clock, ahead of everyone else.
+            start = max(self.virtual, self._newcomers)
+            self._newcomers = start + cost
+        else:
+            start = self.virtual if client is None else max(self.virtual, self._ends[client])
         if not self._waiting and self._fits(cost):
-            return self._admit(kib, cost, size)
+            return self._admit(kib, cost, client, start)
         loop = asyncio.get_running_loop()
         now = loop.time()
         # The wait is what this worker chooses to hold a request for; the refusal is due by the client's
@@ -285,7 +309,7 @@ class Admission:
         admit_by = now + self.wait_seconds
         spread = 1.0 + self.refusal_spread * (random.random() - 0.5)  # noqa: S311 - jitter, not secrets
         refuse_at = max(admit_by, now - self.lag.delay(loop, now) + self.refusal_seconds * spread)
-        waiter = _Waiter(admit_by, refuse_at, kib, cost, size, loop.create_future())
+        waiter = _Waiter(admit_by, refuse_at, kib, cost, client, newcomer, start, loop.create_future())
         self._queue(waiter)
         if self._timer is None or refuse_at < self._timer_at:
             self._arm(loop, refuse_at)
@@ -326,24 +350,32 @@ class Admission:
     def _fits(self, cost: float) -> bool:
         return self.admitted == 0 or self.admitted_cost + cost <= self.target_seconds
 
-    def _admit(self, kib: float, cost: float, size: int) -> Ticket:
+    def _admit(self, kib: float, cost: float, client: Hashable | None, start: float) -> Ticket:
         if self.admitted == 0:
             self._busy_since = self._clock()
         self.admitted += 1
         self.admitted_cost += cost
-        self._served[size] = self._served.get(size, 0.0) + cost
+        self.virtual = max(self.virtual, start)
+        if client is not None:
+            self._ends[client] = start + cost
+            if len(self._ends) > TRACKED_CLIENTS:
+                self._forget_clients()
         return Ticket(cost, kib)
 
+    def _forget_clients(self) -> None:
+        ahead = {client: end for client, end in self._ends.items() if end > self.virtual}
+        if len(ahead) > TRACKED_CLIENTS // 2:
+            ahead = dict(heapq.nlargest(TRACKED_CLIENTS // 2, ahead.items(), key=itemgetter(1)))
+        self._ends = ahead
+
     def _queue(self, waiter: _Waiter) -> None:
-        size = waiter.size
-        if not self._queued.get(size):
-            # A class that had no waiter starts level with the least served waiting class: it cannot
-            # bank the worker time it did not ask for.
-            levels = [self._served.get(other, 0.0) for other, count in self._queued.items() if count]
-            self._served[size] = max(self._served.get(size, 0.0), min(levels, default=0.0))
-            self._queues.setdefault(size, deque())
-        self._queues[size].append(waiter)
-        self._queued[size] = self._queued.get(size, 0) + 1
+        if len(self._turns) > 2 * self._waiting + STALE_TURNS:
+            self._turns = [turn for turn in self._turns if turn[2].state == _WAITING]
+            heapq.heapify(self._turns)
+        self._sequence += 1
+        heapq.heappush(
+            self._turns, (waiter.start, -self._sequence if self.newest_first else self._sequence, waiter)
+        )
         self._arrivals.append(waiter)
         self._waiting += 1
 
@@ -351,27 +383,24 @@ class Admission:
         """The waiter stops waiting (admitted, refused or gone); the queues drop it when they reach it."""
         waiter.state = state
         self._waiting -= 1
-        self._queued[waiter.size] -= 1
         if waiter is self._blocked:
             self._blocked = None
-        queue = self._queues[waiter.size]
-        while queue and queue[0].state != _WAITING:
-            queue.popleft()
-        while queue and queue[-1].state != _WAITING:
-            queue.pop()
+        if waiter.newcomer and state != _ADMITTED:
+            self._newcomers = max(self.virtual, self._newcomers - waiter.cost)
 
     def _turn(self) -> _Waiter | None:
         """The waiter to admit next, or None when none fits now.
 
-        Size classes take turns, least served first; in a class, the newest (or oldest) waiter. One
-        whose turn it is but that does not fit keeps it against smaller ones (``_blocked``) until it
-        fits or its wait is over.
+        The earliest start tag goes first; one whose turn it is but that does not fit keeps its turn
+        (``_blocked``) against smaller ones with no earlier start tag, until it fits or its wait is over.
         """
-        size = min((s for s, count in self._queued.items() if count), key=lambda s: self._served[s])
-        queue = self._queues[size]
-        waiter = queue[-1] if self.newest_first else queue[0]
-        if self._blocked is not None and self._blocked.cost > waiter.cost:
-            waiter = self._blocked
+        turns = self._turns
+        while turns[0][2].state != _WAITING:
+            heapq.heappop(turns)
+        waiter = turns[0][2]
+        blocked = self._blocked
+        if blocked is not None and blocked.cost > waiter.cost and blocked.start <= waiter.start:
+            waiter = blocked
         if self._fits(waiter.cost):
             return waiter
         self._blocked = waiter
@@ -385,7 +414,7 @@ class Admission:
             if waiter is None:
                 return
             self._unqueue(waiter, _ADMITTED)
-            self._admit(waiter.kib, waiter.cost, waiter.size)
+            self._admit(waiter.kib, waiter.cost, waiter.client, waiter.start)
             waiter.admitted.set_result(True)
 
     def _refuse_late(self, now: float) -> None:

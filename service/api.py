@@ -187,7 +187,10 @@ class PredictionAPI:
         marked = is_mirrored(request.scope["headers"])
         mark = RequestMark(mirrored=marked and self.settings.shadow_track)
         REQUEST_MARK.set(mark)
-        ticket = await self.admission.enter(request.headers.get("content-length"))
+        # The connection (peer host and port) is the client that admission shares the worker between.
+        peer = request.scope.get("client")
+        length = request.headers.get("content-length")
+        ticket = await self.admission.enter(length, tuple(peer) if peer else None)
         if ticket is None:
             response = wire.shed()
         else:

@@ -85,9 +85,9 @@ class ServiceSettings(BaseSettings):
     admission_order: Literal["lifo", "fifo"] = Field(
         default="lifo",
         description=(
-            "Order waiting requests of one size class are admitted in (size classes share the worker by "
-            "work): newest first keeps accepted latency near the target under overload and refuses the "
-            "oldest; oldest first makes every admitted request wait its turn."
+            "Order of waiting requests whose clients have used the worker equally (connections share the "
+            "worker by work, fair queueing): newest first keeps accepted latency near the target under "
+            "overload and refuses the oldest; oldest first makes every admitted request wait its turn."
         ),
     )
     request_timeout_seconds: float = Field(

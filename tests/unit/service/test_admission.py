@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, cast
 
 import pytest
@@ -16,6 +16,7 @@ from service.admission import (
     KIB,
     LAG_DECAY_PER_BEAT,
     REFUSAL_SPREAD,
+    TRACKED_CLIENTS,
     WINDOW_SECONDS,
     Admission,
     CostModel,
@@ -421,38 +422,205 @@ def test_refusal_delays_are_spread_around_the_setting() -> None:
     assert max(delays) - min(delays) >= 0.2 * REFUSAL_SPREAD / 4
 
 
-def test_single_rows_and_batches_that_wait_together_share_the_worker_by_work() -> None:
-    async def scenario() -> list[str]:
-        gate, _ = admission(target=0.0105, order="lifo")  # room for 10 ms
-        gate.cost_model.seconds_per_kib = 0.001 / 16  # a 144 KiB batch: 1 + 9 = 10 ms; a single row 1 ms
-        held = await gate.enter(str(144 * 1024))
-        assert held is not None
-        admitted: list[str] = []
+BATCH_LENGTH = str(144 * 1024)  # with fair_gate's rates: 1 + 9 = 10 ms
+SINGLE_LENGTH = "160"  # about 1 ms
 
-        async def client(kind: str, length: str) -> None:
-            ticket = await gate.enter(length)
+
+def fair_gate(target: float = 0.0105) -> Admission:
+    gate, _ = admission(target=target, limit=1000, order="lifo")
+    gate.cost_model.seconds_per_kib = 0.001 / 16
+    return gate
+
+
+class Worker:
+    """One worker that runs the admitted requests one after another, each for its estimated cost, on a
+    simulated clock (no real time passes): how many requests a client gets through depends on their
+    cost, as on a real worker."""
+
+    def __init__(self) -> None:
+        self.clock = 0.0
+        self._runs: asyncio.Queue[tuple[float, asyncio.Future[None]]] = asyncio.Queue()
+
+    async def run(self, cost: float) -> None:
+        done = asyncio.get_running_loop().create_future()
+        await self._runs.put((cost, done))
+        await done
+
+    async def serve(self) -> None:
+        while True:
+            cost, done = await self._runs.get()
+            self.clock += cost
+            done.set_result(None)
+
+
+async def closed_loop(
+    gate: Admission,
+    patterns: dict[str, list[str]],
+    seconds: float,
+    new_connections: Collection[str] = (),
+    by_length: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Clients that send their next request as soon as the last is answered, cycling through their
+    pattern of Content-Lengths, until the worker has run ``seconds`` of work: the worker seconds each
+    was admitted for (and, into ``by_length``, those of each Content-Length). Each keeps its connection,
+    but those named in ``new_connections`` open a new one for every request."""
+    worker = Worker()
+    serving = asyncio.ensure_future(worker.serve())
+    work = dict.fromkeys(patterns, 0.0)
+    lengths = by_length if by_length is not None else {}
+    connections = itertools.count()
+
+    async def client(name: str, pattern: list[str]) -> None:
+        for length in itertools.cycle(pattern):
+            if worker.clock >= seconds:
+                return
+            ticket = await gate.enter(length, next(connections) if name in new_connections else name)
             assert ticket is not None
-            admitted.append(kind)
-            await asyncio.sleep(0.001)
+            await worker.run(ticket.cost)
+            work[name] += ticket.cost
+            lengths[length] = lengths.get(length, 0.0) + ticket.cost
             gate.leave(ticket)
 
-        # Batches first, then a crowd of newer single rows: newest first alone would serve every
-        # single row before any batch.
-        clients = [asyncio.ensure_future(client("batch", str(144 * 1024))) for _ in range(3)]
-        await settle()
-        clients += [asyncio.ensure_future(client("single", "160")) for _ in range(40)]
-        await settle()
-        gate.leave(held)
-        await asyncio.gather(*clients)
-        return admitted
+    await asyncio.gather(*(client(name, pattern) for name, pattern in patterns.items()))
+    serving.cancel()
+    return work
 
-    order = run(scenario)
-    # 10 ms of batch, then 10 ms of single rows, and so on.
-    first_batches = [index for index, kind in enumerate(order) if kind == "batch"]
-    assert len(first_batches) == 3
-    assert first_batches[-1] < 35, order
-    gaps = [later - earlier - 1 for earlier, later in itertools.pairwise(first_batches)]
-    assert all(8 <= gap <= 12 for gap in gaps), order
+
+def clients(batch: int, single: int) -> dict[str, list[str]]:
+    return {f"batch-{n}": [BATCH_LENGTH] for n in range(batch)} | {
+        f"single-{n}": [SINGLE_LENGTH] for n in range(single)
+    }
+
+
+@pytest.mark.parametrize(("batch_clients", "single_clients"), [(1, 10), (3, 40)])
+def test_clients_that_keep_work_waiting_share_the_worker_equally_whatever_their_request_size(
+    batch_clients: int, single_clients: int
+) -> None:
+    """Start-time fair queueing: backlogged clients get the same worker time, within a few requests of
+    the largest kind; shared by request size, the batch clients would get half of it between them."""
+
+    async def scenario() -> dict[str, float]:
+        gate = fair_gate()
+        # Each client's first request waits among the newcomers' (see the next tests): measure after.
+        await closed_loop(gate, clients(batch_clients, single_clients), seconds=1.0)
+        return await closed_loop(gate, clients(batch_clients, single_clients), seconds=4.0)
+
+    work = run(scenario)
+    assert min(work.values()) >= 0.9 * 4.0 / len(work), work
+    assert max(work.values()) - min(work.values()) <= 0.03, work
+
+
+def test_a_light_client_among_heavy_ones_gets_at_least_as_many_turns_as_each_of_them() -> None:
+    """A single-row client cannot keep work waiting (its next row comes only once the last is answered,
+    and each waits for a batch to finish): it is served at least once in every round of batches."""
+    gate = fair_gate()
+    work = run(lambda: closed_loop(gate, clients(10, 1), seconds=4.0))
+    single_turns = work.pop("single-0") / gate.cost_model.estimate(int(SINGLE_LENGTH) / KIB)
+    batch_turns = [seconds / gate.cost_model.estimate(int(BATCH_LENGTH) / KIB) for seconds in work.values()]
+    assert single_turns >= max(batch_turns), (single_turns, batch_turns)
+
+
+def test_a_mixed_client_keeps_its_own_mix() -> None:
+    """Identical clients that each send 49 single rows, then a batch: fair by client, the worker serves
+    them in that same proportion (the batches' share is 10 ms in 59), not half each as by request size."""
+    mixed = [SINGLE_LENGTH] * 49 + [BATCH_LENGTH]
+    gate = fair_gate()
+    batch_seconds = gate.cost_model.estimate(int(BATCH_LENGTH) / KIB)
+    single_seconds = gate.cost_model.estimate(int(SINGLE_LENGTH) / KIB)
+    patterns = {f"client-{n}": mixed[n:] + mixed[:n] for n in range(20)}  # not all in step
+    by_length: dict[str, float] = {}
+    work = run(lambda: closed_loop(gate, patterns, seconds=4.0, by_length=by_length))
+    own_mix = batch_seconds / (batch_seconds + 49 * single_seconds)
+    assert own_mix == pytest.approx(0.17, abs=0.01)
+    assert by_length[BATCH_LENGTH] / sum(by_length.values()) == pytest.approx(own_mix, abs=0.03), by_length
+    assert max(work.values()) - min(work.values()) <= 0.03, work
+
+
+def test_a_flood_of_one_request_connections_cannot_starve_a_client_that_keeps_its_connection() -> None:
+    """Clients with no tag of their own yet (each request on a new connection) share one: else each new
+    connection's request would start at the clock, ahead of the kept client's next batch, for ever."""
+
+    naive = {f"naive-{n}": [SINGLE_LENGTH] for n in range(100)}
+    work = run(lambda: closed_loop(fair_gate(), {"kept": [BATCH_LENGTH]} | naive, 4.0, new_connections=naive))
+    kept, flood = work.pop("kept"), sum(work.values())
+    assert kept >= 0.3 * (kept + flood), (kept, flood)
+    assert flood >= 0.3 * (kept + flood), (kept, flood)
+
+
+def test_a_client_back_from_idle_cannot_bank_the_time_it_did_not_use() -> None:
+    """A client seen once, then idle while three others were served, starts at the virtual clock: it gets
+    a quarter of the worker, not every turn until it has caught up with the others."""
+
+    async def scenario() -> dict[str, float]:
+        gate = fair_gate(target=0.0015)  # one single row at a time
+        ticket = await gate.enter(SINGLE_LENGTH, "returning")
+        assert ticket is not None
+        gate.leave(ticket)
+        await closed_loop(gate, {name: [SINGLE_LENGTH] for name in "abc"}, seconds=0.3)
+        return await closed_loop(gate, {name: [SINGLE_LENGTH] for name in ["a", "b", "c", "returning"]}, 0.08)
+
+    work = run(scenario)
+    assert work["returning"] == pytest.approx(work["a"], abs=0.003), work
+
+
+def test_a_refused_request_charges_its_client_nothing() -> None:
+    """A batch refused after its wait leaves its client's tag where it was: the client's next single rows
+    take their fair turns among the others' (charged 10 ms, they would wait ten turns)."""
+
+    async def scenario() -> dict[str, float]:
+        gate, shed = admission(target=0.0015, wait=0.01, refusal=0.01)
+        gate.cost_model.seconds_per_kib = 0.001 / 16
+        for name in ("refused", "other"):  # both have a tag of their own
+            ticket = await gate.enter(SINGLE_LENGTH, name)
+            assert ticket is not None
+            gate.leave(ticket)
+        held = await gate.enter(SINGLE_LENGTH, "other")
+        assert held is not None
+        assert await gate.enter(BATCH_LENGTH, "refused") is None
+        assert shed.reasons == ["queue_timeout"]
+        gate.leave(held)
+        return await closed_loop(gate, {"refused": [SINGLE_LENGTH], "other": [SINGLE_LENGTH]}, seconds=0.02)
+
+    work = run(scenario)
+    assert work["refused"] == pytest.approx(work["other"], abs=0.0011), work
+
+
+def test_refused_newcomers_charge_the_newcomers_nothing() -> None:
+    """Fifty batches on new connections, all refused, leave the newcomers' shared tag where it was: the
+    next newcomers get their one share among the kept clients' (charged 500 ms, they would get nothing)."""
+
+    async def scenario() -> dict[str, float]:
+        gate, _ = admission(target=0.0015, wait=0.01, refusal=0.01, limit=1000)
+        gate.cost_model.seconds_per_kib = 0.001 / 16
+        kept = [f"kept-{n}" for n in range(4)]
+        for name in kept:  # each has a tag of its own
+            ticket = await gate.enter(SINGLE_LENGTH, name)
+            assert ticket is not None
+            gate.leave(ticket)
+        held = await gate.enter(SINGLE_LENGTH, kept[0])
+        assert held is not None
+        refused = [asyncio.ensure_future(gate.enter(BATCH_LENGTH, ("refused", n))) for n in range(50)]
+        assert await asyncio.gather(*refused) == [None] * 50
+        gate.leave(held)
+        newcomers = [f"new-{n}" for n in range(4)]
+        patterns = {name: [SINGLE_LENGTH] for name in kept + newcomers}
+        return await closed_loop(gate, patterns, seconds=0.1, new_connections=newcomers)
+
+    work = run(scenario)
+    newcomers = sum(seconds for name, seconds in work.items() if name.startswith("new"))
+    assert newcomers == pytest.approx(work["kept-0"], rel=0.2), work
+
+
+def test_clients_that_open_a_connection_per_request_do_not_grow_the_state_without_bound() -> None:
+    async def scenario() -> int:
+        gate = fair_gate()
+        for number in range(3 * TRACKED_CLIENTS):
+            ticket = await gate.enter(SINGLE_LENGTH, ("10.0.0.1", number))
+            assert ticket is not None
+            gate.leave(ticket)
+        return len(gate._ends)
+
+    assert run(scenario) <= TRACKED_CLIENTS
 
 
 def test_the_refusal_is_a_prebuilt_structured_503_with_retry_after() -> None:

@@ -34,18 +34,18 @@ for admission counts from the handler's start: it is the time this worker choose
 Which waiter goes next: clients share the worker by work, a connection being a client (start-time fair
 queueing, after Goyal, Vin and Cheng 1996). A request's start tag is the later of the virtual clock and
 where its client's last admitted work ended (that request's start tag plus its estimated cost); the
-waiter with the earliest start tag goes next. The clock follows the start tags admitted, and moves on by
-each admission's cost shared among the requests held: as the fluid model's clock does, where every
-client holding work gets an equal share of the worker. So a connection that sends 1,000-row batches and
-one that sends single rows get the same worker time while both wait, a mixed client keeps its own mix,
-and a crowd of single-row clients cannot starve a batch client, nor the reverse, even when every request
-of the crowd comes on a new connection. A client back from idle starts at the clock: it cannot bank time
-it did not use. A refused request charges its client nothing. Behind a proxy that pools its upstream
-connections, each pooled connection is one client. Among equal tags (clients new, back from idle or
-refused since the last admission), newest first (``lifo``): under overload the newest are served soonest
-and the oldest, which would be served late anyway, are the ones refused; ``fifo`` serves them in arrival
-order. A waiter whose turn it is but that does not fit keeps its turn against smaller ones with no later
-start tag, until it fits or its wait is over.
+waiter with the earliest start tag goes next, and the clock moves to the start tag of each request
+admitted. So a connection that sends 1,000-row batches and one that sends single rows get the same worker
+time while both wait, a mixed client keeps its own mix, a client back from idle starts at the clock (it
+cannot bank time it did not use), and a refused request charges its client nothing. Connections with no
+tag of their own yet (a first request, or clients that open a connection per request) share one, charged
+as their requests queue: else such a crowd would start every request at the clock, ahead of everyone
+else, and starve the rest. Behind a proxy that pools its upstream connections, each pooled connection is
+one client. Among equal start tags (the clock's own: clients back from idle or refused), newest first
+(``lifo``): under overload the newest are served soonest and the oldest, which would be served late
+anyway, are the ones refused; ``fifo`` serves them in arrival order. A waiter whose turn it is but that
+does not fit keeps its turn against smaller ones with no earlier start tag, until it fits or its wait is
+over.
 Compared with latency-gradient limiters (Envoy's adaptive concurrency, Netflix's Gradient2), which
 infer queueing from the ratio of a minimum round-trip time to the sampled one, the worker here
 measures its own work directly and computes the queueing time instead of inferring it.

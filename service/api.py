@@ -188,7 +188,7 @@ class PredictionAPI:
         mark = RequestMark(mirrored=marked and self.settings.shadow_track)
         REQUEST_MARK.set(mark)
         # The connection (peer host and port) is the client that admission shares the worker between.
-        peer = request.scope.get("client")
+        peer = request.scope.get("client") if self.settings.admission_fair_share else None
         length = request.headers.get("content-length")
         ticket = await self.admission.enter(length, tuple(peer) if peer else None)
         if ticket is None:

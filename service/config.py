@@ -90,6 +90,15 @@ class ServiceSettings(BaseSettings):
             "overload and refuses the oldest; oldest first makes every admitted request wait its turn."
         ),
     )
+    admission_fair_share: bool = Field(
+        default=True,
+        description=(
+            "Share the worker between connections by work while they wait (fair queueing): a client that "
+            "sends a mix keeps its mix under overload, and no client's traffic can starve another's. Off: "
+            "every request waits alone, newest first, so under a crowd the accepted are the newest and "
+            "their latency is lower, but a crowd of small requests takes the worker from large ones."
+        ),
+    )
     request_timeout_seconds: float = Field(
         default=2.0,
         gt=0.0,

@@ -160,3 +160,22 @@ async def test_every_response_is_counted_exactly_once(http: httpx.AsyncClient, a
     assert counted(api) == expected
     # 12 requests one after another, then the held one and the shed one.
     assert sum(counted(api).values()) == 14
+
+
+@pytest.mark.parametrize("fair_share", [True, False])
+async def test_admission_shares_the_worker_between_connections_unless_told_not_to(
+    tmp_path: Path, stats: FeatureStatistics, fair_share: bool
+) -> None:
+    """The peer address (host and port: one connection) is the client admission shares the worker
+    between; with the fair share off, every request is a client of its own and no peer is remembered."""
+    model = load_model_dir(model_dir(tmp_path, stats, list(FEATURES)), INFO)
+    settings = ServiceSettings(admission_fair_share=fair_share, log_predictions=False)
+    api = PredictionAPI(model, settings, logging.getLogger("tabula.service"))
+    peer = ("10.0.0.7", 41234)
+    transport = httpx.ASGITransport(app=build_app(HOUSING, lambda: api), client=peer)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            assert (await client.post("/predict", json=ROW)).status_code == 200
+        assert list(api.admission._ends) == ([peer] if fair_share else [])
+    finally:
+        api.close()

@@ -139,8 +139,12 @@ function done(summary, latency, _)
   end
   local by_status = {}
   for key, by_ms in pairs(merged) do
+    local samples = 0
+    for _, n in pairs(by_ms) do
+      samples = samples + n
+    end
     by_status[key] = json_object({ p50_ms = percentile(by_ms, 0.5), p99_ms = percentile(by_ms, 0.99),
-                                   max_ms = percentile(by_ms, 1.0) })
+                                   max_ms = percentile(by_ms, 1.0), samples = samples })
   end
   local result = {
     duration_us = summary.duration,

@@ -61,7 +61,7 @@ def run(factor: int, ok: int, p99: float | None = 50, unanswered: int = 0, rss_a
     return Run(
         target="after", scenario="single", connections=32 * factor, factor=factor, seconds=10,
         responses=ok + 100, ok_single=ok, ok_batch=0, shed=100, other_status=0,
-        unanswered=unanswered, wrk_p99_ms=300, accepted_p99_ms=p99, accepted_max_ms=p99,
+        unanswered=unanswered, wrk_p99_ms=300, accepted_p99_ms=p99, accepted_max_ms=p99, accepted_samples=50,
         batch_p50_ms=None, batch_p99_ms=None,
         shed_p50_ms=1000, rss_before_mb=400, rss_after_mb=rss_after, same_pids=True,
     )  # fmt: skip

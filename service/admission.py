@@ -267,8 +267,8 @@ class Admission:
         self._sequence = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        # The waiter whose turn it was when it did not fit: it keeps it until it fits or is refused
-        # (smaller requests would otherwise overtake a waiting batch for ever).
+        # The waiter whose turn it was when it did not fit: it keeps it against smaller ones with no earlier
+        # start tag until it fits or is refused (they would otherwise overtake a waiting batch for ever).
         self._blocked: _Waiter | None = None
         self._typical_kib = 0.0
         self._busy_since: float | None = None

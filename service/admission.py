@@ -29,7 +29,8 @@ Arrival is estimated: a handler starts when the event loop gets to it, which und
 connections or of refusals falling due is hundreds of milliseconds after the request arrived, while
 the client's clock runs. :class:`LoopLag` measures how late a heartbeat timer fires; the refusal is
 due ``refusal_seconds`` after ``now - lag``, so refused clients hear within their patience. The wait
-for admission counts from the handler's start: it is the time this worker chooses to hold a request.
+for admission counts from there too: a request that sat in the loop's backlog has already queued, and
+holding it the full wait again would put its answer past the latency the wait is meant to bound.
 
 Which waiter goes next: clients share the worker by work, a connection being a client (start-time fair
 queueing, after Goyal, Vin and Cheng 1996). A request's start tag is the later of the virtual clock and
@@ -304,11 +305,12 @@ class Admission:
             return self._admit(kib, cost, client, start)
         loop = asyncio.get_running_loop()
         now = loop.time()
-        # The wait is what this worker chooses to hold a request for; the refusal is due by the client's
-        # clock, which has run since the request arrived.
-        admit_by = now + self.wait_seconds
+        # Both deadlines count from the arrival, by the client's clock: time the request spent before its
+        # handler started was already queueing.
+        arrived = now - self.lag.delay(loop, now)
+        admit_by = max(now, arrived + self.wait_seconds)
         spread = 1.0 + self.refusal_spread * (random.random() - 0.5)  # noqa: S311 - jitter, not secrets
-        refuse_at = max(admit_by, now - self.lag.delay(loop, now) + self.refusal_seconds * spread)
+        refuse_at = max(admit_by, arrived + self.refusal_seconds * spread)
         waiter = _Waiter(admit_by, refuse_at, kib, cost, client, newcomer, start, loop.create_future())
         self._queue(waiter)
         if self._timer is None or refuse_at < self._timer_at:

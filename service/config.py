@@ -68,8 +68,8 @@ class ServiceSettings(BaseSettings):
         default=0.1,
         ge=0.0,
         description=(
-            "Longest a request may wait and still be admitted; later it is refused. Accepted requests "
-            "take at most about this plus the target: keep both within the latency SLO."
+            "Longest a request may wait, from its arrival, and still be admitted; later it is refused. "
+            "Accepted requests take at most about this plus the target: keep both within the latency SLO."
         ),
     )
     admission_refusal_seconds: float = Field(

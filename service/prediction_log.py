@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from service.logs import log_info
+
 if TYPE_CHECKING:
     from service.tasks import Answers
 
@@ -176,7 +178,7 @@ class PredictionLog:
             if self._sample_rate > 0 and random.random() < self._sample_rate:  # noqa: S311 - sampling, not crypto
                 fields["inputs"] = [self._named(row) for row in rows]
                 fields.update(answers.logged())
-            self._logger.info("prediction", extra=fields)
+            log_info(self._logger, "prediction", fields)
         if self._sink is not None:
             for index, (row, outputs) in enumerate(zip(rows, answers.rows(), strict=True)):
                 self._sink.offer(
@@ -193,6 +195,8 @@ class PredictionLog:
                 )
 
     def close(self) -> None:
+        for handler in self._logger.handlers:
+            handler.flush()
         if self._sink is not None:
             self._sink.close()
 

@@ -117,9 +117,9 @@ def test_inputs_are_left_out_when_not_sampled() -> None:
     logger = configure_logger("tabula", "7", "json", "INFO")
     stream = io.StringIO()
     logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
-    PredictionLog(logger, "tabula", "7", FEATURES, enabled=True, sample_rate=0.0, sink=None).record(
-        "abc", "/predict", datetime.now(UTC), 1.0, [[1.0, 2.0]], Regression().answers(np.array([0.5]))
-    )
+    log = PredictionLog(logger, "tabula", "7", FEATURES, enabled=True, sample_rate=0.0, sink=None)
+    log.record("abc", "/predict", datetime.now(UTC), 1.0, [[1.0, 2.0]], Regression().answers(np.array([0.5])))
+    log.close()
     line = json.loads(stream.getvalue())
     assert "inputs" not in line
     assert "outputs" not in line

@@ -71,8 +71,8 @@ class JsonLines(logging.StreamHandler[TextIO]):
             self.flush()
 
     def info(self, logger_name: str, message: str, fields: Mapping[str, Any]) -> None:
-        """The line ``logger.info(message, extra=fields)`` writes, without making a LogRecord (a third of
-        the cost of a prediction's log line, measured in the README)."""
+        """The line ``logger.info(message, extra=fields)`` writes, without making a LogRecord (about 8 % of
+        single-row throughput, measured in the README)."""
         self._add(json_line(time.time(), "INFO", logger_name, message, {**fields, **self._model_fields}))
 
     def flush(self) -> None:
@@ -98,7 +98,10 @@ class JsonLines(logging.StreamHandler[TextIO]):
 
     def _flush_often(self) -> None:
         while not self._stopped.wait(self._flush_seconds):
-            self.flush()
+            try:
+                self.flush()
+            except (OSError, ValueError):  # a broken or closed stream: its lines are lost, not later ones
+                continue
 
 
 class _ModelFields(logging.Filter):

@@ -17,9 +17,11 @@ def lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def json_logger(flush_seconds: float = 60.0) -> tuple[logging.Logger, JsonLines, io.StringIO]:
+def json_logger(
+    flush_seconds: float = 60.0, stream: io.StringIO | None = None
+) -> tuple[logging.Logger, JsonLines, io.StringIO]:
     logger = configure_logger("housing-price", "3", "json", "INFO")
-    stream = io.StringIO()
+    stream = io.StringIO() if stream is None else stream
     handler = JsonLines(stream, "housing-price", "3", flush_seconds=flush_seconds)
     configured = logger.handlers[0]
     logger.removeHandler(configured)
@@ -81,3 +83,32 @@ def test_a_disabled_level_writes_nothing() -> None:
     log_info(logger, "prediction", FIELDS)
     handler.close()
     assert stream.getvalue() == ""
+
+
+class BrokenOnce(io.StringIO):
+    """A stream whose first write fails, as a closed pipe's would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def write(self, text: str) -> int:
+        if not self.failed:
+            self.failed = True
+            raise BrokenPipeError("reader gone")
+        return super().write(text)
+
+
+def test_a_failed_write_loses_those_lines_and_the_flusher_goes_on() -> None:
+    stream = BrokenOnce()
+    logger, handler, _ = json_logger(flush_seconds=0.02, stream=stream)
+    log_info(logger, "lost", FIELDS)
+    deadline = time.monotonic() + 5.0
+    while not stream.failed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    log_info(logger, "kept", FIELDS)
+    while not stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    written_by_the_flusher = stream.getvalue()
+    handler.close()
+    assert [json.loads(line)["message"] for line in written_by_the_flusher.splitlines()] == ["kept"]

@@ -245,6 +245,11 @@ def best_peer(results: list[RunResult], tool: str, connections: int) -> RunResul
     return max(peers, key=lambda r: r.rps, default=None)
 
 
+def answered(run: RunResult) -> bool:
+    """Every request of the run was answered without an error."""
+    return run.requests > 0 and run.failures == 0
+
+
 def goals(results: list[RunResult]) -> list[tuple[str, bool, str]]:
     """The issue's performance goals, checked against the wrk results (Locust's if there are none)."""
     tool = "wrk" if any(r.tool == "wrk" for r in results) else "locust"
@@ -258,7 +263,14 @@ def goals(results: list[RunResult]) -> list[tuple[str, bool, str]]:
     if service is None:
         return []
     checks: list[tuple[str, bool, str]] = []
-    if (peer := best_peer(runs, tool, top)) and peer.rps > 0:
+    # A peer that failed under load was not measured: leaving it out would make the goal easier.
+    failed = [r for r in runs if r.target in (*PEERS, "mlflow") and r.connections == top and not answered(r)]
+    if failed:
+        checks.append(
+            (f"{top} connections: >= {GOAL_VS_BEST_PEER:.0f}x the best peer", False,
+             "not measured: " + ", ".join(f"{r.target} failed ({r.failures} errors)" for r in failed))
+        )  # fmt: skip
+    elif (peer := best_peer(runs, tool, top)) and peer.rps > 0:
         ratio = service.rps / peer.rps
         checks.append(
             (f"{top} connections: >= {GOAL_VS_BEST_PEER:.0f}x the best peer ({peer.target})",
@@ -291,8 +303,9 @@ def markdown(results: list[RunResult], in_process: InProcess | None, meta: dict[
     by_key = {(r.target, r.tool, r.connections): r for r in results}
     header = (
         f"Benchmark of {meta['model']} on {meta['cpus']} CPUs ({meta['machine']}), "
-        f"{meta['seconds']} s per run, {meta['rounds']} round(s), one worker per target; load from the same "
-        "machine (wrk with one thread; Locust FastHttpUser), closed loop, single rows from the test split."
+        f"{meta['seconds']} s per run, {meta['rounds']} round(s), one worker and one OpenMP thread per "
+        "target; load from the same machine (wrk with one thread; Locust FastHttpUser), closed loop, single "
+        "rows from the test split."
     )
     lines = [
         header,

@@ -56,7 +56,9 @@ def free_port() -> int:
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**os.environ, **(extra or {})}
+    # One OpenMP thread, as the service sets for itself: with one per core, the peers' request threads
+    # oversubscribed the cores, and KServe and plain BentoML stalled at 0-2 req/s in two runs of four.
+    env = {"OMP_NUM_THREADS": "1", **os.environ, **(extra or {})}
     # `mlflow models serve --env-manager local` starts `uvicorn` by name.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env

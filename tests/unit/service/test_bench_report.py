@@ -63,6 +63,18 @@ def test_goals_met_and_missed() -> None:
     assert checks["service: zero errors"] == (False, "0 errors, 1 run(s) without an answer")
 
 
+def test_a_peer_that_failed_under_load_leaves_the_peer_goal_unmet() -> None:
+    results = [
+        result("service", 32, 4300, p50=7, p99=8),
+        result("mlserver", 32, 206),
+        result("kserve", 32, 0.1, failures=1),
+        result("constant", 32, 28000),
+    ]
+    checks = {name: (met, measured) for name, met, measured in goals(results)}
+    assert checks["32 connections: >= 20x the best peer"] == (False, "not measured: kserve failed (1 errors)")
+    assert not any("best peer (" in name for name in checks)  # no ratio against the survivors
+
+
 def test_markdown_table_lists_every_run_with_ratios() -> None:
     results = [result("service", 32, 3000), result("mlserver", 32, 150), result("constant", 32, 12000)]
     meta: dict[str, object] = {"model": "m v1", "cpus": 2, "machine": "x", "seconds": 12, "rounds": 2}

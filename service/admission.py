@@ -415,6 +415,9 @@ class Admission:
             waiter = self._turn()
             if waiter is None:
                 return
+            if waiter.admitted.done():  # cancelled with its task, whose handler has not run yet
+                self._unqueue(waiter, _GONE)
+                continue
             self._unqueue(waiter, _ADMITTED)
             self._admit(waiter.kib, waiter.cost, waiter.client, waiter.start)
             waiter.admitted.set_result(True)

@@ -579,10 +579,34 @@ def test_a_refused_request_charges_its_client_nothing() -> None:
         assert await gate.enter(BATCH_LENGTH, "refused") is None
         assert shed.reasons == ["queue_timeout"]
         gate.leave(held)
+        # The closed loop runs on the real clock: a loaded machine's loop lag must not refuse its requests.
+        gate.wait_seconds = gate.refusal_seconds = 5.0
         return await closed_loop(gate, {"refused": [SINGLE_LENGTH], "other": [SINGLE_LENGTH]}, seconds=0.02)
 
     work = run(scenario)
     assert work["refused"] == pytest.approx(work["other"], abs=0.0011), work
+
+
+def test_waiters_cancelled_together_leave_the_gate_consistent() -> None:
+    """A waiter admitted and cancelled gives its ticket back; that must not admit another waiter whose task
+    was cancelled in the same turn of the loop (its future is done before its handler runs)."""
+
+    async def scenario() -> tuple[int, int, bool]:
+        gate, _ = admission(target=0.001)  # one 1 ms request at a time
+        held = await gate.enter(SINGLE_LENGTH)
+        assert held is not None
+        older = asyncio.ensure_future(gate.enter(SINGLE_LENGTH))
+        newer = asyncio.ensure_future(gate.enter(SINGLE_LENGTH))
+        await asyncio.sleep(0)  # both wait
+        gate.leave(held)  # admits the newer; its task has not resumed yet
+        older.cancel()
+        newer.cancel()
+        results = await asyncio.gather(older, newer, return_exceptions=True)
+        assert all(isinstance(result, asyncio.CancelledError) for result in results), results
+        again = await gate.enter(SINGLE_LENGTH)
+        return gate.admitted, gate.waiting, again is not None
+
+    assert run(scenario) == (1, 0, True)
 
 
 def test_refused_newcomers_charge_the_newcomers_nothing() -> None:
@@ -602,6 +626,8 @@ def test_refused_newcomers_charge_the_newcomers_nothing() -> None:
         refused = [asyncio.ensure_future(gate.enter(BATCH_LENGTH, ("refused", n))) for n in range(50)]
         assert await asyncio.gather(*refused) == [None] * 50
         gate.leave(held)
+        # The closed loop runs on the real clock: a loaded machine's loop lag must not refuse its requests.
+        gate.wait_seconds = gate.refusal_seconds = 5.0
         newcomers = [f"new-{n}" for n in range(4)]
         patterns = {name: [SINGLE_LENGTH] for name in kept + newcomers}
         return await closed_loop(gate, patterns, seconds=0.1, new_connections=newcomers)

@@ -236,13 +236,17 @@ def measure_in_process(model_tag: str, rows: list[dict[str, float]], calls: int)
     )
 
 
-def best_peer(results: list[RunResult], tool: str, connections: int) -> RunResult | None:
-    peers = [
+def peer_runs(results: list[RunResult], tool: str, connections: int) -> list[RunResult]:
+    """The runs of the servers a user would pick instead of ours (MLflow's included) at one load."""
+    return [
         r
         for r in results
         if r.target in (*PEERS, "mlflow") and (r.tool, r.connections) == (tool, connections)
     ]
-    return max(peers, key=lambda r: r.rps, default=None)
+
+
+def best_peer(results: list[RunResult], tool: str, connections: int) -> RunResult | None:
+    return max(peer_runs(results, tool, connections), key=lambda r: r.rps, default=None)
 
 
 def answered(run: RunResult) -> bool:
@@ -264,7 +268,7 @@ def goals(results: list[RunResult]) -> list[tuple[str, bool, str]]:
         return []
     checks: list[tuple[str, bool, str]] = []
     # A peer that failed under load was not measured: leaving it out would make the goal easier.
-    failed = [r for r in runs if r.target in (*PEERS, "mlflow") and r.connections == top and not answered(r)]
+    failed = [r for r in peer_runs(runs, tool, top) if not answered(r)]
     if failed:
         checks.append(
             (f"{top} connections: >= {GOAL_VS_BEST_PEER:.0f}x the best peer", False,

@@ -57,7 +57,7 @@ def free_port() -> int:
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     # One OpenMP thread, as the service sets for itself: with one per core, the peers' request threads
-    # oversubscribed the cores, and KServe and plain BentoML stalled at 0-2 req/s in two runs of four.
+    # oversubscribed the cores, and KServe and plain BentoML stalled at 0-2 req/s in two runs of three.
     env = {"OMP_NUM_THREADS": "1", **os.environ, **(extra or {})}
     # `mlflow models serve --env-manager local` starts `uvicorn` by name.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -132,3 +132,12 @@ def test_the_tests_need_what_the_fresh_machine_lacked() -> None:
     expected = {"podman", "catatonit", "openssl", "git", "kubectl", "helm", "prometheus", "runuser", "jq"}
     assert expected <= needs.keys()
     assert {"catatonit", "postgresql"} <= set(_bash_array("SYSTEM_PACKAGES"))
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_a_missing_tool_fails_under_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]
+) -> None:
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="no-such-tool-here"):
+        require_tool("no-such-tool-here")

@@ -99,6 +99,16 @@ class ServiceSettings(BaseSettings):
             "their latency is lower, but a crowd of small requests takes the worker from large ones."
         ),
     )
+    # Why 10,000: see service/collector.py.
+    gc_young_threshold: int = Field(
+        default=10_000,
+        gt=0,
+        description=(
+            "Allocations (net of frees) between two garbage collections of young objects (Python's default: "
+            "700). Higher means fewer collections of the objects of requests in flight, at the cost of up "
+            "to this many objects of unreachable cycles kept a little longer."
+        ),
+    )
     request_timeout_seconds: float = Field(
         default=2.0,
         gt=0.0,

@@ -10,7 +10,6 @@ contract when this module is imported, so OpenAPI and /docs show the served mode
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import bentoml
@@ -20,6 +19,7 @@ from contracts.model import ModelContract
 from contracts.modelio import ModelLoadError
 from service.api import PredictionAPI
 from service.app import build_app
+from service.collector import settle_after_start_up
 from service.config import ServiceSettings
 from service.edge import install as install_edge
 from service.event_loop import install as install_event_loop
@@ -102,8 +102,7 @@ class TabulaService:
             return
         self.api = PredictionAPI(model, settings, logger)
         self.ready = self.api.golden_set_reproduces()
-        # Start-up objects (model, libraries) never die: keep them out of every future GC pass.
-        gc.freeze()
+        settle_after_start_up(settings.gc_young_threshold)
 
     def __is_ready__(self) -> bool:
         return self.ready

@@ -347,6 +347,7 @@ def test_service_settings_reach_the_pods_as_tabula_service_env(rendered: Render)
         "TABULA_SERVICE_ADMISSION_REFUSAL_SECONDS": "1.5",
         "TABULA_SERVICE_ADMISSION_ORDER": "lifo",
         "TABULA_SERVICE_ADMISSION_FAIR_SHARE": "true",
+        "TABULA_SERVICE_GC_YOUNG_THRESHOLD": "10000",
         "TABULA_SERVICE_REQUEST_TIMEOUT_SECONDS": "2",
         "TABULA_SERVICE_MAX_BATCH_ROWS": "1000",
         "TABULA_SERVICE_MAX_REQUEST_BYTES": "1000000",

@@ -25,6 +25,7 @@ BAD_VALUES = {
     "zero concurrency": ["config.concurrencyLimit=0"],
     "zero admission target": ["config.admissionTargetSeconds=0"],
     "unknown admission order": ["config.admissionOrder=random"],
+    "no young garbage collections": ["config.gcYoungThreshold=0"],
     "fair share not a boolean": ["config.admissionFairShare=sometimes"],
     "unknown severity": ["monitoring.rules.errorRate.severity=page"],
     "unknown colour": ["rollout.native.blueGreen.activeColor=red"],

@@ -3,10 +3,12 @@
 No latency budget and no waiting: an idle service predicts a lone row at once, a busy one
 predicts everything that queued up during the previous call in one vectorised call
 (scikit-learn's per-call overhead dominates single rows). Batches up to ``inline_rows`` run on
-the event loop itself (a compiled predictor takes microseconds); larger ones on the prediction
-thread. Small requests are batched only up to ``inline_rows`` rows: with many requests admitted at
-once, a batch just over it would go to scikit-learn, whose per-call overhead (7 ms for 620 trees)
-cost single rows twice what the compiled predictor does. Nothing is ever refused here; admission
+the event loop itself (the compiled predictor, see ``COMPILED_MAX_ROWS`` in service/model.py); larger
+ones on the prediction thread. Small batches on the prediction thread measured no faster for single
+rows and slower for a mix (the loop then waits for the thread instead of doing the walk itself).
+Small requests are batched only up to ``inline_rows`` rows: with many requests admitted at once, a
+batch just over it would go to scikit-learn, whose per-call overhead (7 ms for 620 trees) cost single
+rows twice what the compiled predictor does. Nothing is ever refused here; admission
 control is the caller's job.
 """
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -24,6 +27,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 VALUE_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
 # Classification: the top-class probability.
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# Up to this many values a histogram observes them one by one: sorting them into buckets costs more.
+FEW_VALUES = 8
 
 
 class LabelledChildren:
@@ -141,18 +146,14 @@ class ServiceMetrics:
     def observe_predictions(self, route: str, values: list[float]) -> None:
         """A regressor's answers: rows counted, values observed."""
         self._child(self.predictions, route=route).inc(len(values))
-        histogram = self._child(self.prediction_value)
-        for value in values:
-            histogram.observe(value)
+        observe_each(self._child(self.prediction_value), values)
 
     def observe_classes(self, route: str, labels: list[str], confidences: list[float]) -> None:
         """A classifier's answers: rows counted, per label, and each top-class probability observed."""
         self._child(self.predictions, route=route).inc(len(labels))
         for label, count in Counter(labels).items():
             self._child(self.predicted_class, route=route, **{"class": label}).inc(count)
-        histogram = self._child(self.prediction_confidence)
-        for confidence in confidences:
-            histogram.observe(confidence)
+        observe_each(self._child(self.prediction_confidence), confidences)
 
     def observe_request(self, route: str, status_code: int, seconds: float) -> None:
         self._child(self.http_requests, route=route, status_code=str(status_code)).inc()
@@ -170,6 +171,28 @@ class ServiceMetrics:
 
     def count_shed(self, reason: str) -> None:
         self._child(self.shed, reason=reason).inc()
+
+
+def observe_each(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(value)`` for every value, in one increment per bucket that gets any.
+
+    prometheus-client has no bulk observe, and one call costs about 1.6 µs (under BentoML a write to the
+    worker's metrics file per bucket and sum): 1.6 ms of the event loop for a 1,000-row batch, a tenth of
+    its prediction. Its buckets and sum are private to it; a unit test checks the result against
+    ``observe`` per value. The sum gets one addition, of the values' sum.
+    """
+    if len(values) <= FEW_VALUES:
+        for value in values:
+            histogram.observe(value)
+        return
+    bounds = histogram._upper_bounds  # private: no public bulk observe, see the docstring
+    # observe() counts a value in the first bucket whose bound is at least it: searchsorted's "left".
+    # NaN sorts past the last bound (+Inf) and, as there, lands in no bucket.
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds) + 1)
+    histogram._sum.inc(sum(values))
+    for bucket, count in zip(histogram._buckets, counts[: len(bounds)].tolist(), strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def exposition() -> tuple[bytes, str]:

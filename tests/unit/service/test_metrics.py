@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from service.metrics import ServiceMetrics
+from service.metrics import VALUE_BUCKETS, ServiceMetrics, observe_each
 from service.shadow import CHAMPION_HEADER, MirrorMetrics, ShadowComparison, ShadowMetrics
 
 pytestmark = pytest.mark.unit
@@ -75,3 +76,40 @@ def test_every_name_is_built_from_the_one_prefix(monkeypatch: pytest.MonkeyPatch
     names = {family.name for family in registry.collect()}
     assert names
     assert all(name.startswith("tabular_") for name in names), names
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1.5, 2.5],  # few: observed one by one
+        [0.5, 1.0, 6.0, 6.5, -1.0, 0.0, 5.0, 2.0, 2.0001, 3.5, 4.49],  # on, below and above the bounds
+        [float("inf"), 1.0, 2.0, 3.0, 4.0, 5.0, 0.1, 0.2, 0.3],
+        [float("nan"), 1.0, 2.0, 3.0, 4.0, 5.0, 0.1, 0.2, 0.3],  # NaN: the sum, no bucket, as observe()
+        [round(0.01 * i, 2) for i in range(1000)],
+    ],
+)
+def test_observing_many_values_gives_what_observing_each_gives(values: list[float]) -> None:
+    from prometheus_client import Histogram
+
+    def exposed(observe: Callable[[Histogram, list[float]], None]) -> dict[str, float]:
+        registry = CollectorRegistry()
+        histogram = Histogram("v", "values", buckets=VALUE_BUCKETS, registry=registry)
+        observe(histogram, values)
+        samples = {}
+        for line in generate_latest(registry).decode().splitlines():
+            if line.startswith("v_"):
+                name, value = line.rsplit(" ", 1)
+                samples[name] = float(value)
+        return samples
+
+    def one_by_one(histogram: Histogram, values: list[float]) -> None:
+        for value in values:
+            histogram.observe(value)
+
+    each, bulk = exposed(one_by_one), exposed(observe_each)
+    assert each.keys() == bulk.keys()
+    for name, value in each.items():
+        if name == "v_sum":
+            assert bulk[name] == pytest.approx(value, rel=1e-12, nan_ok=True)
+        elif not name.startswith("v_created"):
+            assert bulk[name] == value, name

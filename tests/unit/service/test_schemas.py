@@ -125,3 +125,47 @@ def test_rows_are_read_in_the_models_column_order_even_with_one_feature() -> Non
     features = HouseFeatures.model_validate_json(json.dumps(ROW))
     assert row_reader(["Longitude", "MedInc"])(features) == (-118.25, 3.5)
     assert row_reader(["HouseAge"])(features) == (25,)
+
+
+BAD_VALUES: list[Any] = ["3.5", True, None, -5.0, 1e6, [1.0], {"v": 1.0}]
+BATCH_BODIES: list[str] = [
+    json.dumps({"rows": [ROW]}),
+    json.dumps({"rows": [ROW, {**ROW, "MedInc": 0, "Population": 3}]}),
+    json.dumps({"rows": [ROW] * 5}),
+    json.dumps({"rows": [ROW] * 6}),  # over the limit below
+    json.dumps({"rows": []}),
+    json.dumps({"rows": ROW}),
+    json.dumps({"rows": [[*ROW.values()]]}),
+    json.dumps({"rows": [ROW, 1.0]}),
+    json.dumps({"rows": [ROW], "extra": 1}),
+    json.dumps({}),
+    json.dumps([ROW]),
+    json.dumps(ROW),
+    '{"rows": [' + json.dumps(ROW).replace("3.5", "NaN") + "]}",
+    '{"rows": [' + json.dumps(ROW).replace("3.5", "1e999") + "]}",
+    '{"rows": [',
+    "",
+    *(json.dumps({"rows": [ROW, {**ROW, name: bad}]}) for name in FEATURES for bad in BAD_VALUES),
+    *(json.dumps({"rows": [{k: v for k, v in ROW.items() if k != name}]}) for name in FEATURES),
+    json.dumps({"rows": [{**ROW, "Bedrooms": 3}]}),
+]
+
+
+@pytest.mark.parametrize("extra", [None, "ignore"])
+def test_the_fast_batch_check_accepts_exactly_what_the_batch_model_accepts(extra: str | None) -> None:
+    # service/api.py checks a batch with the dict validator first and trusts it when it accepts.
+    context = {MAX_ROWS_CONTEXT: 5}
+    accepted = rejected = 0
+    for body in BATCH_BODIES:
+        try:
+            documented = BatchRequest.model_validate_json(body, extra=extra, context=context)  # type: ignore[arg-type]
+        except ValidationError:
+            with pytest.raises(ValidationError):
+                MODELS.batch_rows.validate_json(body, extra=extra, context=context)  # type: ignore[arg-type]
+            rejected += 1
+            continue
+        fast = MODELS.batch_rows.validate_json(body, extra=extra, context=context)  # type: ignore[arg-type]
+        assert fast == documented.model_dump(), body
+        accepted += 1
+    assert accepted >= 3
+    assert rejected >= 60

@@ -111,10 +111,10 @@ def batch_rows_adapter(contract: ModelContract) -> TypeAdapter[Any]:
     """
     row_fields = {name: Annotated[kind, field] for name, (kind, field) in _feature_fields(contract).items()}
     row = _typed_dict(_class_name(contract.example) + "Row", row_fields)
-    row.__pydantic_config__ = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    row.__pydantic_config__ = _STRICT  # the row model's config ("frozen" means nothing to a dict)
     rows = Annotated[list[row], Field(min_length=1), BeforeValidator(at_most_max_rows)]  # type: ignore[valid-type]
     batch = _typed_dict(_class_name(contract.example) + "RowsBatch", {"rows": rows})
-    batch.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)
+    batch.__pydantic_config__ = BatchRequestBase.model_config
     return TypeAdapter(batch)
 
 

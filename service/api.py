@@ -105,16 +105,17 @@ class ProtocolAnswer:
 
 def row_reader(names: list[str]) -> Callable[[BaseModel], tuple[float, ...]]:
     """Reads a request row's features in the model's column order, in one C-level call."""
-    read: Callable[[BaseModel], Any] = attrgetter(*names)
-    if len(names) == 1:
-        return lambda features: (read(features),)
-    return read
+    return _as_tuple(attrgetter(*names), len(names))
 
 
 def dict_reader(names: list[str]) -> Callable[[dict[str, float]], tuple[float, ...]]:
     """Reads a row validated to a dict (a batch's, see ``batch_rows_adapter``) in the model's column order."""
-    read: Callable[[dict[str, float]], Any] = itemgetter(*names)
-    if len(names) == 1:
+    return _as_tuple(itemgetter(*names), len(names))
+
+
+def _as_tuple(read: Callable[[Any], Any], width: int) -> Callable[[Any], tuple[float, ...]]:
+    # attrgetter and itemgetter give a bare value, not a tuple, for one name.
+    if width == 1:
         return lambda features: (read(features),)
     return read
 

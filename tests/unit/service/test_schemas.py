@@ -120,11 +120,13 @@ def test_json_safe_keeps_error_bodies_valid_and_small() -> None:
 
 
 def test_rows_are_read_in_the_models_column_order_even_with_one_feature() -> None:
-    from service.api import row_reader
+    from service.api import dict_reader, row_reader
 
     features = HouseFeatures.model_validate_json(json.dumps(ROW))
     assert row_reader(["Longitude", "MedInc"])(features) == (-118.25, 3.5)
     assert row_reader(["HouseAge"])(features) == (25,)
+    assert dict_reader(["Longitude", "MedInc"])(ROW) == (-118.25, 3.5)
+    assert dict_reader(["HouseAge"])(ROW) == (25,)
 
 
 BAD_VALUES: list[Any] = ["3.5", True, None, -5.0, 1e6, [1.0], {"v": 1.0}]

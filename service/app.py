@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -36,6 +37,9 @@ from service.shadow import is_mirrored
 
 # Label of every request to a path the app does not serve (answered 404 by FastAPI).
 UNMATCHED_ROUTE = "unmatched"
+# Counted for a client that closed its connection before its request was read (nginx's code for it):
+# not a 5xx, so it stays out of the error rate that alerts and canary analysis read.
+CLIENT_CLOSED_REQUEST = 499
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": description}
     for code, description in {
@@ -69,9 +73,10 @@ class TabulaApp(FastAPI):
     counted once in ``tabula_http_requests_total``, under its route's path or ``UNMATCHED_ROUTE``
     for paths the app does not serve. An exception escaping a handler is logged once with its
     traceback and answered with the structured 500 at once: left to BentoML, the client waited for
-    its 30 s traffic timeout and the log had no traceback. An answer given before the request body
-    was read waits until the rest is read (bounded, see ``service.exchange``), so that every client
-    receives it.
+    its 30 s traffic timeout and the log had no traceback. A client that disconnects before its
+    request body is read is not a fault: nothing is sent, it counts as ``CLIENT_CLOSED_REQUEST`` and
+    one INFO line names it. An answer given before the request body was read waits until the rest is
+    read (bounded, see ``service.exchange``), so that every client receives it.
 
     The routes stay declared (OpenAPI, /docs, BentoML's merged spec), but POSTs to the prediction
     routes go straight to their handler (``fast_routes``): routing, FastAPI's middleware layers and
@@ -102,6 +107,13 @@ class TabulaApp(FastAPI):
                 await self._route(scope, exchange.receive, exchange.send)
             else:
                 await _answer(inference.handler, scope, exchange.receive, exchange.send)
+        except ClientDisconnect:
+            # Nobody is left to answer (uvicorn drops what is sent after a disconnect), and no fault of ours.
+            exchange.status = exchange.status or CLIENT_CLOSED_REQUEST
+            logging.getLogger(LOGGER_NAME).info(
+                "client disconnected before its request was read",
+                extra={"method": scope["method"], "path": scope["path"]},
+            )
         except Exception:
             logging.getLogger(LOGGER_NAME).exception(
                 "unexpected error", extra={"method": scope["method"], "path": scope["path"]}

@@ -162,6 +162,50 @@ async def test_every_response_is_counted_exactly_once(http: httpx.AsyncClient, a
     assert sum(counted(api).values()) == 14
 
 
+@pytest.mark.parametrize(
+    "path", ["/predict", "/predict/batch", f"/v2/models/{INFO.name}/infer"], ids=["row", "batch", "v2"]
+)
+@pytest.mark.parametrize("sent_first", [b"", b'{"rows": [{"MedInc": 5'], ids=["no-body", "half-a-body"])
+async def test_a_client_gone_before_its_body_arrived_is_no_fault_of_the_service(
+    http: httpx.AsyncClient, api: PredictionAPI, logged: Lines, path: str, sent_first: bytes
+) -> None:
+    """uvicorn tells a handler that reads the body of a closed connection ``http.disconnect``, and
+    drops whatever it sends after that (``RequestResponseCycle.receive`` and ``send`` in
+    uvicorn/protocols/http/httptools_impl.py); Starlette's ``Request.stream`` then raises
+    ``ClientDisconnect``. Clients that give up under load (timeouts) do this: it is not a 500 in the
+    error-rate series that alerts and canary analysis read, nor an error line with a traceback."""
+    messages: list[dict[str, Any]] = []
+    if sent_first:
+        messages.append({"type": "http.request", "body": sent_first, "more_body": True})
+    messages.append({"type": "http.disconnect"})
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(b"host", b"service"), (b"content-type", b"application/json"), (b"content-length", b"400")]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": headers, "client": ("127.0.0.1", 40000), "server": ("service", 80),
+    }  # fmt: skip
+    await build_app(HOUSING, lambda: api)(scope, receive, send)
+
+    assert sent == []
+    assert failures(logged) == []
+    [line] = [line for line in logged.lines if line["message"].startswith("client disconnected")]
+    assert line["message"] == "client disconnected before its request was read"
+    assert (line["level"], line["path"]) == ("INFO", path)
+    route = "/v2/models/{name}/infer" if path.startswith("/v2") else path
+    assert counted(api) == Counter({(route, "499"): 1})
+    # Its place in admission was given back: with room for one request, the next is answered.
+    assert api.admission.admitted == 0
+    assert (await http.post("/predict", json=ROW)).status_code == 200
+
+
 @pytest.mark.parametrize("fair_share", [True, False])
 async def test_admission_shares_the_worker_between_connections_unless_told_not_to(
     tmp_path: Path, stats: FeatureStatistics, fair_share: bool

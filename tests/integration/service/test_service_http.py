@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -265,6 +266,39 @@ def test_metrics_change_after_requests(client: httpx.Client, registered_model: R
     assert set(psi) == set(FEATURES)
     # A window full of one repeated row is far from the training distribution.
     assert psi["MedInc"] > 0.5
+
+
+def test_a_client_gone_before_its_body_arrived_counts_499_not_a_fault(
+    client: httpx.Client, served: Server
+) -> None:
+    """Headers promising a body, half of it, then the connection closed: the real uvicorn's disconnect."""
+    counted = "tabula_http_requests_total"
+    before = samples(client)
+    url = httpx.URL(served.base_url)
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: service\r\n"
+        "Content-Type: application/json\r\nContent-Length: 400\r\n\r\n"
+    )
+    with socket.create_connection((url.host, url.port), timeout=5) as connection:
+        connection.sendall(head.encode() + b'{"MedInc": 3.5')
+    message = "client disconnected before its request was read"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        # Metrics at once, INFO lines written out at most 0.1 s later.
+        after = samples(client)
+        gone = value(after, counted, status_code="499") - value(before, counted, status_code="499")
+        if gone and message in served.log():
+            break
+        time.sleep(0.1)
+
+    def delta(status: str) -> float:
+        return value(after, counted, route="/predict", status_code=status) - value(
+            before, counted, route="/predict", status_code=status
+        )
+
+    assert (delta("499"), delta("500")) == (1, 0)
+    assert message in served.log()
+    assert "unexpected error" not in served.log()
 
 
 def test_prediction_log_lines_and_database(client: httpx.Client, served: Server, prediction_db: Path) -> None:

@@ -30,6 +30,7 @@ from service.config import ServiceSettings
 from service.drift import DriftWindow
 from service.errors import (
     OverloadedError,
+    RequestTimeoutError,
     ServiceError,
     error_response,
     from_validation_error,
@@ -204,9 +205,11 @@ class PredictionAPI:
         if ticket is None:
             response = wire.shed()
         else:
+            received = False
             try:
                 async with asyncio.timeout(self.settings.request_timeout_seconds):
                     body = await wire.read_body(request, self.settings.max_request_bytes)
+                    received = True
                     result = await handle(body, started)
                 if isinstance(result, ProtocolAnswer):
                     response = result.response
@@ -222,8 +225,15 @@ class PredictionAPI:
             except ServiceError as error:
                 response = wire.error(error)
             except TimeoutError:
-                self.metrics.count_shed("timeout")
-                response = wire.error(OverloadedError("request timed out, retry shortly"))
+                if received:
+                    self.metrics.count_shed("timeout")
+                    response = wire.error(OverloadedError("request timed out, retry shortly"))
+                else:
+                    # The body stopped arriving: the client's delay, not an overload of the service.
+                    timeout = self.settings.request_timeout_seconds
+                    response = wire.error(
+                        RequestTimeoutError(f"request body not received within {timeout} s")
+                    )
             finally:
                 self.admission.leave(ticket)
         return response

@@ -44,11 +44,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": description}
     for code, description in {
         400: "Body is not valid JSON.",
+        408: "Body not received within the request timeout; the connection closes.",
         413: "Body too large.",
         415: "Body not sent as application/json.",
         422: "Input breaks a hard limit; details name field, constraint and value.",
         500: "Unexpected fault, logged with its traceback.",
-        503: "Overloaded or timed out; retry later.",
+        503: "Overloaded, or the prediction timed out; retry later.",
     }.items()
 }
 

@@ -112,7 +112,10 @@ class ServiceSettings(BaseSettings):
     request_timeout_seconds: float = Field(
         default=2.0,
         gt=0.0,
-        description="Longest a prediction may wait and run before it is answered with 503.",
+        description=(
+            "Longest a request's body may take to arrive and its prediction to wait and run: a body not "
+            "received in time is answered with 408, a prediction not done in time with 503."
+        ),
     )
     max_request_bytes: int = Field(
         default=1_000_000, gt=0, description="Largest request body accepted; larger ones get 413."

@@ -45,6 +45,13 @@ class InvalidInputError(ServiceError):
     error_type = "validation_error"
 
 
+class RequestTimeoutError(ServiceError):
+    """The request's body did not arrive within the request timeout: the client's delay (RFC 9110, 408)."""
+
+    http_status = 408
+    error_type = "request_timeout"
+
+
 class OverloadedError(ServiceError):
     http_status = 503
     error_type = "overloaded"
@@ -111,10 +118,13 @@ def inference_body(error: ServiceError) -> str:
 
 def error_response(error: ServiceError, body: Callable[[ServiceError], str] = structured_body) -> Response:
     """The one place an error becomes an HTTP answer: its ``http_status``, ``Retry-After`` on a 503,
-    ``Allow`` on a 405, and the body of the protocol it is answered in."""
+    ``Allow`` on a 405, ``Connection: close`` on a 408, and the body of the protocol it is answered in."""
     headers: dict[str, str] = {}
     if error.http_status == 503:
         headers["Retry-After"] = "1"
+    if isinstance(error, RequestTimeoutError):
+        # The rest of the body may still come: the connection cannot carry another request (RFC 9110).
+        headers["Connection"] = "close"
     if isinstance(error, MethodNotAllowedError):
         headers["Allow"] = ", ".join(error.allowed)
     return Response(

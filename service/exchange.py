@@ -6,7 +6,8 @@ the unread bytes with a reset, and clients that send the whole body before they 
 and http.client, which also ask for ``Connection: close``) get ``Connection reset by peer`` instead of
 the answer. So the rest of the body is read and thrown away before the answer starts, up to
 ``max_bytes`` and ``seconds``; beyond either bound the answer says ``Connection: close`` and the
-server closes the connection after it.
+server closes the connection after it. An answer that already closes the connection (a 408 for a body
+that stopped arriving) goes out at once: the rest it would wait for is what did not come.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ class Exchange:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            if not self._body_read and not await self._drain():
-                message = {**message, "headers": [*message.get("headers", []), CLOSE]}
+            headers = message.get("headers", [])
+            if not self._body_read and CLOSE not in headers and not await self._drain():
+                message = {**message, "headers": [*headers, CLOSE]}
         await self._send(message)
 
     async def _drain(self) -> bool:

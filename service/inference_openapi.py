@@ -108,6 +108,7 @@ BINARY = {"type": "string", "format": "binary"}
 ERRORS = {
     400: "A client mistake: not an inference request, a wrong shape or datatype, a value out of bounds.",
     404: "Unknown model or version.",
+    408: "Body not received within the request timeout; the connection closes.",
     413: "Body too large.",
     415: "Unsupported Content-Encoding.",
     503: "No model loaded, or overloaded; retry after Retry-After.",
@@ -147,7 +148,7 @@ def _model_paths(prefix: str, parameters: list[dict[str, Any]], which: str) -> d
                 "description": "Predictions; a classifier adds the class probabilities.",
                 "content": _json_or_binary(InferenceResponse),
             },
-            **_errors(400, 404, 413, 415, 503),
+            **_errors(400, 404, 408, 413, 415, 503),
         },
     )
     infer["requestBody"] = {

@@ -268,19 +268,47 @@ def test_metrics_change_after_requests(client: httpx.Client, registered_model: R
     assert psi["MedInc"] > 0.5
 
 
+# Headers that promise 400 bytes of JSON, and 14 of them.
+HALF_A_BODY = (
+    b"POST /predict HTTP/1.1\r\nHost: service\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 400\r\n\r\n"
+    b'{"MedInc": 3.5'
+)
+
+
+def address(server: Server) -> tuple[str, int]:
+    url = httpx.URL(server.base_url)
+    assert url.port is not None
+    return url.host, url.port
+
+
+def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(served: Server) -> None:
+    """The rest of the body never comes: after the request timeout (2 s by default) the real server
+    answers 408 with ``Connection: close`` and closes the connection, instead of a 503 after it."""
+    with socket.create_connection(address(served), timeout=10) as connection:
+        connection.sendall(HALF_A_BODY)
+        started = time.monotonic()
+        answer = b""
+        while chunk := connection.recv(65536):  # until the server closes the connection
+            answer += chunk
+        took = time.monotonic() - started
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *headers = head.decode().split("\r\n")
+    assert status == "HTTP/1.1 408 Request Timeout", answer
+    assert "connection: close" in [header.lower() for header in headers]
+    assert json.loads(body)["error"]["type"] == "request_timeout"
+    # The timeout, not the timeout and then the 5 s drain of a body that was not coming.
+    assert 2 <= took < 5, took
+
+
 def test_a_client_gone_before_its_body_arrived_counts_499_not_a_fault(
     client: httpx.Client, served: Server
 ) -> None:
     """Headers promising a body, half of it, then the connection closed: the real uvicorn's disconnect."""
     counted = "tabula_http_requests_total"
     before = samples(client)
-    url = httpx.URL(served.base_url)
-    head = (
-        "POST /predict HTTP/1.1\r\nHost: service\r\n"
-        "Content-Type: application/json\r\nContent-Length: 400\r\n\r\n"
-    )
-    with socket.create_connection((url.host, url.port), timeout=5) as connection:
-        connection.sendall(head.encode() + b'{"MedInc": 3.5')
+    with socket.create_connection(address(served), timeout=5) as connection:
+        connection.sendall(HALF_A_BODY)
     message = "client disconnected before its request was read"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

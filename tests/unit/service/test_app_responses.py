@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -78,6 +79,16 @@ def break_predictor(api: PredictionAPI) -> None:
         raise RuntimeError("predictor broke")
 
     api.batcher._predict = predict
+
+
+def json_post(path: str) -> dict[str, Any]:
+    """The ASGI scope uvicorn gives a JSON POST that declares a 400-byte body."""
+    headers = [(b"host", b"service"), (b"content-type", b"application/json"), (b"content-length", b"400")]
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": headers, "client": ("127.0.0.1", 40000), "server": ("service", 80),
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(("path", "body"), [("/predict", ROW), ("/predict/batch", {"rows": [ROW, ROW]})])
@@ -186,13 +197,7 @@ async def test_a_client_gone_before_its_body_arrived_is_no_fault_of_the_service(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    headers = [(b"host", b"service"), (b"content-type", b"application/json"), (b"content-length", b"400")]
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-        "headers": headers, "client": ("127.0.0.1", 40000), "server": ("service", 80),
-    }  # fmt: skip
-    await build_app(HOUSING, lambda: api)(scope, receive, send)
+    await build_app(HOUSING, lambda: api)(json_post(path), receive, send)
 
     assert sent == []
     assert failures(logged) == []
@@ -204,6 +209,58 @@ async def test_a_client_gone_before_its_body_arrived_is_no_fault_of_the_service(
     # Its place in admission was given back: with room for one request, the next is answered.
     assert api.admission.admitted == 0
     assert (await http.post("/predict", json=ROW)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/predict", "/predict/batch", f"/v2/models/{INFO.name}/infer"], ids=["row", "batch", "v2"]
+)
+async def test_a_body_that_stops_arriving_is_the_clients_408_not_an_overload(
+    tmp_path: Path, stats: FeatureStatistics, path: str
+) -> None:
+    """Half a body, then nothing (a stalled client or proxy): when the request timeout passes, the answer
+    is 408 (RFC 9110, section 15.5.9: the server did not receive a complete request in time) with
+    ``Connection: close``, at once, not a 503 counted against the service's error rate."""
+    model = load_model_dir(model_dir(tmp_path, stats, list(FEATURES)), INFO)
+    settings = ServiceSettings(request_timeout_seconds=0.2, drain_seconds=5.0, log_predictions=False)
+    api = PredictionAPI(model, settings, logging.getLogger("tabula.service"))
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"rows": [{"MedInc": 5', "more_body": True}
+    ]
+    stalled = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await stalled.wait()  # the rest never comes
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    try:
+        started = time.perf_counter()
+        await asyncio.wait_for(build_app(HOUSING, lambda: api)(json_post(path), receive, send), 3)
+        took = time.perf_counter() - started
+    finally:
+        api.close()
+
+    start, body = sent
+    assert start["status"] == 408
+    assert (b"connection", b"close") in start["headers"]
+    # Answered when the timeout passed, without waiting out the drain of a body that is not coming.
+    assert 0.2 <= took < 1.0
+    error = json.loads(body["body"])["error"]
+    if path.startswith("/v2"):
+        assert error == "request body not received within 0.2 s"
+    else:
+        assert (error["type"], error["message"]) == (
+            "request_timeout",
+            "request body not received within 0.2 s",
+        )
+    route = "/v2/models/{name}/infer" if path.startswith("/v2") else path
+    assert counted(api) == Counter({(route, "408"): 1})
+    assert api.admission.admitted == 0
 
 
 @pytest.mark.parametrize("fair_share", [True, False])

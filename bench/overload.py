@@ -42,6 +42,7 @@ from typing import Annotated, Any
 import httpx
 import psutil
 import typer
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.targets import (
     PROJECT_ROOT,
@@ -153,6 +154,9 @@ class Run:
     rss_before_mb: float
     rss_after_mb: float
     same_pids: bool
+    # Answers the service itself counted as its faults (5xx but the shed 503) during the run: wrk sees
+    # only what reached it, and a fault answered to a client that had gone reaches nobody.
+    faults: int
 
     @property
     def goodput(self) -> float:
@@ -218,6 +222,19 @@ def run_wrk(command: list[str], seconds: float) -> dict[str, Any]:
     return parse_result(completed.stdout)
 
 
+def counted_faults(url: str) -> int:
+    """The service's own ``tabula_http_requests_total`` under 5xx status codes other than 503 (shed)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        int(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "tabula_http_requests_total"
+        and sample.labels["status_code"].startswith("5")
+        and sample.labels["status_code"] != "503"
+    )
+
+
 def tree(pid: int) -> list[psutil.Process]:
     root = psutil.Process(pid)
     return [root, *root.children(recursive=True)]
@@ -249,6 +266,7 @@ def measure(
     probes = min(PROBES, connections // 2)
     pids = {p.pid for p in tree(target.process.pid)}
     rss_before = tree_rss(target.process.pid)
+    faults_before = counted_faults(target.url)
     commands = [
         wrk_command(
             wrk, target.url, requests_file, connections - probes, plan.seconds, plan.timeout, probe=False
@@ -263,6 +281,7 @@ def measure(
     time.sleep(plan.settle)
     rss_after = tree_rss(target.process.pid)
     same_pids = {p.pid for p in tree(target.process.pid)} == pids
+    faults = counted_faults(target.url) - faults_before
     statuses: dict[str, int] = {}
     for result in (crowd, probe):
         for key, count in result["statuses"].items():
@@ -304,6 +323,7 @@ def measure(
         rss_before_mb=rss_before / MB,
         rss_after_mb=rss_after / MB,
         same_pids=same_pids,
+        faults=faults,
     )
 
 
@@ -370,6 +390,8 @@ def goals(runs: list[Run], slo_ms: float) -> list[tuple[str, bool, str]]:
         grown = last.rss_after_mb / first.rss_before_mb - 1
         checks.append((f"{name}: RSS back within 10%", grown <= GOAL_RSS_SHARE, f"{grown:+.1%}"))
         checks.append((f"{name}: same PIDs", all(run.same_pids for run in of_scenario), ""))
+        faults = sum(run.faults for run in of_scenario)
+        checks.append((f"{name}: no fault counted by the service", faults == 0, f"{faults} counted"))
     return checks
 
 

@@ -57,18 +57,20 @@ def test_the_result_line_is_found_among_wrk_output() -> None:
         parse_result("Running 1s test\nunable to connect\n")
 
 
-def run(factor: int, ok: int, p99: float | None = 50, unanswered: int = 0, rss_after: float = 400) -> Run:
+def run(
+    factor: int, ok: int, p99: float | None = 50, unanswered: int = 0, rss_after: float = 400, faults: int = 0
+) -> Run:
     return Run(
         target="after", scenario="single", connections=32 * factor, factor=factor, seconds=10,
         responses=ok + 100, ok_single=ok, ok_batch=0, shed=100, other_status=0,
         unanswered=unanswered, wrk_p99_ms=300, accepted_p99_ms=p99, accepted_max_ms=p99, accepted_samples=50,
         batch_p50_ms=None, batch_p99_ms=None,
-        shed_p50_ms=1000, rss_before_mb=400, rss_after_mb=rss_after, same_pids=True,
+        shed_p50_ms=1000, rss_before_mb=400, rss_after_mb=rss_after, same_pids=True, faults=faults,
     )  # fmt: skip
 
 
 def test_goals_compare_each_overload_with_the_saturated_run() -> None:
-    runs = [run(1, 30_000), run(8, 28_000), run(32, 20_000, p99=400, unanswered=3, rss_after=460)]
+    runs = [run(1, 30_000), run(8, 28_000), run(32, 20_000, p99=400, unanswered=3, rss_after=460, faults=2)]
     checks = {name: (met, measured) for name, met, measured in goals(runs, slo_ms=250)}
     assert checks["after single 8x: goodput >= 90% of saturated"] == (True, "93%")
     assert checks["after single 32x: goodput >= 90% of saturated"] == (False, "67%")
@@ -76,6 +78,9 @@ def test_goals_compare_each_overload_with_the_saturated_run() -> None:
     assert checks["after single 32x: accepted p99 <= 250 ms"] == (False, "400 ms")
     assert checks["after single: every request answered"] == (False, "3 unanswered")
     assert checks["after single: RSS back within 10%"] == (False, "+15.0%")
+    assert checks["after single: no fault counted by the service"] == (False, "2 counted")
+    healthy = {name: met for name, met, _ in goals([run(1, 30_000), run(8, 28_000)], slo_ms=250)}
+    assert healthy["after single: no fault counted by the service"] is True
 
 
 def test_a_run_without_accepted_probe_requests_misses_the_latency_goal() -> None:

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -222,17 +223,20 @@ def run_wrk(command: list[str], seconds: float) -> dict[str, Any]:
     return parse_result(completed.stdout)
 
 
-def counted_faults(url: str) -> int:
-    """The service's own ``tabula_http_requests_total`` under 5xx status codes other than 503 (shed)."""
+def counted_statuses(url: str) -> Counter[str]:
+    """The service's own ``tabula_http_requests_total``, by status code."""
+    counted: Counter[str] = Counter()
     text = httpx.get(f"{url}/metrics", timeout=10).text
-    return sum(
-        int(sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "tabula_http_requests_total"
-        and sample.labels["status_code"].startswith("5")
-        and sample.labels["status_code"] != "503"
-    )
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "tabula_http_requests_total":
+                counted[sample.labels["status_code"]] += int(sample.value)
+    return counted
+
+
+def faults(counted: Counter[str]) -> int:
+    """Answers counted under 5xx status codes other than 503 (shed): the service's own faults."""
+    return sum(n for status, n in counted.items() if status.startswith("5") and status != "503")
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -266,7 +270,7 @@ def measure(
     probes = min(PROBES, connections // 2)
     pids = {p.pid for p in tree(target.process.pid)}
     rss_before = tree_rss(target.process.pid)
-    faults_before = counted_faults(target.url)
+    faults_before = faults(counted_statuses(target.url))
     commands = [
         wrk_command(
             wrk, target.url, requests_file, connections - probes, plan.seconds, plan.timeout, probe=False
@@ -281,7 +285,7 @@ def measure(
     time.sleep(plan.settle)
     rss_after = tree_rss(target.process.pid)
     same_pids = {p.pid for p in tree(target.process.pid)} == pids
-    faults = counted_faults(target.url) - faults_before
+    faults_during = faults(counted_statuses(target.url)) - faults_before
     statuses: dict[str, int] = {}
     for result in (crowd, probe):
         for key, count in result["statuses"].items():
@@ -323,7 +327,7 @@ def measure(
         rss_before_mb=rss_before / MB,
         rss_after_mb=rss_after / MB,
         same_pids=same_pids,
-        faults=faults,
+        faults=faults_during,
     )
 
 
@@ -390,8 +394,8 @@ def goals(runs: list[Run], slo_ms: float) -> list[tuple[str, bool, str]]:
         grown = last.rss_after_mb / first.rss_before_mb - 1
         checks.append((f"{name}: RSS back within 10%", grown <= GOAL_RSS_SHARE, f"{grown:+.1%}"))
         checks.append((f"{name}: same PIDs", all(run.same_pids for run in of_scenario), ""))
-        faults = sum(run.faults for run in of_scenario)
-        checks.append((f"{name}: no fault counted by the service", faults == 0, f"{faults} counted"))
+        counted = sum(run.faults for run in of_scenario)
+        checks.append((f"{name}: no fault counted by the service", counted == 0, f"{counted} counted"))
     return checks
 
 

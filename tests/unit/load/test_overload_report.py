@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from bench.overload import (
     SCENARIOS,
     Run,
     TargetSpec,
+    faults,
     goals,
     markdown,
     parse_result,
@@ -81,6 +83,11 @@ def test_goals_compare_each_overload_with_the_saturated_run() -> None:
     assert checks["after single: no fault counted by the service"] == (False, "2 counted")
     healthy = {name: met for name, met, _ in goals([run(1, 30_000), run(8, 28_000)], slo_ms=250)}
     assert healthy["after single: no fault counted by the service"] is True
+
+
+def test_the_services_faults_are_its_5xx_but_the_shed_503() -> None:
+    assert faults(Counter({"200": 5, "499": 4, "503": 3, "500": 2, "504": 1})) == 3
+    assert faults(Counter({"200": 5, "503": 3})) == 0
 
 
 def test_a_run_without_accepted_probe_requests_misses_the_latency_goal() -> None:

@@ -146,6 +146,7 @@ class PredictionAPI:
             settings.max_batch_rows,
             inline_rows=model.fast_rows,
             on_batch=self._track_drift,
+            stepwise=model.stepwise,
         )
         self.prediction_log = PredictionLog(
             logger,

@@ -3,13 +3,14 @@
 No latency budget and no waiting: an idle service predicts a lone row at once, a busy one
 predicts everything that queued up during the previous call in one vectorised call
 (scikit-learn's per-call overhead dominates single rows). Batches up to ``inline_rows`` run on
-the event loop itself (the compiled predictor, see ``COMPILED_MAX_ROWS`` in service/model.py); larger
-ones on the prediction thread. Small batches on the prediction thread measured no faster for single
-rows and slower for a mix (the loop then waits for the thread instead of doing the walk itself).
-Small requests are batched only up to ``inline_rows`` rows: with many requests admitted at once, a
-batch just over it would go to scikit-learn, whose per-call overhead (7 ms for 620 trees) cost single
-rows twice what the compiled predictor does. Nothing is ever refused here; admission
-control is the caller's job.
+the event loop in one call (the compiled predictor, see ``COMPILED_MAX_ROWS`` in service/model.py).
+Larger ones run on the loop too when the model has a ``stepwise`` walk, a step at a time with the
+loop's other work in between; else on the prediction thread (scikit-learn). On the thread, a batch
+waits for the GIL after each tree's walk, and next to a busy loop each wait lasts up to Python's switch
+interval: under a crowd of clients the batches starved (the README's reliability section has the
+figures). Small requests are batched only up to ``inline_rows`` rows: with many requests admitted at
+once, a batch just over it would go to the slower path, which cost single rows twice what the one
+call does. Nothing is ever refused here; admission control is the caller's job.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from concurrent.futures import Executor
 import numpy as np
 import numpy.typing as npt
 
+from service.compiled import Steps
+
 Rows = npt.NDArray[np.float64]
 
 
@@ -33,8 +36,10 @@ class MicroBatcher:
         max_rows: int,
         inline_rows: int = 0,
         on_batch: Callable[[Rows], None] | None = None,
+        stepwise: Callable[[Rows], Steps] | None = None,
     ) -> None:
         self._predict = predict
+        self._stepwise = stepwise
         self._executor = executor
         self._max_rows = max_rows
         self._inline_rows = inline_rows
@@ -65,6 +70,8 @@ class MicroBatcher:
                     if inline:
                         # Cheaper than the hop to the prediction thread and back.
                         values = self._predict(stacked)
+                    elif self._stepwise is not None:
+                        values = await _in_steps(self._stepwise(stacked))
                     else:
                         values = await loop.run_in_executor(self._executor, self._predict, stacked)
                 except Exception as error:  # noqa: BLE001 - handed to every waiting request
@@ -107,3 +114,13 @@ class MicroBatcher:
             batch.append((rows, future))
             total += rows.shape[0]
         return batch
+
+
+async def _in_steps(steps: Steps) -> Rows:
+    """Take the steps of a stepwise prediction with one turn of the event loop between each two."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        await asyncio.sleep(0)

@@ -74,11 +74,21 @@ def failures(lines: Lines) -> list[dict[str, Any]]:
     return [line for line in lines.lines if line["level"] == "ERROR"]
 
 
-def break_predictor(api: PredictionAPI) -> None:
+def break_predictor(api: PredictionAPI, in_steps: bool = False) -> None:
+    """The predictor raises: in one call, or (``in_steps``) in a batch's walk on the loop, after a step."""
+
     def predict(rows: Any) -> Any:
         raise RuntimeError("predictor broke")
 
-    api.batcher._predict = predict
+    def steps(rows: Any) -> Any:
+        yield
+        raise RuntimeError("predictor broke")
+
+    if in_steps:
+        assert api.batcher._stepwise is not None
+        api.batcher._stepwise = steps
+    else:
+        api.batcher._predict = predict
 
 
 def json_post(path: str) -> dict[str, Any]:
@@ -91,11 +101,26 @@ def json_post(path: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize(("path", "body"), [("/predict", ROW), ("/predict/batch", {"rows": [ROW, ROW]})])
+@pytest.mark.parametrize(
+    ("path", "body", "in_steps"),
+    [
+        ("/predict", ROW, False),
+        ("/predict/batch", {"rows": [ROW, ROW]}, False),
+        ("/predict/batch", {"rows": [ROW] * 3}, True),
+    ],
+    ids=["row", "batch-in-one-call", "batch-in-steps"],
+)
 async def test_a_fault_in_a_prediction_is_a_structured_500_at_once_logged_once_and_counted(
-    http: httpx.AsyncClient, api: PredictionAPI, logged: Lines, path: str, body: dict[str, Any]
+    http: httpx.AsyncClient,
+    api: PredictionAPI,
+    logged: Lines,
+    path: str,
+    body: dict[str, Any],
+    in_steps: bool,
 ) -> None:
-    break_predictor(api)
+    if in_steps:
+        api.batcher._inline_rows = 2  # three rows are then a batch walked in steps (over 32 in the service)
+    break_predictor(api, in_steps)
     started = time.perf_counter()
     response = await http.post(path, json=body)
     assert time.perf_counter() - started < 1
@@ -109,6 +134,7 @@ async def test_a_fault_in_a_prediction_is_a_structured_500_at_once_logged_once_a
     assert counted(api) == Counter({(path, "500"): 1})
     # The worker is unharmed: the next request is answered and its slot in flight was given back.
     api.batcher._predict = api.model.predict
+    api.batcher._stepwise = api.model.stepwise
     assert (await http.post(path, json=body)).status_code == 200
 
 
@@ -158,6 +184,7 @@ async def test_every_response_is_counted_exactly_once(http: httpx.AsyncClient, a
 
     api.batcher._predict = held
     api.batcher._inline_rows = 0
+    api.batcher._stepwise = None  # on the prediction thread, where the predictor can be held
     first = asyncio.create_task(http.post("/predict", json=ROW))
     while api.admission.admitted == 0:
         await asyncio.sleep(0.01)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from service.batching import MicroBatcher, Rows
+from service.compiled import Steps
 
 pytestmark = pytest.mark.unit
 
@@ -120,6 +121,44 @@ def test_small_batches_run_inline_and_large_ones_on_the_prediction_thread() -> N
     asyncio.run(scenario())
     assert threads[0] == threading.main_thread().name
     assert threads[1].startswith("predict")
+
+
+def test_a_large_batch_walked_in_steps_runs_on_the_loop_with_other_work_between_its_steps() -> None:
+    """The service's compiled models: no thread, whose GIL waits next to a busy loop starved the batches."""
+    events: list[str] = []
+
+    def one_call(rows: Rows) -> Rows:
+        events.append(f"one call of {rows.shape[0]} rows")
+        return np.zeros(rows.shape[0])
+
+    def in_steps(rows: Rows) -> Steps:
+        for step in range(3):
+            events.append(f"step {step} on {threading.current_thread().name}")
+            yield
+        return np.asarray(rows[:, 0] * 2.0)
+
+    async def other_work() -> None:
+        for _ in range(4):
+            events.append("other work")
+            await asyncio.sleep(0)
+
+    async def scenario() -> tuple[Rows, Rows]:
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            batcher = MicroBatcher(one_call, executor, max_rows=100, inline_rows=4, stepwise=in_steps)
+            large = asyncio.ensure_future(batcher.predict(np.arange(5.0).reshape(5, 1)))
+            await asyncio.sleep(0)  # the batcher starts the walk
+            _, values = await asyncio.gather(other_work(), large)
+            return values, await batcher.predict(np.ones((4, 1)))
+
+    large, small = asyncio.run(scenario())
+    assert large.tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
+    assert small.tolist() == [0.0] * 4
+    main = threading.main_thread().name
+    steps = [events.index(f"step {step} on {main}") for step in range(3)]
+    assert steps == sorted(steps)
+    between = events[steps[0] : steps[2]]
+    assert "other work" in between, events
+    assert events[-1] == "one call of 4 rows"
 
 
 def test_small_requests_are_batched_only_up_to_the_inline_size() -> None:

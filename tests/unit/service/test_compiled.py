@@ -20,8 +20,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from contracts.artifacts import FeatureStatistics
+from service import compiled
 from service.api import PredictionAPI
-from service.compiled import compile_model
+from service.compiled import compile_model, run_steps
 from service.config import ServiceSettings
 from service.logs import LOGGER_NAME
 from service.model import load_model_dir
@@ -60,8 +61,10 @@ def test_compiled_predictions_are_identical(pipeline: object) -> None:
     assert predict is not None
     expected = pipeline.predict(fresh)  # type: ignore[attr-defined]
     assert np.array_equal(predict(fresh), expected)
+    assert np.array_equal(run_steps(predict.in_steps(fresh)), expected)
     for size in (1, 2, 7):
         assert np.array_equal(predict(fresh[:size]), expected[:size])
+        assert np.array_equal(run_steps(predict.in_steps(fresh[:size])), expected[:size])
 
 
 def test_missing_values_follow_the_learned_direction() -> None:
@@ -174,8 +177,10 @@ def test_compiled_class_probabilities_are_identical(classifier: object, n_classe
     expected = classifier.predict_proba(fresh)  # type: ignore[attr-defined]
     assert expected.shape == (500, n_classes)
     assert np.array_equal(predict(fresh), expected)
+    assert np.array_equal(run_steps(predict.in_steps(fresh)), expected)
     for size in (1, 2, 7):
         assert np.array_equal(predict(fresh[:size]), expected[:size])
+        assert np.array_equal(run_steps(predict.in_steps(fresh[:size])), expected[:size])
 
 
 @pytest.mark.parametrize(
@@ -201,8 +206,6 @@ def test_other_classifiers_are_left_to_scikit_learn_with_the_reason_logged(
 def test_a_classifier_whose_compiled_probabilities_differ_falls_back(
     logged: Lines, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service import compiled
-
     x, _ = data(500, seed=12)
     model = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(x, classes(x, 3))
     original = compiled.CompiledTrees.predict
@@ -211,3 +214,33 @@ def test_a_classifier_whose_compiled_probabilities_differ_falls_back(
     assert compile_model(model, x[:50], "classification") is None
     [line] = [line for line in logged.lines if line["level"] == "WARNING"]
     assert "differ from scikit-learn's on 50 check rows" in line["cause"]
+
+
+def test_a_batch_is_walked_in_steps_of_a_bounded_number_of_tree_walks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x, y = data(2000, seed=13)
+    model = HistGradientBoostingRegressor(max_iter=60, random_state=0).fit(x, y)
+    predict = compile_model(model, x[:20])
+    assert predict is not None
+    # 500 rows and at most 1,000 walks a step: two trees a step, 30 steps for 60 trees.
+    monkeypatch.setattr(compiled, "WALKS_PER_STEP", 1000)
+    assert sum(1 for _ in predict.in_steps(x[:500])) == 30
+    assert np.array_equal(run_steps(predict.in_steps(x[:500])), model.predict(x[:500]))
+
+
+def test_a_model_whose_tree_by_tree_walk_differs_falls_back(
+    logged: Lines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y = data(500, seed=14)
+    model = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(x, y)
+    original = compiled.CompiledTrees.predict_in_steps
+
+    def reversed_sum(self: compiled.CompiledTrees, rows: np.ndarray) -> compiled.Steps:
+        self.tree_nodes.reverse()  # the trees summed in another order than scikit-learn's
+        return (yield from original(self, rows))
+
+    monkeypatch.setattr(compiled.CompiledTrees, "predict_in_steps", reversed_sum)
+    assert compile_model(model, x[:50]) is None
+    [line] = [line for line in logged.lines if line["level"] == "WARNING"]
+    assert "tree by tree differ from scikit-learn's on 50 check rows" in line["cause"]

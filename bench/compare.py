@@ -209,33 +209,30 @@ def measure_in_process(model_tag: str, rows: list[dict[str, float]], calls: int)
     import bentoml
     import numpy as np
 
-    from service.compiled import run_steps
     from service.model import ModelInfo, load_model_dir, prediction_executor
 
     stored = bentoml.models.get(model_tag)
     model = load_model_dir(Path(stored.path), ModelInfo.from_metadata(dict(stored.info.metadata), model_tag))
     matrix = np.array([[row[name] for name in model.feature_names] for row in rows], dtype=np.float64)
     executor = prediction_executor(1)
-    stepwise = model.stepwise
 
     def on_thread(rows: Any) -> Any:
         return executor.submit(model.predict, rows).result()
 
-    predict_row = model.predict if model.compiled is not None else on_thread
-    predict_batch = on_thread if stepwise is None else lambda rows: run_steps(stepwise(rows))
+    predict = model.predict if model.compiled is not None else on_thread
     try:
-        predict_row(matrix[:1])  # warm-up
+        predict(matrix[:1])  # warm-up
         durations = []
         for i in range(calls):
             one = matrix[i % len(matrix)][None, :]
             began = time.perf_counter()
-            predict_row(one)
+            predict(one)
             durations.append(time.perf_counter() - began)
         batch = np.resize(matrix, (1000, matrix.shape[1]))
         began = time.perf_counter()
         repeats = max(3, calls // 100)
         for _ in range(repeats):
-            predict_batch(batch)
+            predict(batch)
         per_row = (time.perf_counter() - began) / repeats / batch.shape[0]
     finally:
         executor.shutdown()

@@ -22,7 +22,7 @@ from contracts.artifacts import (
 )
 from contracts.model import ModelContract
 from contracts.modelio import ModelLoadError, load_sklearn_model
-from service.compiled import CompiledPredictor, Steps, compile_model
+from service.compiled import CompiledPredictor, Steps, compile_model, run_steps
 from service.tasks import Outputs, ServedTask, served_task
 
 Artifact = TypeVar("Artifact")
@@ -100,9 +100,12 @@ class LoadedModel:
         return self.compiled.in_steps if self.compiled is not None else None
 
     def predict(self, rows: npt.NDArray[np.float64]) -> Outputs:
-        if self.compiled is not None and rows.shape[0] <= COMPILED_MAX_ROWS:
+        """The outputs the service serves for ``rows``, computed the way it serves them, in one call."""
+        if self.compiled is None:
+            return self.sklearn(rows)
+        if rows.shape[0] <= COMPILED_MAX_ROWS:
             return self.compiled(rows)
-        return self.sklearn(rows)
+        return run_steps(self.compiled.in_steps(rows))
 
     def golden_error(self) -> float:
         """Largest absolute difference between the golden outputs and this process's (a wrong label: inf)."""

@@ -244,3 +244,18 @@ def test_a_model_whose_tree_by_tree_walk_differs_falls_back(
     assert compile_model(model, x[:50]) is None
     [line] = [line for line in logged.lines if line["level"] == "WARNING"]
     assert "tree by tree differ from scikit-learn's on 50 check rows" in line["cause"]
+
+
+def test_a_loaded_model_predicts_a_large_batch_tree_by_tree_not_with_scikit_learn(
+    tmp_path: Path, stats: FeatureStatistics
+) -> None:
+    model = load_model_dir(model_dir(tmp_path, stats, list(FEATURES)), INFO)
+    assert model.predictor == "compiled-trees"
+    rows = np.random.default_rng(15).normal(size=(40, len(model.feature_names))) + 3
+    expected = model.sklearn(rows)
+
+    def not_called(rows: np.ndarray) -> np.ndarray:
+        raise AssertionError("scikit-learn predicted a batch the compiled trees cover")
+
+    model.sklearn = not_called
+    assert np.array_equal(model.predict(rows), expected)

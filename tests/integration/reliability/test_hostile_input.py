@@ -129,8 +129,14 @@ def test_hypothesis_fuzzing_of_every_endpoint_finds_no_server_error(hostile: Ser
     rss_before = tree_rss(hostile.process.pid)
     statuses: dict[int, int] = {}
     server_errors: list[tuple[str, str, bytes, int]] = []
+    unanswered: list[tuple[str, str, bytes, str]] = []
 
-    with httpx.Client(base_url=hostile.base_url, timeout=30) as http:
+    # A connection per example: a kept-alive connection can be closed by the server as the next request
+    # is sent (CI once saw one such drop in 300 examples, never reproduced in 9,000 here), and keep-alive
+    # after every kind of early answer is tested on its own (tests/integration/service). A fresh
+    # connection that gets no answer is the server's fault, and fails the test with the server's log.
+    one_use = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=hostile.base_url, timeout=30, limits=one_use) as http:
 
         @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
         @given(
@@ -143,7 +149,11 @@ def test_hypothesis_fuzzing_of_every_endpoint_finds_no_server_error(hostile: Ser
             ),
         )
         def probe(method: str, path: str, body: bytes, content_type: str) -> None:
-            response = http.request(method, path, content=body, headers={"content-type": content_type})
+            try:
+                response = http.request(method, path, content=body, headers={"content-type": content_type})
+            except httpx.TransportError as error:
+                unanswered.append((method, path, body[:200], repr(error)))
+                return
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             if response.status_code >= 500:
                 server_errors.append((method, path, body[:200], response.status_code))
@@ -167,6 +177,7 @@ def test_hypothesis_fuzzing_of_every_endpoint_finds_no_server_error(hostile: Ser
         "examples": sum(statuses.values()),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "server_errors": len(server_errors),
+        "unanswered": len(unanswered),
         "oversized_body_bytes": len(oversized),
         "oversized_declared_status": declared.status_code,
         "oversized_chunked_status": chunked.status_code,
@@ -175,6 +186,7 @@ def test_hypothesis_fuzzing_of_every_endpoint_finds_no_server_error(hostile: Ser
     }
     record_figures("hostile_input", figures)
     assert not server_errors, server_errors[:5]
+    assert not unanswered, f"{unanswered[:5]}\n--- server log ---\n{hostile.log()[-6000:]}"
     assert declared.status_code == 413, declared.text
     assert chunked.status_code == 413, chunked.text
     assert (alive, ready, valid) == (200, 200, 200)

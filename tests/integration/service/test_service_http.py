@@ -282,6 +282,37 @@ def address(server: Server) -> tuple[str, int]:
     return url.host, url.port
 
 
+# Requests answered in every way short of closing (early before the body is read, after validation, and
+# a prediction), each followed on the same connection by the next.
+KEPT_ALIVE_EXCHANGES = [
+    ("POST", "/predict/batch", "text/plain", json.dumps({"rows": [ROW] * 50}).encode(), 415),
+    ("POST", "/nowhere", "application/json", json.dumps(ROW).encode(), 404),
+    ("PUT", "/predict", "application/json", json.dumps(ROW).encode(), 405),
+    ("POST", "/predict", "application/json", b'{"MedInc": NaN}', 422),
+    ("POST", "/predict", "application/json", b"{not json", 400),
+    ("POST", "/predict", "application/json", b"{}", 422),
+    ("POST", "/predict/batch", "application/json", json.dumps({"rows": [ROW] * 1001}).encode(), 422),
+    ("POST", "/predict", "application/json", json.dumps(ROW).encode(), 200),
+    ("GET", "/livez", "application/json", b"", 200),
+]
+
+
+def test_one_kept_alive_connection_answers_every_kind_of_request_back_to_back(served: Server) -> None:
+    """Each answer leaves the connection open and the next request on it is answered, 30 rounds back to
+    back (a dropped keep-alive connection shows as an httpx.RemoteProtocolError here)."""
+    local_ports = set()
+    statuses = []
+    with httpx.Client(base_url=served.base_url, timeout=30, limits=httpx.Limits(max_connections=1)) as http:
+        for _ in range(30):
+            for method, path, content_type, body, _ in KEPT_ALIVE_EXCHANGES:
+                response = http.request(method, path, content=body, headers={"content-type": content_type})
+                statuses.append(response.status_code)
+                local_ports.add(response.extensions["network_stream"].get_extra_info("client_addr")[1])
+                assert response.headers.get("connection") != "close", (method, path, response.text[:200])
+    assert statuses == [status for *_, status in KEPT_ALIVE_EXCHANGES] * 30
+    assert len(local_ports) == 1, local_ports
+
+
 def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(served: Server) -> None:
     """The rest of the body never comes: after the request timeout (2 s by default) the real server
     answers 408 with ``Connection: close`` and closes the connection, instead of a 503 after it."""

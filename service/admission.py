@@ -45,8 +45,9 @@ else, and starve the rest. Behind a proxy that pools its upstream connections, e
 one client. Among equal start tags (the clock's own: clients back from idle or refused), newest first
 (``lifo``): under overload the newest are served soonest and the oldest, which would be served late
 anyway, are the ones refused; ``fifo`` serves them in arrival order. A waiter whose turn it is but that
-does not fit keeps its turn against smaller ones with no earlier start tag, until it fits or its wait is
-over.
+does not fit keeps its turn against others no larger with no earlier start tag, until it fits or its wait
+is over: a newer request of its own size included, else under ``lifo`` each new batch took the turn of the
+one before it, and batches were refused more often than single rows (44 % of them against 33 % at 32x).
 Compared with latency-gradient limiters (Envoy's adaptive concurrency, Netflix's Gradient2), which
 infer queueing from the ratio of a minimum round-trip time to the sampled one, the worker here
 measures its own work directly and computes the queueing time instead of inferring it.
@@ -268,8 +269,8 @@ class Admission:
         self._sequence = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        # The waiter whose turn it was when it did not fit: it keeps it against smaller ones with no earlier
-        # start tag until it fits or is refused (they would otherwise overtake a waiting batch for ever).
+        # The waiter whose turn it was when it did not fit: it keeps it against others no larger with no
+        # earlier start tag until it fits or is refused (else they would overtake a waiting batch for ever).
         self._blocked: _Waiter | None = None
         self._typical_kib = 0.0
         self._busy_since: float | None = None
@@ -394,14 +395,14 @@ class Admission:
         """The waiter to admit next, or None when none fits now.
 
         The earliest start tag goes first; one whose turn it is but that does not fit keeps its turn
-        (``_blocked``) against smaller ones with no earlier start tag, until it fits or its wait is over.
+        (``_blocked``) against others no larger with no earlier start tag, until it fits or its wait is over.
         """
         turns = self._turns
         while turns[0][2].state != _WAITING:
             heapq.heappop(turns)
         waiter = turns[0][2]
         blocked = self._blocked
-        if blocked is not None and blocked.cost > waiter.cost and blocked.start <= waiter.start:
+        if blocked is not None and blocked.cost >= waiter.cost and blocked.start <= waiter.start:
             waiter = blocked
         if self._fits(waiter.cost):
             return waiter

@@ -150,7 +150,8 @@ def test_a_request_larger_than_the_target_runs_when_nothing_else_is_admitted() -
     run(scenario)
 
 
-@pytest.mark.parametrize(("order", "expected"), [("lifo", [3, 2, 1]), ("fifo", [1, 2, 3])])
+# Waiter 1 arrives when there is no room: it has the turn and keeps it. Behind it, the configured order.
+@pytest.mark.parametrize(("order", "expected"), [("lifo", [1, 3, 2]), ("fifo", [1, 2, 3])])
 def test_waiters_are_admitted_in_the_configured_order(order: QueueOrder, expected: list[int]) -> None:
     async def scenario() -> list[int]:
         gate, _ = admission(target=0.001, order=order)  # one request at a time
@@ -210,6 +211,31 @@ def test_newer_small_requests_do_not_overtake_a_large_one_that_waits_for_room() 
         await settle()
         assert not newer.done()  # 5 ms would be over the target
         gate.leave(small[1])  # type: ignore[arg-type]
+        assert isinstance(await newer, Ticket)
+
+    run(scenario)
+
+
+def test_a_newer_request_of_the_same_size_does_not_take_the_turn_of_a_large_one_waiting_for_room() -> None:
+    # Newest first among equal start tags: without this, each new batch displaced the waiting one, and under
+    # a crowd batches were refused more often than single rows.
+    async def scenario() -> None:
+        gate, _ = admission(target=0.0045, order="lifo")
+        gate.cost_model.seconds_per_kib = 0.001  # 1 ms per KiB on top of 1 ms per request
+        small = [await gate.enter("0"), await gate.enter("0")]  # 2 ms admitted
+        older = asyncio.ensure_future(gate.enter(str(2 * 1024)))  # 3 ms: does not fit yet
+        await settle()
+        newer = asyncio.ensure_future(gate.enter(str(2 * 1024)))  # the same size, and the newest
+        await settle()
+        gate.leave(small[0])  # type: ignore[arg-type]  # 1 ms admitted: room for one of them
+        first = await older
+        assert isinstance(first, Ticket)
+        await settle()
+        assert not newer.done()
+        gate.leave(small[1])  # type: ignore[arg-type]
+        await settle()
+        assert not newer.done()  # 3 ms admitted and 3 ms more would be over the target
+        gate.leave(first)
         assert isinstance(await newer, Ticket)
 
     run(scenario)

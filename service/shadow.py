@@ -255,6 +255,9 @@ class Mirror:
                     "shadow mirror control changed",
                     extra={"shadow_url": control.url, "shadow_sample_rate": control.sample_rate},
                 )
+                if control.url != self._control.url:
+                    # The backoff was earned by the previous shadow; a new one gets its copies at once.
+                    self._backoff.succeeded()
                 self._control = control
         return self._control
 

@@ -295,6 +295,24 @@ def test_an_unreachable_shadow_is_backed_off_and_every_drop_counted() -> None:
     assert offering < 0.05, f"offering 50 copies took {offering:.3f}s"
 
 
+def test_a_new_shadow_in_the_control_file_is_not_held_back_by_the_previous_ones_backoff(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as closed:
+        gone = f"http://127.0.0.1:{closed.server_address[1]}"
+    control = tmp_path / "mirror.json"
+    control.write_text(json.dumps({"url": gone, "sampleRate": 1.0}))
+    mirror, metrics = make_mirror(None, control_file=control)  # a 60 s backoff once unreachable
+    mirror.offer("/predict", b"{}", Answer(prediction=1.0), None)
+    wait_for(lambda: dropped(metrics)["unreachable"] == 1)
+    control.write_text(json.dumps({"url": recorder.url, "sampleRate": 1.0}))
+    time.sleep(0.02)
+    mirror.offer("/predict", b"{}", Answer(prediction=1.0), None)
+    wait_for(lambda: len(recorder.received) == 1)
+    mirror.close()
+    assert dropped(metrics) == Counter({"unreachable": 1})
+
+
 def test_a_slow_shadow_fills_the_queue_and_times_out_without_blocking_the_caller() -> None:
     slow = Recorder(delay=1.0)
     mirror, metrics = make_mirror(slow.url, queue_size=2, senders=1, timeout=0.3)
